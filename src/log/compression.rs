@@ -1,0 +1,130 @@
+//! Decompression of record-batch bodies, for the few places that must look
+//! inside a batch (timestamp lookups; later compaction and processors). The
+//! produce and fetch paths never call this.
+
+use std::io::Read;
+
+use super::LogError;
+
+/// A decompressed body larger than this is treated as corrupt rather than
+/// allowed to exhaust memory (a "zip bomb" inside a batch).
+pub const MAX_DECOMPRESSED: u64 = 256 * 1024 * 1024;
+
+/// The xerial snappy-java stream header the Java client writes.
+const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+
+pub fn codec_name(codec: u8) -> &'static str {
+    match codec {
+        0 => "none",
+        1 => "gzip",
+        2 => "snappy",
+        3 => "lz4",
+        4 => "zstd",
+        _ => "unknown",
+    }
+}
+
+fn read_capped(mut r: impl Read, codec: u8) -> Result<Vec<u8>, LogError> {
+    let mut out = Vec::new();
+    (&mut r)
+        .take(MAX_DECOMPRESSED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| LogError::CorruptBatch(format!("{} body does not decompress: {e}", codec_name(codec))))?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        return Err(LogError::CorruptBatch(format!(
+            "{} body decompresses to more than {MAX_DECOMPRESSED} bytes",
+            codec_name(codec)
+        )));
+    }
+    Ok(out)
+}
+
+fn snappy(data: &[u8]) -> Result<Vec<u8>, LogError> {
+    let bad = |e: String| LogError::CorruptBatch(format!("snappy body does not decompress: {e}"));
+    if !data.starts_with(&XERIAL_MAGIC) {
+        return snap::raw::Decoder::new().decompress_vec(data).map_err(|e| bad(e.to_string()));
+    }
+    // xerial framing: magic, i32 version, i32 compatible version, then
+    // blocks of (i32 length, raw snappy block).
+    let mut pos = XERIAL_MAGIC.len() + 8;
+    let mut out = Vec::new();
+    while pos < data.len() {
+        if pos + 4 > data.len() {
+            return Err(bad("truncated xerial block length".into()));
+        }
+        let len = u32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        pos += 4;
+        let block = data.get(pos..pos + len).ok_or_else(|| bad("truncated xerial block".into()))?;
+        let n = snap::raw::decompress_len(block).map_err(|e| bad(e.to_string()))?;
+        if (out.len() + n) as u64 > MAX_DECOMPRESSED {
+            return Err(bad("decompressed size over the limit".into()));
+        }
+        let start = out.len();
+        out.resize(start + n, 0);
+        snap::raw::Decoder::new().decompress(block, &mut out[start..]).map_err(|e| bad(e.to_string()))?;
+        pos += len;
+    }
+    Ok(out)
+}
+
+/// Decompresses a batch body (the bytes after the 61-byte header).
+pub fn decompress(codec: u8, data: &[u8]) -> Result<Vec<u8>, LogError> {
+    match codec {
+        0 => Ok(data.to_vec()),
+        1 => read_capped(flate2::read::GzDecoder::new(data), codec),
+        2 => snappy(data),
+        3 => read_capped(lz4_flex::frame::FrameDecoder::new(data), codec),
+        4 => {
+            let d = zstd::stream::read::Decoder::new(data)
+                .map_err(|e| LogError::CorruptBatch(format!("zstd body does not decompress: {e}")))?;
+            read_capped(d, codec)
+        }
+        other => Err(LogError::CorruptBatch(format!("unknown compression codec {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const TEXT: &[u8] = b"the quick brown fox jumps over the lazy dog, again and again and again";
+
+    #[test]
+    fn gzip_lz4_zstd_round_trip() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(TEXT).unwrap();
+        assert_eq!(decompress(1, &gz.finish().unwrap()).unwrap(), TEXT);
+
+        let mut lz = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        lz.write_all(TEXT).unwrap();
+        assert_eq!(decompress(3, &lz.finish().unwrap()).unwrap(), TEXT);
+
+        let z = zstd::bulk::compress(TEXT, 3).unwrap();
+        assert_eq!(decompress(4, &z).unwrap(), TEXT);
+    }
+
+    #[test]
+    fn snappy_raw_and_xerial_framed() {
+        let raw = snap::raw::Encoder::new().compress_vec(TEXT).unwrap();
+        assert_eq!(decompress(2, &raw).unwrap(), TEXT);
+
+        let mut framed = XERIAL_MAGIC.to_vec();
+        framed.extend_from_slice(&1i32.to_be_bytes());
+        framed.extend_from_slice(&1i32.to_be_bytes());
+        for chunk in TEXT.chunks(20) {
+            let block = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+            framed.extend_from_slice(&(block.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&block);
+        }
+        assert_eq!(decompress(2, &framed).unwrap(), TEXT);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for codec in 1..=4 {
+            assert!(decompress(codec, b"\x00\x01garbage\xff\xff\xff").is_err(), "codec {codec}");
+        }
+        assert!(decompress(7, b"").is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! Storage: the append-only, segmented log of one partition, and the manager
+//! of a data directory full of them. Synchronous by design (no async runtime
+//! inside): the broker calls it from blocking-capable threads, and benches
+//! and tests drive it directly. The byte layout is in `storage-format.md`.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod compression;
+pub mod config;
+pub mod index;
+pub mod manager;
+pub mod partition;
+pub mod segment;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use config::{LogConfig, TimestampType};
+pub use manager::LogManager;
+pub use partition::{AppendInfo, Log, ReadResult};
+
+/// Everything that can go wrong in the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(String),
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("record batch of {size} bytes is larger than max.message.bytes ({max})")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange { offset: u64, log_start_offset: u64, log_end_offset: u64 },
+    #[error("corrupt data in {path} at position {position}: {reason}")]
+    CorruptLog { path: PathBuf, position: u64, reason: String },
+    #[error("the log is closed")]
+    Closed,
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl LogError {
+    /// The Kafka protocol error code a client should see for this error.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            LogError::OffsetOutOfRange { .. } => 1, // OFFSET_OUT_OF_RANGE
+            LogError::CorruptBatch(_) => 2,         // CORRUPT_MESSAGE
+            LogError::MessageTooLarge { .. } => 10, // MESSAGE_TOO_LARGE
+            LogError::InvalidRecord(_) => 87,       // INVALID_RECORD
+            LogError::CorruptLog { .. } | LogError::Io(_) | LogError::Closed => 56, // KAFKA_STORAGE_ERROR
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the clock of timestamps and retention.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

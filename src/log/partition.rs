@@ -1,0 +1,646 @@
+//! The log of one partition: an ordered set of segments, one of them active.
+//!
+//! Concurrency: one appender at a time (the `appender` mutex); readers never
+//! take it. The segment map is behind a read-write lock held only to pick
+//! segments, never during I/O. Durable acknowledgement is `sync_to`, a
+//! group commit: whoever holds the sync lock fsyncs everything written so
+//! far, and every waiter whose offset that covers returns without an fsync
+//! of its own.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
+
+use super::batch::{self, BatchHeader};
+use super::checkpoint::{self, Checkpoint};
+use super::segment::{self, PreparedBatch, Segment};
+use super::{now_ms, LogConfig, LogError, TimestampType};
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// The broker time written into the batches, for `LogAppendTime` logs; -1 otherwise.
+    pub log_append_time: i64,
+    pub log_start_offset: u64,
+}
+
+/// What a read returned, with the log's bounds at the time of the read.
+#[derive(Clone, Debug)]
+pub struct ReadResult {
+    pub records: Bytes,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+}
+
+struct Appender {
+    active: Arc<Segment>,
+    next_offset: u64,
+    closed: bool,
+}
+
+struct SyncState {
+    flushed_offset: u64,
+    /// The recovery point last written to the checkpoint file.
+    persisted_recovery_point: u64,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: RwLock<Arc<LogConfig>>,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    appender: Mutex<Appender>,
+    sync: Mutex<SyncState>,
+    log_end_offset: AtomicU64,
+    log_start_offset: AtomicU64,
+    recovery_point: AtomicU64,
+    /// Wall time of the oldest append not yet fsynced; 0 when none.
+    first_unflushed_ms: AtomicI64,
+    /// Serializes checkpoint writes (the log start offset and recovery point
+    /// must not be written out of order).
+    checkpoint_lock: Mutex<()>,
+    dirty_open: AtomicBool,
+}
+
+/// Parses a segment file name `<20 digits>.log`.
+fn segment_base(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if missing. `clean_shutdown` says
+    /// whether the previous process closed the data directory cleanly; if
+    /// not, every segment from the recovery point on is rescanned.
+    pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<Log, LogError> {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                checkpoint::sync_dir(parent)?;
+            }
+        }
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = segment_base(&name) {
+                bases.push(base);
+            } else if name.ends_with(".tmp") {
+                segment::remove_if_exists(&dir.join(&*name))?;
+            }
+        }
+        bases.sort_unstable();
+        // Index files whose log file is gone (an interrupted delete).
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy().into_owned();
+            for ext in [".index", ".timeindex"] {
+                if let Some(stem) = name.strip_suffix(ext) {
+                    if segment_base(&format!("{stem}.log")).is_some_and(|b| bases.binary_search(&b).is_err()) {
+                        segment::remove_if_exists(&dir.join(&name))?;
+                    }
+                }
+            }
+        }
+
+        let (mut checkpoint, mut dirty) = match Checkpoint::read(dir)? {
+            Ok(Some(c)) => (c, false),
+            Ok(None) => (Checkpoint { recovery_point: 0, log_start_offset: 0 }, !bases.is_empty()),
+            Err(reason) => {
+                tracing::warn!(dir = %dir.display(), reason, "checkpoint is damaged; recovering every segment");
+                (Checkpoint { recovery_point: 0, log_start_offset: 0 }, true)
+            }
+        };
+        let clean = clean_shutdown && !dirty;
+
+        let mut segments = BTreeMap::new();
+        let mut recovering = false;
+        let mut prev_next = 0u64;
+        let mut dropped_from: Option<usize> = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let below_recovery_point = bases.get(i + 1).is_some_and(|&next| next <= checkpoint.recovery_point);
+            let trusted = !recovering && base >= prev_next && (clean || below_recovery_point);
+            let prealloc = if is_last { Some(config.segment_index_bytes) } else { None };
+            let opened = if trusted {
+                Segment::open_trusted(dir, base, prealloc, config.index_interval_bytes)?
+            } else {
+                None
+            };
+            let seg = match opened {
+                Some(s) => s,
+                None => {
+                    recovering = true;
+                    dirty = true;
+                    let (s, report) = Segment::recover(dir, base, config.segment_index_bytes, config.index_interval_bytes, prev_next)?;
+                    if report.truncated_bytes > 0 {
+                        tracing::warn!(
+                            segment = %segment::log_path(dir, base).display(),
+                            valid_bytes = report.valid_bytes,
+                            truncated_bytes = report.truncated_bytes,
+                            reason = report.reason.as_deref().unwrap_or(""),
+                            "truncated a torn or corrupt segment tail"
+                        );
+                        if !is_last {
+                            dropped_from = Some(i + 1);
+                        }
+                    }
+                    if !is_last && dropped_from.is_none() {
+                        s.seal()?;
+                    }
+                    s.sync_data()?;
+                    s
+                }
+            };
+            prev_next = seg.next_offset();
+            segments.insert(base, Arc::new(seg));
+            if dropped_from.is_some() {
+                break;
+            }
+        }
+        if let Some(from) = dropped_from {
+            for &base in &bases[from..] {
+                tracing::warn!(segment = %segment::log_path(dir, base).display(), "deleted a segment that followed a truncated one");
+                for p in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
+                    segment::remove_if_exists(&p)?;
+                }
+            }
+            checkpoint::sync_dir(dir)?;
+        }
+        // Segments that hold nothing (an empty segment created by a roll,
+        // then left behind by a truncation) are harmless; an empty log gets
+        // one at the log start offset.
+        if segments.is_empty() {
+            let base = checkpoint.log_start_offset;
+            let seg = Segment::create(dir, base, config.segment_index_bytes, config.index_interval_bytes)?;
+            checkpoint::sync_dir(dir)?;
+            segments.insert(base, Arc::new(seg));
+        }
+        // The last segment (possibly a truncated one) was opened or
+        // recovered with preallocated indexes: it is the active segment.
+        let active = Arc::clone(segments.values().next_back().expect("at least one segment"));
+        let log_end_offset = active.next_offset().max(active.base_offset);
+        let first_base = *segments.keys().next().expect("at least one segment");
+        let mut log_start_offset = checkpoint.log_start_offset.max(first_base);
+        if log_start_offset > log_end_offset {
+            tracing::warn!(dir = %dir.display(), log_start_offset, log_end_offset, "log start offset is past the recovered end; clamping");
+            log_start_offset = log_end_offset;
+        }
+        // Everything present is now on disk (a clean close fsynced it, a
+        // recovery fsynced what it kept), so the recovery point is the end.
+        let recovery_point = if clean { log_end_offset } else { active.base_offset };
+        checkpoint = Checkpoint { recovery_point, log_start_offset };
+        if dirty {
+            checkpoint.write(dir)?;
+        }
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            config: RwLock::new(Arc::new(config)),
+            segments: RwLock::new(segments),
+            appender: Mutex::new(Appender { active, next_offset: log_end_offset, closed: false }),
+            sync: Mutex::new(SyncState { flushed_offset: log_end_offset, persisted_recovery_point: checkpoint.recovery_point }),
+            log_end_offset: AtomicU64::new(log_end_offset),
+            log_start_offset: AtomicU64::new(log_start_offset),
+            recovery_point: AtomicU64::new(recovery_point),
+            first_unflushed_ms: AtomicI64::new(0),
+            checkpoint_lock: Mutex::new(()),
+            dirty_open: AtomicBool::new(dirty),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> Arc<LogConfig> {
+        Arc::clone(&self.config.read())
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.write() = Arc::new(config);
+    }
+
+    pub fn log_end_offset(&self) -> u64 {
+        self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    /// Offsets below this are durable and indexed on disk.
+    pub fn recovery_point(&self) -> u64 {
+        self.recovery_point.load(Ordering::Acquire)
+    }
+
+    /// Whether opening this log had to recover or repair anything.
+    pub fn was_recovered(&self) -> bool {
+        self.dirty_open.load(Ordering::Relaxed)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.read().values().map(|s| s.size()).sum()
+    }
+
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.segments.read().keys().copied().collect()
+    }
+
+    fn segment_list(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().values().cloned().collect()
+    }
+
+    /// Validates and appends a client's record set (one or more batches).
+    /// Nothing is written unless every batch is valid.
+    pub fn append(&self, records: &Bytes) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let batches = batch::validate_producer_records(records)?;
+        for b in &batches {
+            if b.bytes.len() > config.max_message_bytes {
+                return Err(LogError::MessageTooLarge { size: b.bytes.len(), max: config.max_message_bytes });
+            }
+            if b.header.is_control() {
+                return Err(LogError::InvalidRecord("clients may not write control batches".into()));
+            }
+        }
+        let now = now_ms();
+        let total: u64 = batches.iter().map(|b| b.bytes.len() as u64).sum();
+        let records_total: u64 = batches.iter().map(|b| b.header.last_offset_delta as u64 + 1).sum();
+
+        let mut app = self.appender.lock();
+        if app.closed {
+            return Err(LogError::Closed);
+        }
+        self.maybe_roll(&mut app, &config, total, records_total, now)?;
+        let base_offset = app.next_offset;
+        let mut next = base_offset;
+        let mut prepared = Vec::with_capacity(batches.len());
+        for b in batches {
+            let mut header = b.header;
+            header.base_offset = next as i64;
+            let rest = if config.timestamp_type == TimestampType::LogAppendTime {
+                set_log_append_time(&b.bytes, now)
+            } else {
+                b.bytes.slice(8..)
+            };
+            if config.timestamp_type == TimestampType::LogAppendTime {
+                header.max_timestamp = now;
+                header.attributes |= 0x08;
+            }
+            next += header.last_offset_delta as u64 + 1;
+            prepared.push(PreparedBatch { header, base_offset_bytes: (header.base_offset).to_be_bytes(), rest });
+        }
+        app.active.append(&prepared)?;
+        app.next_offset = next;
+        self.log_end_offset.store(next, Ordering::Release);
+        let _ = self.first_unflushed_ms.compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Relaxed);
+        drop(app);
+
+        if let Some(n) = config.flush_messages {
+            let flushed = self.sync.lock().flushed_offset;
+            if next - flushed >= n {
+                self.sync_to(next)?;
+            }
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: if config.timestamp_type == TimestampType::LogAppendTime { now } else { -1 },
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    fn maybe_roll(&self, app: &mut Appender, config: &LogConfig, bytes: u64, records: u64, now: i64) -> Result<(), LogError> {
+        let active = &app.active;
+        if active.is_empty() {
+            return Ok(());
+        }
+        let by_size = active.size() + bytes > config.segment_bytes;
+        let by_time = active.first_batch_timestamp().is_some_and(|ts| now.saturating_sub(ts) > config.segment_ms);
+        let by_index = active.index_nearly_full();
+        let by_offset = app.next_offset + records - active.base_offset > u32::MAX as u64;
+        if by_size || by_time || by_index || by_offset {
+            self.roll_locked(app, config)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    fn roll_locked(&self, app: &mut Appender, config: &LogConfig) -> Result<(), LogError> {
+        let base = app.next_offset;
+        if app.active.base_offset == base {
+            return Ok(());
+        }
+        app.active.seal()?;
+        let seg = Arc::new(Segment::create(&self.dir, base, config.segment_index_bytes, config.index_interval_bytes)?);
+        checkpoint::sync_dir(&self.dir)?;
+        self.segments.write().insert(base, Arc::clone(&seg));
+        tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled a new segment");
+        app.active = seg;
+        Ok(())
+    }
+
+    /// Rolls the active segment now (if it holds anything).
+    pub fn roll(&self) -> Result<(), LogError> {
+        let config = self.config();
+        let mut app = self.appender.lock();
+        if app.closed {
+            return Err(LogError::Closed);
+        }
+        if app.active.is_empty() {
+            return Ok(());
+        }
+        self.roll_locked(&mut app, &config)
+    }
+
+    /// Blocks until every offset below `offset` is on disk. Concurrent
+    /// callers share fsyncs (group commit).
+    pub fn sync_to(&self, offset: u64) -> Result<(), LogError> {
+        let mut s = self.sync.lock();
+        if s.flushed_offset >= offset {
+            return Ok(());
+        }
+        self.first_unflushed_ms.store(0, Ordering::Release);
+        let leo = self.log_end_offset();
+        let segs: Vec<Arc<Segment>> = {
+            let map = self.segments.read();
+            let from = map.range(..=s.flushed_offset).next_back().map_or(0, |(&b, _)| b);
+            map.range(from..).map(|(_, s)| Arc::clone(s)).collect()
+        };
+        for seg in &segs {
+            seg.sync_data()?;
+        }
+        s.flushed_offset = leo;
+        // Every segment but the last one synced here is sealed with its
+        // indexes already on disk: recovery may skip them.
+        let last_base = segs.last().map_or(0, |s| s.base_offset);
+        let rp = last_base.min(leo).max(self.recovery_point());
+        self.recovery_point.store(rp, Ordering::Release);
+        if rp > s.persisted_recovery_point && segs.len() > 1 {
+            s.persisted_recovery_point = rp;
+            drop(s);
+            self.write_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Applies `flush.ms`: fsyncs when the oldest unflushed append is older.
+    pub fn flush_if_due(&self, now: i64) -> Result<(), LogError> {
+        let Some(ms) = self.config().flush_ms else { return Ok(()) };
+        let first = self.first_unflushed_ms.load(Ordering::Acquire);
+        if first > 0 && now - first >= ms as i64 {
+            self.sync_to(self.log_end_offset())?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable and persists the recovery
+    /// point and log start offset (the periodic checkpoint).
+    pub fn checkpoint(&self) -> Result<(), LogError> {
+        self.sync_to(self.log_end_offset())?;
+        let rp = self.recovery_point();
+        let mut s = self.sync.lock();
+        if rp > s.persisted_recovery_point {
+            s.persisted_recovery_point = rp;
+            drop(s);
+            self.write_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn write_checkpoint(&self) -> Result<(), LogError> {
+        let _g = self.checkpoint_lock.lock();
+        let c = Checkpoint { recovery_point: self.recovery_point(), log_start_offset: self.log_start_offset() };
+        c.write(&self.dir)?;
+        Ok(())
+    }
+
+    fn check_range(&self, offset: u64) -> Result<(u64, u64), LogError> {
+        // Read the end first: the start only grows, and never past the end.
+        let leo = self.log_end_offset();
+        let lso = self.log_start_offset();
+        if offset < lso || offset > leo {
+            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: lso, log_end_offset: leo });
+        }
+        Ok((lso, leo))
+    }
+
+    /// Finds the first segment, at or after the one holding `offset`, with a
+    /// batch at or after `offset`: `(segment, position, header)`.
+    fn locate(&self, offset: u64) -> Result<Option<(Arc<Segment>, u64, BatchHeader)>, LogError> {
+        let mut seg = {
+            let map = self.segments.read();
+            map.range(..=offset).next_back().or_else(|| map.iter().next()).map(|(_, s)| Arc::clone(s))
+        };
+        while let Some(s) = seg {
+            if let Some((pos, h)) = s.locate(offset)? {
+                return Ok(Some((s, pos, h)));
+            }
+            seg = self.segments.read().range((Bound::Excluded(s.base_offset), Bound::Unbounded)).next().map(|(_, s)| Arc::clone(s));
+        }
+        Ok(None)
+    }
+
+    /// Reads whole batches from the one containing `offset`: at least one
+    /// batch (even if larger than `max_bytes`), then more while they fit,
+    /// never a batch at or past `upper_bound` (the high watermark or last
+    /// stable offset; capped at the log end).
+    pub fn read(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<ReadResult, LogError> {
+        let (lso, leo) = self.check_range(offset)?;
+        let upper = upper_bound.min(leo);
+        let mut records = Bytes::new();
+        if offset < upper {
+            if let Some((seg, pos, h)) = self.locate(offset)? {
+                if (h.base_offset as u64) < upper {
+                    records = seg.read_batches(pos, max_bytes, upper)?;
+                }
+            }
+        }
+        Ok(ReadResult { records, log_start_offset: lso, log_end_offset: leo })
+    }
+
+    /// The earliest record at or after the log start offset whose timestamp
+    /// is ≥ `ts`, below `upper_bound`, as `(offset, timestamp)`. Looks inside
+    /// batches: client timestamps need not increase.
+    pub fn offset_for_timestamp(&self, ts: i64, upper_bound: u64) -> Result<Option<(u64, i64)>, LogError> {
+        let lso = self.log_start_offset();
+        for seg in self.segment_list() {
+            if seg.max_timestamp() < ts || seg.next_offset() <= lso {
+                continue;
+            }
+            let start = seg.time_scan_start(ts).max(lso);
+            if let Some(found) = self.scan_segment_for_timestamp(&seg, start, ts, upper_bound)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first record holding the log's largest timestamp, as
+    /// `(offset, timestamp)` (ListOffsets with MAX_TIMESTAMP).
+    pub fn offset_of_max_timestamp(&self, upper_bound: u64) -> Result<Option<(u64, i64)>, LogError> {
+        let lso = self.log_start_offset();
+        let mut best: Option<Arc<Segment>> = None;
+        for seg in self.segment_list() {
+            if seg.is_empty() || seg.next_offset() <= lso {
+                continue;
+            }
+            if best.as_ref().is_none_or(|b| seg.max_timestamp() > b.max_timestamp()) {
+                best = Some(seg);
+            }
+        }
+        let Some(seg) = best else { return Ok(None) };
+        let max = seg.max_timestamp();
+        let start = seg.max_timestamp_batch().unwrap_or_else(|| seg.time_scan_start(max)).max(lso);
+        self.scan_segment_for_timestamp(&seg, start, max, upper_bound)
+    }
+
+    fn scan_segment_for_timestamp(&self, seg: &Segment, start: u64, ts: i64, upper_bound: u64) -> Result<Option<(u64, i64)>, LogError> {
+        let Some((mut pos, _)) = seg.locate(start)? else { return Ok(None) };
+        while let Some(h) = seg.header_at(pos)? {
+            if h.base_offset as u64 >= upper_bound {
+                return Ok(None);
+            }
+            if h.max_timestamp >= ts {
+                let bytes = seg.read_batches(pos, 0, u64::MAX)?;
+                for r in batch::record_stamps(&bytes)? {
+                    if r.timestamp >= ts && r.offset as u64 >= start && (r.offset as u64) < upper_bound {
+                        return Ok(Some((r.offset as u64, r.timestamp)));
+                    }
+                }
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Applies `retention.ms` and `retention.bytes`, and drops segments that
+    /// lie wholly below the log start offset. Deletes whole segments only, the
+    /// oldest first; rolls the active segment when it must go too. Returns
+    /// how many segments were deleted.
+    pub fn apply_retention(&self, now: i64) -> Result<usize, LogError> {
+        let config = self.config();
+        let segs = self.segment_list();
+        let lso = self.log_start_offset();
+        let mut excess = if config.retention_bytes >= 0 {
+            segs.iter().map(|s| s.size() as i64).sum::<i64>() - config.retention_bytes
+        } else {
+            i64::MIN
+        };
+        let mut doomed = 0;
+        for (i, seg) in segs.iter().enumerate() {
+            if seg.is_empty() {
+                break;
+            }
+            let below_start = segs.get(i + 1).is_some_and(|n| n.base_offset <= lso);
+            let newest = if seg.max_timestamp() >= 0 { seg.max_timestamp() } else { seg.last_modified_ms() };
+            let expired = config.retention_ms >= 0 && now - newest > config.retention_ms;
+            let too_big = excess >= seg.size() as i64;
+            if !(below_start || expired || too_big) {
+                break;
+            }
+            if too_big {
+                excess -= seg.size() as i64;
+            }
+            doomed = i + 1;
+        }
+        if doomed == 0 {
+            return Ok(0);
+        }
+        self.delete_oldest_segments(doomed)
+    }
+
+    /// Deletes the `n` oldest segments (rolling first when that includes the
+    /// active one) and moves the log start offset past them.
+    fn delete_oldest_segments(&self, n: usize) -> Result<usize, LogError> {
+        let config = self.config();
+        let mut app = self.appender.lock();
+        if app.closed {
+            return Err(LogError::Closed);
+        }
+        let count = self.segments.read().len();
+        if n >= count {
+            if app.active.is_empty() {
+                return self.delete_locked(n.min(count - 1));
+            }
+            self.roll_locked(&mut app, &config)?;
+        }
+        self.delete_locked(n)
+    }
+
+    fn delete_locked(&self, n: usize) -> Result<usize, LogError> {
+        if n == 0 {
+            return Ok(0);
+        }
+        let removed: Vec<Arc<Segment>> = {
+            let mut map = self.segments.write();
+            let keys: Vec<u64> = map.keys().take(n).copied().collect();
+            keys.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        let first_left = *self.segments.read().keys().next().expect("the active segment remains");
+        self.log_start_offset.fetch_max(first_left, Ordering::AcqRel);
+        // The new start offset is durable before any file disappears.
+        self.write_checkpoint()?;
+        for seg in &removed {
+            seg.delete_files()?;
+            tracing::info!(dir = %self.dir.display(), base_offset = seg.base_offset, "deleted a segment");
+        }
+        checkpoint::sync_dir(&self.dir)?;
+        Ok(removed.len())
+    }
+
+    /// Advances the log start offset to `offset` (DeleteRecords), durably,
+    /// and deletes segments that fall wholly below it. Returns the new log
+    /// start offset.
+    pub fn delete_records(&self, offset: u64) -> Result<u64, LogError> {
+        self.check_range(offset.max(self.log_start_offset()))?;
+        if offset <= self.log_start_offset() {
+            return Ok(self.log_start_offset());
+        }
+        self.log_start_offset.fetch_max(offset, Ordering::AcqRel);
+        self.write_checkpoint()?;
+        let segs = self.segment_list();
+        let below = segs.windows(2).take_while(|w| w[1].base_offset <= offset).count();
+        if below > 0 {
+            let _app = self.appender.lock();
+            self.delete_locked(below)?;
+        }
+        Ok(self.log_start_offset())
+    }
+
+    /// Flushes everything and stops appends. The caller records the clean
+    /// shutdown (see `LogManager`); a log closed without that is recovered
+    /// from its recovery point on the next open.
+    pub fn close(&self) -> Result<(), LogError> {
+        self.sync_to(self.log_end_offset())?;
+        let mut app = self.appender.lock();
+        if app.closed {
+            return Ok(());
+        }
+        app.closed = true;
+        app.active.close_active()?;
+        Ok(())
+    }
+}
+
+/// Copies a batch with `LogAppendTime` set: the timestamp-type attribute, the
+/// max timestamp, and a recomputed CRC. Returns the bytes after the base
+/// offset field.
+fn set_log_append_time(bytes: &Bytes, now: i64) -> Bytes {
+    let mut b = BytesMut::from(&bytes[..]);
+    let attrs = i16::from_be_bytes([b[21], b[22]]) | 0x08;
+    b[21..23].copy_from_slice(&attrs.to_be_bytes());
+    b[35..43].copy_from_slice(&now.to_be_bytes());
+    let crc = batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze().slice(8..)
+}

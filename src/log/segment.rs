@@ -1,0 +1,591 @@
+//! One segment: a `.log` file of record batches and its two indexes.
+//!
+//! A segment is written only by its log's appender (one at a time) and read
+//! by any number of readers without locks on the file: readers see bytes up
+//! to the published `size`, which moves only after a write completes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
+
+use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY, TIME_ENTRY};
+use super::LogError;
+
+/// Bytes of a header needed to walk from batch to batch.
+const WALK_LEN: usize = 27;
+
+pub fn file_stem(base_offset: u64) -> String {
+    format!("{base_offset:020}")
+}
+
+pub fn log_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{}.log", file_stem(base)))
+}
+pub fn index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{}.index", file_stem(base)))
+}
+pub fn time_index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{}.timeindex", file_stem(base)))
+}
+
+/// One batch ready to be written: its new base offset (the first 8 bytes,
+/// written in place of the client's) and the rest of its bytes.
+pub struct PreparedBatch {
+    pub header: BatchHeader,
+    pub base_offset_bytes: [u8; 8],
+    pub rest: Bytes,
+}
+
+impl PreparedBatch {
+    pub fn len(&self) -> usize {
+        8 + self.rest.len()
+    }
+}
+
+struct Indexes {
+    offset: OffsetIndex,
+    time: TimeIndex,
+}
+
+/// State changed by appends, guarded together.
+#[derive(Clone, Copy, Debug)]
+struct Tail {
+    next_offset: u64,
+    max_timestamp: i64,
+    /// Base offset of the batch holding `max_timestamp`, when known.
+    max_timestamp_batch: Option<u64>,
+    /// Max timestamp of the first batch; `segment.ms` counts from it.
+    first_batch_timestamp: Option<i64>,
+    bytes_since_index: u64,
+}
+
+pub struct Segment {
+    pub base_offset: u64,
+    dir: PathBuf,
+    file: File,
+    size: AtomicU64,
+    indexes: RwLock<Indexes>,
+    tail: Mutex<Tail>,
+    index_interval: u64,
+}
+
+/// What a scan of a segment's batches found.
+pub struct RecoveryReport {
+    pub valid_bytes: u64,
+    pub truncated_bytes: u64,
+    pub reason: Option<String>,
+}
+
+impl Segment {
+    /// Creates a new empty segment (replacing any stale files of that name).
+    pub fn create(dir: &Path, base_offset: u64, index_bytes: u64, index_interval: u64) -> io::Result<Segment> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(log_path(dir, base_offset))?;
+        for p in [index_path(dir, base_offset), time_index_path(dir, base_offset)] {
+            remove_if_exists(&p)?;
+        }
+        let indexes = Indexes {
+            offset: OffsetIndex::open(&index_path(dir, base_offset), Some(index_bytes))?,
+            time: TimeIndex::open(&time_index_path(dir, base_offset), Some(index_bytes))?,
+        };
+        Ok(Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file,
+            size: AtomicU64::new(0),
+            indexes: RwLock::new(indexes),
+            tail: Mutex::new(Tail {
+                next_offset: base_offset,
+                max_timestamp: -1,
+                max_timestamp_batch: None,
+                first_batch_timestamp: None,
+                bytes_since_index: 0,
+            }),
+            index_interval,
+        })
+    }
+
+    /// Opens an existing segment, trusting its indexes only after checking
+    /// them against the file: every entry must point inside the file, and
+    /// the walk of batch headers from the last index entry to the end of the
+    /// file must be structurally sound. Returns `Ok(None)` when the segment
+    /// needs a full recovery scan instead.
+    pub fn open_trusted(dir: &Path, base_offset: u64, index_bytes: Option<u64>, index_interval: u64) -> io::Result<Option<Segment>> {
+        let file = OpenOptions::new().read(true).write(true).open(log_path(dir, base_offset))?;
+        let size = file.metadata()?.len();
+        let (ip, tp) = (index_path(dir, base_offset), time_index_path(dir, base_offset));
+        if !ip.exists() || !tp.exists() {
+            return Ok(None);
+        }
+        // A sealed index is trimmed to whole valid entries; anything else
+        // there means it was damaged.
+        if index_bytes.is_none() {
+            let (il, tl) = (std::fs::metadata(&ip)?.len(), std::fs::metadata(&tp)?.len());
+            let offset = OffsetIndex::open(&ip, None)?;
+            let time = TimeIndex::open(&tp, None)?;
+            if offset.used_bytes() != il || time.used_bytes() != tl || il % OFFSET_ENTRY as u64 != 0 || tl % TIME_ENTRY as u64 != 0 {
+                return Ok(None);
+            }
+        }
+        let indexes = Indexes {
+            offset: OffsetIndex::open(&ip, index_bytes)?,
+            time: TimeIndex::open(&tp, index_bytes)?,
+        };
+        let seg = Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file,
+            size: AtomicU64::new(size),
+            indexes: RwLock::new(indexes),
+            tail: Mutex::new(Tail {
+                next_offset: base_offset,
+                max_timestamp: -1,
+                max_timestamp_batch: None,
+                first_batch_timestamp: None,
+                bytes_since_index: 0,
+            }),
+            index_interval,
+        };
+        match seg.load_tail()? {
+            true => Ok(Some(seg)),
+            false => Ok(None),
+        }
+    }
+
+    /// Computes the tail state from the indexes and a walk of the headers
+    /// after the last offset index entry. False when anything disagrees.
+    fn load_tail(&self) -> io::Result<bool> {
+        let size = self.size();
+        let idx = self.indexes.read();
+        let (rel, pos) = idx.offset.last().unwrap_or((0, 0));
+        if pos as u64 >= size.max(1) && pos != 0 {
+            return Ok(false);
+        }
+        if pos > 0 {
+            match self.header_at(pos as u64)? {
+                Some(h) if h.base_offset as u64 == self.base_offset + rel as u64 => {}
+                _ => return Ok(false),
+            }
+        }
+        let mut t = self.tail.lock();
+        if let Some((ts, _)) = idx.time.last() {
+            t.max_timestamp = ts;
+        }
+        if let Some(first) = self.header_at(0)? {
+            t.first_batch_timestamp = Some(first.max_timestamp);
+        }
+        let mut p = pos as u64;
+        let mut next = self.base_offset + rel as u64;
+        while p < size {
+            let h = match self.header_at(p)? {
+                Some(h) => h,
+                None => return Ok(false),
+            };
+            if h.check_structure().is_err() || p + h.total_len() as u64 > size || (h.base_offset as u64) < next {
+                return Ok(false);
+            }
+            if h.max_timestamp > t.max_timestamp {
+                t.max_timestamp = h.max_timestamp;
+                t.max_timestamp_batch = Some(h.base_offset as u64);
+            }
+            next = h.next_offset() as u64;
+            p += h.total_len() as u64;
+            t.bytes_since_index = p - pos as u64;
+        }
+        if let Some((_, r)) = idx.time.last() {
+            if self.base_offset + r as u64 > next.max(self.base_offset + 1) {
+                return Ok(false);
+            }
+        }
+        t.next_offset = next;
+        Ok(true)
+    }
+
+    /// Opens a segment by scanning every batch: validates structure, offsets
+    /// and CRC, rebuilds both indexes from scratch, and truncates the file at
+    /// the first invalid batch.
+    pub fn recover(dir: &Path, base_offset: u64, index_bytes: u64, index_interval: u64, min_offset: u64) -> io::Result<(Segment, RecoveryReport)> {
+        let file = OpenOptions::new().read(true).write(true).open(log_path(dir, base_offset))?;
+        let file_size = file.metadata()?.len();
+        for p in [index_path(dir, base_offset), time_index_path(dir, base_offset)] {
+            remove_if_exists(&p)?;
+        }
+        let seg = Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file,
+            size: AtomicU64::new(0),
+            indexes: RwLock::new(Indexes {
+                offset: OffsetIndex::open(&index_path(dir, base_offset), Some(index_bytes))?,
+                time: TimeIndex::open(&time_index_path(dir, base_offset), Some(index_bytes))?,
+            }),
+            tail: Mutex::new(Tail {
+                next_offset: base_offset,
+                max_timestamp: -1,
+                max_timestamp_batch: None,
+                first_batch_timestamp: None,
+                bytes_since_index: 0,
+            }),
+            index_interval,
+        };
+        let mut pos = 0u64;
+        let mut next = base_offset.max(min_offset);
+        let mut buf = Vec::new();
+        let mut reason = None;
+        while pos < file_size {
+            let remaining = file_size - pos;
+            if remaining < HEADER_LEN as u64 {
+                reason = Some(format!("{remaining} trailing bytes cannot hold a batch header"));
+                break;
+            }
+            let mut head = [0u8; HEADER_LEN];
+            seg.file.read_exact_at(&mut head, pos)?;
+            let h = BatchHeader::parse(&head).expect("HEADER_LEN bytes");
+            if let Err(r) = h.check_structure() {
+                reason = Some(r.to_string());
+                break;
+            }
+            let len = h.total_len() as u64;
+            if len > remaining {
+                reason = Some(format!("batch declares {len} bytes but {remaining} remain"));
+                break;
+            }
+            if h.base_offset < 0 || (h.base_offset as u64) < next {
+                reason = Some(format!("batch base offset {} is below the expected {next}", h.base_offset));
+                break;
+            }
+            if h.last_offset() as u64 - base_offset > u32::MAX as u64 {
+                reason = Some("batch offset does not fit the segment's relative offsets".into());
+                break;
+            }
+            buf.resize(len as usize, 0);
+            seg.file.read_exact_at(&mut buf, pos)?;
+            if batch::compute_crc(&buf) != h.crc {
+                reason = Some(format!("CRC-32C mismatch in the batch at offset {}", h.base_offset));
+                break;
+            }
+            seg.index_batch(&h, pos, len);
+            next = h.next_offset() as u64;
+            pos += len;
+        }
+        if pos < file_size {
+            seg.file.set_len(pos)?;
+            seg.file.sync_all()?;
+        }
+        seg.size.store(pos, Ordering::Release);
+        seg.tail.lock().next_offset = next.max(base_offset);
+        let report = RecoveryReport { valid_bytes: pos, truncated_bytes: file_size - pos, reason };
+        Ok((seg, report))
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.tail.lock().next_offset
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size() == 0
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.tail.lock().max_timestamp
+    }
+
+    pub fn first_batch_timestamp(&self) -> Option<i64> {
+        self.tail.lock().first_batch_timestamp
+    }
+
+    /// Seconds-resolution modification time in ms, for segments without
+    /// timestamps (retention falls back to it, as Kafka does).
+    pub fn last_modified_ms(&self) -> i64 {
+        self.file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+
+    /// True when an index has no room for one more entry plus the entry
+    /// written when the segment is sealed.
+    pub fn index_nearly_full(&self) -> bool {
+        let idx = self.indexes.read();
+        idx.offset.free_slots() < 2 || idx.time.free_slots() < 2
+    }
+
+    /// Records the index entries for a batch at `pos`, and the tail state.
+    fn index_batch(&self, h: &BatchHeader, pos: u64, len: u64) {
+        let mut t = self.tail.lock();
+        if pos > 0 && t.bytes_since_index >= self.index_interval {
+            let rel = (h.base_offset as u64 - self.base_offset) as u32;
+            let mut idx = self.indexes.write();
+            if idx.offset.append(rel, pos as u32) {
+                idx.time.maybe_append(t.max_timestamp, rel);
+            }
+            t.bytes_since_index = 0;
+        }
+        t.bytes_since_index += len;
+        if t.first_batch_timestamp.is_none() {
+            t.first_batch_timestamp = Some(h.max_timestamp);
+        }
+        if h.max_timestamp > t.max_timestamp {
+            t.max_timestamp = h.max_timestamp;
+            t.max_timestamp_batch = Some(h.base_offset as u64);
+        }
+        t.next_offset = h.next_offset() as u64;
+    }
+
+    /// Writes the batches at the end of the file and indexes them. On an
+    /// I/O error the file is cut back to its previous size.
+    pub fn append(&self, batches: &[PreparedBatch]) -> io::Result<()> {
+        let start = self.size();
+        let total: usize = batches.iter().map(|b| b.len()).sum();
+        let mut slices = Vec::with_capacity(batches.len() * 2);
+        for b in batches {
+            slices.push(IoSlice::new(&b.base_offset_bytes));
+            slices.push(IoSlice::new(&b.rest));
+        }
+        if let Err(e) = write_all_vectored(&self.file, start, &mut slices, total) {
+            let _ = self.file.set_len(start);
+            return Err(e);
+        }
+        let mut pos = start;
+        for b in batches {
+            self.index_batch(&b.header, pos, b.len() as u64);
+            pos += b.len() as u64;
+        }
+        self.size.store(pos, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reads the 61-byte header at `pos`, or None past the end.
+    pub fn header_at(&self, pos: u64) -> io::Result<Option<BatchHeader>> {
+        if pos + HEADER_LEN as u64 > self.size() {
+            return Ok(None);
+        }
+        let mut head = [0u8; HEADER_LEN];
+        self.file.read_exact_at(&mut head, pos)?;
+        Ok(BatchHeader::parse(&head))
+    }
+
+    /// Finds the batch that contains `offset`, or the first batch after it
+    /// (offsets may have gaps), as `(position, header)`. `None` when the
+    /// segment holds nothing at or after `offset`.
+    pub fn locate(&self, offset: u64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let size = self.size();
+        let rel = offset.saturating_sub(self.base_offset).min(u32::MAX as u64) as u32;
+        let (irel, ipos) = self.indexes.read().offset.lookup(rel);
+        let mut pos = ipos as u64;
+        if pos > 0 {
+            // Never trust an index blindly: the entry must point at the batch
+            // it names.
+            match self.header_at(pos)? {
+                Some(h) if h.base_offset as u64 == self.base_offset + irel as u64 => {}
+                _ => {
+                    tracing::warn!(segment = %log_path(&self.dir, self.base_offset).display(), "offset index entry does not match the log; scanning from the segment start");
+                    pos = 0;
+                }
+            }
+        }
+        let mut walk = [0u8; WALK_LEN];
+        while pos + WALK_LEN as u64 <= size {
+            self.file.read_exact_at(&mut walk, pos)?;
+            let base = i64::from_be_bytes(walk[0..8].try_into().expect("8 bytes"));
+            let len = i32::from_be_bytes(walk[8..12].try_into().expect("4 bytes"));
+            let delta = i32::from_be_bytes(walk[23..27].try_into().expect("4 bytes"));
+            if len < (HEADER_LEN - batch::LOG_OVERHEAD) as i32 || delta < 0 || walk[16] as i8 != batch::MAGIC {
+                return Err(LogError::CorruptLog {
+                    path: log_path(&self.dir, self.base_offset),
+                    position: pos,
+                    reason: "invalid batch header".into(),
+                });
+            }
+            if (base + delta as i64) as u64 >= offset {
+                let h = self.header_at(pos)?.ok_or_else(|| LogError::CorruptLog {
+                    path: log_path(&self.dir, self.base_offset),
+                    position: pos,
+                    reason: "batch header runs past the end of the segment".into(),
+                })?;
+                return Ok(Some((pos, h)));
+            }
+            pos += batch::LOG_OVERHEAD as u64 + len as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads whole batches starting at `pos`: at least the first batch, then
+    /// more while they fit in `max_bytes` and start below `upper_bound`.
+    /// Every batch is CRC-checked; a corrupt batch ends the read (or fails it
+    /// when it is the first).
+    pub fn read_batches(&self, pos: u64, max_bytes: usize, upper_bound: u64) -> Result<Bytes, LogError> {
+        let size = self.size();
+        let corrupt = |position: u64, reason: String| LogError::CorruptLog { path: log_path(&self.dir, self.base_offset), position, reason };
+        let first = match self.header_at(pos)? {
+            Some(h) => h,
+            None => return Ok(Bytes::new()),
+        };
+        if first.base_offset as u64 >= upper_bound {
+            return Ok(Bytes::new());
+        }
+        let first_len = first.total_len() as u64;
+        if pos + first_len > size {
+            return Err(corrupt(pos, "batch runs past the end of the segment".into()));
+        }
+        let want = (max_bytes as u64).max(first_len).min(size - pos) as usize;
+        let mut buf = BytesMut::zeroed(want);
+        self.file.read_exact_at(&mut buf, pos)?;
+        let mut end = 0usize;
+        while end + HEADER_LEN <= buf.len() {
+            let h = BatchHeader::parse(&buf[end..]).expect("HEADER_LEN bytes");
+            if end > 0 && h.base_offset as u64 >= upper_bound {
+                break;
+            }
+            let len = h.total_len();
+            if h.check_structure().is_err() || end + len > buf.len() {
+                if end == 0 {
+                    return Err(corrupt(pos, "invalid batch header".into()));
+                }
+                break;
+            }
+            if let Err(reason) = batch::check_stored(&buf[end..end + len]) {
+                if end == 0 {
+                    return Err(corrupt(pos, reason.into()));
+                }
+                tracing::warn!(position = pos + end as u64, reason, "read stops before a corrupt batch");
+                break;
+            }
+            end += len;
+        }
+        buf.truncate(end);
+        Ok(buf.freeze())
+    }
+
+    /// Where a scan for the first record with timestamp ≥ `ts` starts.
+    pub fn time_scan_start(&self, ts: i64) -> u64 {
+        self.base_offset + self.indexes.read().time.scan_start(ts) as u64
+    }
+
+    /// The base offset of the batch holding this segment's max timestamp,
+    /// when it is known without a scan.
+    pub fn max_timestamp_batch(&self) -> Option<u64> {
+        self.tail.lock().max_timestamp_batch
+    }
+
+    /// Cuts the segment so that it ends before `offset`: drops the batch
+    /// containing `offset` and everything after it.
+    pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
+        let pos = match self.locate(offset)? {
+            Some((p, h)) if (h.base_offset as u64) < offset => p + h.total_len() as u64,
+            Some((p, _)) => p,
+            None => return Ok(()),
+        };
+        self.file.set_len(pos)?;
+        self.size.store(pos, Ordering::Release);
+        let mut t = self.tail.lock();
+        let mut idx = self.indexes.write();
+        idx.offset.truncate_to_position(pos as u32);
+        idx.time.truncate_to_rel(offset.saturating_sub(self.base_offset) as u32);
+        let index_pos = idx.offset.last().map_or(0, |(_, p)| p as u64);
+        t.next_offset = offset.max(self.base_offset);
+        t.bytes_since_index = pos - index_pos;
+        // The max timestamp of what remains: the time index covers up to the
+        // last entry, a header walk covers the rest.
+        t.max_timestamp = idx.time.last().map_or(-1, |(ts, _)| ts);
+        t.max_timestamp_batch = None;
+        drop(idx);
+        let mut p = index_pos;
+        while let Some(h) = self.header_at(p)? {
+            if h.max_timestamp > t.max_timestamp {
+                t.max_timestamp = h.max_timestamp;
+                t.max_timestamp_batch = Some(h.base_offset as u64);
+            }
+            p += h.total_len() as u64;
+        }
+        if pos == 0 {
+            t.first_batch_timestamp = None;
+        }
+        Ok(())
+    }
+
+    /// fdatasync of the log file.
+    pub fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Seals the segment: records its final time index entry, writes the
+    /// indexes to disk and trims them to their used length.
+    pub fn seal(&self) -> io::Result<()> {
+        let t = *self.tail.lock();
+        let mut idx = self.indexes.write();
+        let end_rel = (t.next_offset - self.base_offset).min(u32::MAX as u64) as u32;
+        idx.time.maybe_append(t.max_timestamp, end_rel);
+        let (ol, tl) = (idx.offset.used_bytes(), idx.time.used_bytes());
+        idx.offset.resize(ol)?;
+        idx.time.resize(tl)?;
+        sync_path(&index_path(&self.dir, self.base_offset))?;
+        sync_path(&time_index_path(&self.dir, self.base_offset))?;
+        Ok(())
+    }
+
+    /// Prepares the still-active segment for a clean stop: the final time
+    /// index entry and both indexes written to disk (left preallocated).
+    pub fn close_active(&self) -> io::Result<()> {
+        let t = *self.tail.lock();
+        let mut idx = self.indexes.write();
+        let end_rel = (t.next_offset - self.base_offset).min(u32::MAX as u64) as u32;
+        idx.time.maybe_append(t.max_timestamp, end_rel);
+        idx.offset.flush()?;
+        idx.time.flush()?;
+        drop(idx);
+        self.file.sync_all()
+    }
+
+    pub fn delete_files(&self) -> io::Result<()> {
+        remove_if_exists(&log_path(&self.dir, self.base_offset))?;
+        remove_if_exists(&index_path(&self.dir, self.base_offset))?;
+        remove_if_exists(&time_index_path(&self.dir, self.base_offset))
+    }
+
+    /// The rolling position for `segment.ms` and the `bytes_since_index`
+    /// counter are derived state; this exposes the offset index length for
+    /// tests and diagnostics.
+    pub fn index_entries(&self) -> (usize, usize) {
+        let idx = self.indexes.read();
+        (idx.offset.len(), idx.time.len())
+    }
+}
+
+fn write_all_vectored(file: &File, at: u64, slices: &mut [IoSlice<'_>], total: usize) -> io::Result<()> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(at))?;
+    let mut written = 0usize;
+    let mut bufs = slices;
+    while written < total {
+        let n = f.write_vectored(bufs)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
+        }
+        written += n;
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+pub fn remove_if_exists(p: &Path) -> io::Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+pub fn sync_path(p: &Path) -> io::Result<()> {
+    File::open(p)?.sync_all()
+}

@@ -1,0 +1,3 @@
+//! The one integration test binary (each extra binary relinks everything).
+
+mod log_support;
