@@ -486,22 +486,57 @@ impl Log {
     }
 
     /// The first record holding the log's largest timestamp, as
-    /// `(offset, timestamp)` (ListOffsets with MAX_TIMESTAMP).
+    /// `(offset, timestamp)` (ListOffsets with MAX_TIMESTAMP). Records below
+    /// the log start offset do not count.
     pub fn offset_of_max_timestamp(&self, upper_bound: u64) -> Result<Option<(u64, i64)>, LogError> {
         let lso = self.log_start_offset();
+        let mut exact: Option<(u64, i64)> = None;
         let mut best: Option<Arc<Segment>> = None;
+        let best_ts = |exact: &Option<(u64, i64)>, best: &Option<Arc<Segment>>| match (exact, best) {
+            (_, Some(s)) => Some(s.max_timestamp()),
+            (Some((_, ts)), None) => Some(*ts),
+            (None, None) => None,
+        };
         for seg in self.segment_list() {
-            if seg.is_empty() || seg.next_offset() <= lso {
+            if seg.is_empty() || seg.next_offset() <= lso || seg.base_offset >= upper_bound {
                 continue;
             }
-            if best.as_ref().is_none_or(|b| seg.max_timestamp() > b.max_timestamp()) {
+            if seg.base_offset < lso {
+                // The segment holding the log start offset: its recorded max
+                // may belong to a deleted record, so look at what remains.
+                exact = self.max_record_from(&seg, lso, upper_bound)?;
+                continue;
+            }
+            if best_ts(&exact, &best).is_none_or(|b| seg.max_timestamp() > b) {
                 best = Some(seg);
             }
         }
-        let Some(seg) = best else { return Ok(None) };
+        let Some(seg) = best else { return Ok(exact) };
         let max = seg.max_timestamp();
-        let start = seg.max_timestamp_batch().unwrap_or_else(|| seg.time_scan_start(max)).max(lso);
+        let start = seg.max_timestamp_batch().unwrap_or_else(|| seg.time_scan_start(max));
         self.scan_segment_for_timestamp(&seg, start, max, upper_bound)
+    }
+
+    /// The first record with the largest timestamp among records at or after
+    /// `from` in one segment.
+    fn max_record_from(&self, seg: &Segment, from: u64, upper_bound: u64) -> Result<Option<(u64, i64)>, LogError> {
+        let Some((mut pos, _)) = seg.locate(from)? else { return Ok(None) };
+        let mut best: Option<(u64, i64)> = None;
+        while let Some(h) = seg.header_at(pos)? {
+            if h.base_offset as u64 >= upper_bound {
+                break;
+            }
+            if best.is_none_or(|(_, ts)| h.max_timestamp > ts) {
+                let bytes = seg.read_batches(pos, 0, u64::MAX)?;
+                for r in batch::record_stamps(&bytes)? {
+                    if r.offset as u64 >= from && best.is_none_or(|(_, ts)| r.timestamp > ts) {
+                        best = Some((r.offset as u64, r.timestamp));
+                    }
+                }
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(best)
     }
 
     fn scan_segment_for_timestamp(&self, seg: &Segment, start: u64, ts: i64, upper_bound: u64) -> Result<Option<(u64, i64)>, LogError> {

@@ -1,3 +1,4 @@
 //! The one integration test binary (each extra binary relinks everything).
 
+mod log_model;
 mod log_support;
