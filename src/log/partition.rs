@@ -122,22 +122,33 @@ impl Log {
         };
         let clean = clean_shutdown && !dirty;
 
-        let mut segments = BTreeMap::new();
+        // Each segment is opened trusting its indexes (after checks) when the
+        // last stop was clean or it lies wholly below the recovery point;
+        // otherwise, and from the first segment that fails a check on, it is
+        // rescanned. The log must stay a gapless prefix: after a truncated
+        // segment, a gap or an overlap, the later segments are dropped.
+        struct Opened {
+            seg: Segment,
+            /// Indexes trimmed (opened as a sealed segment).
+            sealed_form: bool,
+        }
+        let mut kept: Vec<Opened> = Vec::with_capacity(bases.len());
         let mut recovering = false;
         let mut prev_next = 0u64;
-        let mut dropped_from: Option<usize> = None;
+        let mut drop_from: Option<usize> = None;
         for (i, &base) in bases.iter().enumerate() {
+            if i > 0 && base != prev_next {
+                tracing::warn!(segment = %segment::log_path(dir, base).display(), expected_base = prev_next, "segment does not start where the previous one ends");
+                drop_from = Some(i);
+                break;
+            }
             let is_last = i + 1 == bases.len();
             let below_recovery_point = bases.get(i + 1).is_some_and(|&next| next <= checkpoint.recovery_point);
-            let trusted = !recovering && base >= prev_next && (clean || below_recovery_point);
+            let trusted = !recovering && (clean || below_recovery_point);
             let prealloc = if is_last { Some(config.segment_index_bytes) } else { None };
-            let opened = if trusted {
-                Segment::open_trusted(dir, base, prealloc, config.index_interval_bytes)?
-            } else {
-                None
-            };
-            let seg = match opened {
-                Some(s) => s,
+            let opened = if trusted { Segment::open_trusted(dir, base, prealloc, config.index_interval_bytes)? } else { None };
+            let (seg, sealed_form, truncated) = match opened {
+                Some(s) => (s, prealloc.is_none(), false),
                 None => {
                     recovering = true;
                     dirty = true;
@@ -150,43 +161,62 @@ impl Log {
                             reason = report.reason.as_deref().unwrap_or(""),
                             "truncated a torn or corrupt segment tail"
                         );
-                        if !is_last {
-                            dropped_from = Some(i + 1);
-                        }
-                    }
-                    if !is_last && dropped_from.is_none() {
-                        s.seal()?;
                     }
                     s.sync_data()?;
-                    s
+                    (s, false, report.truncated_bytes > 0)
                 }
             };
+            if i > 0 && seg.is_empty() && !is_last {
+                // Only the active segment may be empty.
+                drop_from = Some(i);
+                break;
+            }
             prev_next = seg.next_offset();
-            segments.insert(base, Arc::new(seg));
-            if dropped_from.is_some() {
+            kept.push(Opened { seg, sealed_form });
+            if truncated && !is_last {
+                drop_from = Some(i + 1);
                 break;
             }
         }
-        if let Some(from) = dropped_from {
+        if let Some(from) = drop_from {
+            dirty = true;
             for &base in &bases[from..] {
-                tracing::warn!(segment = %segment::log_path(dir, base).display(), "deleted a segment that followed a truncated one");
+                tracing::warn!(segment = %segment::log_path(dir, base).display(), "deleted a segment that no longer continues the log");
                 for p in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
                     segment::remove_if_exists(&p)?;
                 }
             }
             checkpoint::sync_dir(dir)?;
         }
-        // Segments that hold nothing (an empty segment created by a roll,
-        // then left behind by a truncation) are harmless; an empty log gets
-        // one at the log start offset.
+        // Seal every kept segment but the last; the last one becomes the
+        // active segment and needs preallocated indexes.
+        let count = kept.len();
+        let mut segments = BTreeMap::new();
+        for (j, o) in kept.into_iter().enumerate() {
+            let base = o.seg.base_offset;
+            let seg = if j + 1 < count {
+                if !o.sealed_form {
+                    o.seg.seal()?;
+                }
+                o.seg
+            } else if o.sealed_form {
+                drop(o.seg);
+                match Segment::open_trusted(dir, base, Some(config.segment_index_bytes), config.index_interval_bytes)? {
+                    Some(s) => s,
+                    None => Segment::recover(dir, base, config.segment_index_bytes, config.index_interval_bytes, 0)?.0,
+                }
+            } else {
+                o.seg
+            };
+            segments.insert(base, Arc::new(seg));
+        }
+        // An empty log gets one segment at the log start offset.
         if segments.is_empty() {
             let base = checkpoint.log_start_offset;
             let seg = Segment::create(dir, base, config.segment_index_bytes, config.index_interval_bytes)?;
             checkpoint::sync_dir(dir)?;
             segments.insert(base, Arc::new(seg));
         }
-        // The last segment (possibly a truncated one) was opened or
-        // recovered with preallocated indexes: it is the active segment.
         let active = Arc::clone(segments.values().next_back().expect("at least one segment"));
         let log_end_offset = active.next_offset().max(active.base_offset);
         let first_base = *segments.keys().next().expect("at least one segment");

@@ -396,12 +396,15 @@ impl Segment {
             }
         }
         let mut walk = [0u8; WALK_LEN];
+        let mut expected_min = if pos == 0 { self.base_offset as i64 } else { (self.base_offset + irel as u64) as i64 };
         while pos + WALK_LEN as u64 <= size {
             self.file.read_exact_at(&mut walk, pos)?;
             let base = i64::from_be_bytes(walk[0..8].try_into().expect("8 bytes"));
             let len = i32::from_be_bytes(walk[8..12].try_into().expect("4 bytes"));
             let delta = i32::from_be_bytes(walk[23..27].try_into().expect("4 bytes"));
-            if len < (HEADER_LEN - batch::LOG_OVERHEAD) as i32 || delta < 0 || walk[16] as i8 != batch::MAGIC {
+            // Base offsets only grow: a header that breaks that is damaged
+            // (the base offset field lies outside the CRC).
+            if len < (HEADER_LEN - batch::LOG_OVERHEAD) as i32 || delta < 0 || walk[16] as i8 != batch::MAGIC || base < expected_min {
                 return Err(LogError::CorruptLog {
                     path: log_path(&self.dir, self.base_offset),
                     position: pos,
@@ -416,6 +419,7 @@ impl Segment {
                 })?;
                 return Ok(Some((pos, h)));
             }
+            expected_min = base + delta as i64 + 1;
             pos += batch::LOG_OVERHEAD as u64 + len as u64;
         }
         Ok(None)
@@ -443,11 +447,17 @@ impl Segment {
         let mut buf = BytesMut::zeroed(want);
         self.file.read_exact_at(&mut buf, pos)?;
         let mut end = 0usize;
+        let mut expected_min = first.base_offset;
         while end + HEADER_LEN <= buf.len() {
             let h = BatchHeader::parse(&buf[end..]).expect("HEADER_LEN bytes");
-            if end > 0 && h.base_offset as u64 >= upper_bound {
+            if end > 0 && h.base_offset >= 0 && h.base_offset as u64 >= upper_bound {
                 break;
             }
+            if h.base_offset < expected_min {
+                tracing::warn!(position = pos + end as u64, "read stops before a batch whose base offset goes backwards");
+                break;
+            }
+            expected_min = h.next_offset();
             let len = h.total_len();
             if h.check_structure().is_err() || end + len > buf.len() {
                 if end == 0 {

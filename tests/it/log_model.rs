@@ -7,7 +7,7 @@ use bytes::Bytes;
 use eddy::log::{Log, LogConfig, LogError};
 use proptest::prelude::*;
 
-use crate::log_support::{batch, split_batches, Rec};
+use crate::log_support::{batch, scratch_dir, split_batches, Rec};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -102,7 +102,7 @@ fn check_read(model: &Model, log: &Log, offset: u64, max_bytes: usize) {
 }
 
 fn run(ops: Vec<Op>) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let cfg = config();
     let mut log = open(dir.path(), &cfg, false);
     let mut model = Model { batches: Vec::new(), start: 0, end: 0 };

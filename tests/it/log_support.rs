@@ -93,3 +93,16 @@ pub fn split_batches(b: &Bytes) -> Vec<(u64, u64, Bytes)> {
 pub fn crc_ok(b: &[u8]) -> bool {
     u32::from_be_bytes(b[17..21].try_into().unwrap()) == crc32c::crc32c(&b[21..])
 }
+
+/// A temporary directory on tmpfs when the machine has one: these tests
+/// damage and reopen logs many times, and what they check does not depend
+/// on fsync reaching a disk (the crash test uses the real disk).
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new().prefix("eddy-test-").tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().expect("a temporary directory")
+}

@@ -1,4 +1,5 @@
 //! The one integration test binary (each extra binary relinks everything).
 
+mod log_corruption;
 mod log_model;
 mod log_support;
