@@ -66,6 +66,8 @@ pub struct Log {
     /// must not be written out of order).
     checkpoint_lock: Mutex<()>,
     dirty_open: AtomicBool,
+    /// fsyncs of segment files done by `sync_to` (for metrics and tests).
+    fsyncs: AtomicU64,
 }
 
 /// Parses a segment file name `<20 digits>.log`.
@@ -232,6 +234,11 @@ impl Log {
         if dirty {
             checkpoint.write(dir)?;
         }
+        if bases.is_empty() {
+            // A new log: its checkpoint exists from the start, so a missing
+            // one later means damage.
+            checkpoint.write(dir)?;
+        }
         Ok(Log {
             dir: dir.to_path_buf(),
             config: RwLock::new(Arc::new(config)),
@@ -244,6 +251,7 @@ impl Log {
             first_unflushed_ms: AtomicI64::new(0),
             checkpoint_lock: Mutex::new(()),
             dirty_open: AtomicBool::new(dirty),
+            fsyncs: AtomicU64::new(0),
         })
     }
 
@@ -275,6 +283,11 @@ impl Log {
     /// Whether opening this log had to recover or repair anything.
     pub fn was_recovered(&self) -> bool {
         self.dirty_open.load(Ordering::Relaxed)
+    }
+
+    /// How many segment fsyncs `sync_to` has done since open.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -310,7 +323,11 @@ impl Log {
         if app.closed {
             return Err(LogError::Closed);
         }
-        self.maybe_roll(&mut app, &config, total, records_total, now)?;
+        let incoming_max_ts = match config.timestamp_type {
+            TimestampType::LogAppendTime => now,
+            TimestampType::CreateTime => batches.iter().map(|b| b.header.max_timestamp).max().unwrap_or(-1),
+        };
+        self.maybe_roll(&mut app, &config, total, records_total, incoming_max_ts, now)?;
         let base_offset = app.next_offset;
         let mut next = base_offset;
         let mut prepared = Vec::with_capacity(batches.len());
@@ -349,13 +366,18 @@ impl Log {
         })
     }
 
-    fn maybe_roll(&self, app: &mut Appender, config: &LogConfig, bytes: u64, records: u64, now: i64) -> Result<(), LogError> {
+    fn maybe_roll(&self, app: &mut Appender, config: &LogConfig, bytes: u64, records: u64, incoming_max_ts: i64, now: i64) -> Result<(), LogError> {
         let active = &app.active;
         if active.is_empty() {
             return Ok(());
         }
         let by_size = active.size() + bytes > config.segment_bytes;
-        let by_time = active.first_batch_timestamp().is_some_and(|ts| now.saturating_sub(ts) > config.segment_ms);
+        // Kafka's rule: event time since the segment's first batch, or wall
+        // time since the segment was opened when there are no timestamps.
+        let by_time = match active.first_batch_timestamp() {
+            Some(first) if first >= 0 => incoming_max_ts.saturating_sub(first) > config.segment_ms,
+            _ => now.saturating_sub(active.created_ms()) > config.segment_ms,
+        };
         let by_index = active.index_nearly_full();
         let by_offset = app.next_offset + records - active.base_offset > u32::MAX as u64;
         if by_size || by_time || by_index || by_offset {
@@ -408,6 +430,7 @@ impl Log {
         };
         for seg in &segs {
             seg.sync_data()?;
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         s.flushed_offset = leo;
         // Every segment but the last one synced here is sealed with its

@@ -73,6 +73,9 @@ pub struct Segment {
     indexes: RwLock<Indexes>,
     tail: Mutex<Tail>,
     index_interval: u64,
+    /// Wall time this segment object was made; `segment.ms` counts from it
+    /// when batches carry no timestamps (as Kafka does).
+    created_ms: i64,
 }
 
 /// What a scan of a segment's batches found.
@@ -107,6 +110,7 @@ impl Segment {
                 bytes_since_index: 0,
             }),
             index_interval,
+            created_ms: super::now_ms(),
         })
     }
 
@@ -150,6 +154,7 @@ impl Segment {
                 bytes_since_index: 0,
             }),
             index_interval,
+            created_ms: super::now_ms(),
         };
         match seg.load_tail()? {
             true => Ok(Some(seg)),
@@ -232,6 +237,7 @@ impl Segment {
                 bytes_since_index: 0,
             }),
             index_interval,
+            created_ms: super::now_ms(),
         };
         let mut pos = 0u64;
         let mut next = base_offset.max(min_offset);
@@ -297,6 +303,10 @@ impl Segment {
 
     pub fn max_timestamp(&self) -> i64 {
         self.tail.lock().max_timestamp
+    }
+
+    pub fn created_ms(&self) -> i64 {
+        self.created_ms
     }
 
     pub fn first_batch_timestamp(&self) -> Option<i64> {
