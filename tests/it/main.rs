@@ -1,5 +1,6 @@
 //! The one integration test binary (each extra binary relinks everything).
 
+mod cli;
 mod log_behaviour;
 mod log_corruption;
 mod log_crash;
