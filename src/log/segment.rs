@@ -609,3 +609,28 @@ pub fn remove_if_exists(p: &Path) -> io::Result<()> {
 pub fn sync_path(p: &Path) -> io::Result<()> {
     File::open(p)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::build_batch;
+
+    fn prepared(base: u64, b: &[u8]) -> PreparedBatch {
+        let header = BatchHeader { base_offset: base as i64, ..BatchHeader::parse(b).unwrap() };
+        PreparedBatch { header, base_offset_bytes: (base as i64).to_be_bytes(), rest: Bytes::copy_from_slice(&b[8..]) }
+    }
+
+    #[test]
+    fn a_reader_holding_a_deleted_segment_still_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::create(dir.path(), 0, 4096, 4096).unwrap();
+        let b = build_batch(&[1, 2, 3], 10);
+        seg.append(&[prepared(0, &b)]).unwrap();
+        seg.delete_files().unwrap();
+        assert!(!log_path(dir.path(), 0).exists());
+        let (pos, h) = seg.locate(1).unwrap().unwrap();
+        assert_eq!((pos, h.base_offset), (0, 0));
+        let read = seg.read_batches(pos, 1 << 20, u64::MAX).unwrap();
+        assert_eq!(&read[8..], &b[8..]);
+    }
+}
