@@ -1,9 +1,10 @@
 //! The data directory: every partition's log, the directory lock, and the
 //! clean-shutdown marker.
 //!
-//! Layout: `<data_dir>/<topic>-<partition>/` per partition, `.lock` (held
-//! with `flock` while a process uses the directory) and `.clean_shutdown`
-//! (present only between a clean stop and the next start).
+//! Layout: `<data_dir>/<topic>-<partition>/` per partition, `<topic>.topic`
+//! per topic (see `topic.rs`), `.lock` (held with `flock` while a process
+//! uses the directory) and `.clean_shutdown` (present only between a clean
+//! stop and the next start).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::checkpoint::sync_dir;
+use super::topic::{self, TopicMeta};
 use super::{now_ms, Log, LogConfig, LogError};
 
 const LOCK_FILE: &str = ".lock";
@@ -27,6 +29,7 @@ pub struct LogManager {
     data_dir: PathBuf,
     _lock: File,
     logs: RwLock<HashMap<PartitionKey, Arc<Log>>>,
+    topics: RwLock<std::collections::BTreeMap<String, TopicMeta>>,
     default_config: LogConfig,
     checkpoint_interval_ms: i64,
     last_checkpoint_ms: parking_lot::Mutex<i64>,
@@ -78,10 +81,18 @@ impl LogManager {
         let clean = marker.exists();
 
         let mut dirs = Vec::new();
+        let mut topics = std::collections::BTreeMap::new();
         for entry in std::fs::read_dir(data_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !entry.file_type()?.is_dir() {
+                if name.ends_with(".topic.tmp") {
+                    std::fs::remove_file(entry.path())?;
+                } else if name.ends_with(topic::SUFFIX) {
+                    let text = std::fs::read_to_string(entry.path())?;
+                    let meta = TopicMeta::decode(&text).map_err(|reason| LogError::BadTopicMeta { path: entry.path(), reason })?;
+                    topics.insert(meta.name.clone(), meta);
+                }
                 continue;
             }
             if name.ends_with(DELETE_SUFFIX) {
@@ -113,6 +124,7 @@ impl LogManager {
             data_dir: data_dir.to_path_buf(),
             _lock: lock,
             logs: RwLock::new(logs),
+            topics: RwLock::new(topics),
             default_config,
             checkpoint_interval_ms: 60_000,
             last_checkpoint_ms: parking_lot::Mutex::new(now_ms()),
@@ -162,6 +174,35 @@ impl LogManager {
         std::fs::rename(&dir, &aside)?;
         sync_dir(&self.data_dir)?;
         std::fs::remove_dir_all(&aside)?;
+        Ok(true)
+    }
+
+    /// Records a topic's metadata durably (create, or change of partitions
+    /// or configs).
+    pub fn put_topic(&self, meta: TopicMeta) -> Result<(), LogError> {
+        let mut topics = self.topics.write();
+        meta.write(&self.data_dir)?;
+        topics.insert(meta.name.clone(), meta);
+        Ok(())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.topics.read().get(name).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<TopicMeta> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// Deletes a topic: its metadata first (so a crash never leaves a topic
+    /// that names missing partitions), then every partition's log.
+    pub fn delete_topic(&self, name: &str) -> Result<bool, LogError> {
+        let Some(meta) = self.topics.write().remove(name) else { return Ok(false) };
+        std::fs::remove_file(topic::path(&self.data_dir, name))?;
+        sync_dir(&self.data_dir)?;
+        for p in 0..meta.partitions {
+            self.delete(name, p)?;
+        }
         Ok(true)
     }
 

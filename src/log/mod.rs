@@ -11,6 +11,7 @@ pub mod index;
 pub mod manager;
 pub mod partition;
 pub mod segment;
+pub mod topic;
 
 use std::io;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 pub use config::{LogConfig, TimestampType};
 pub use manager::LogManager;
 pub use partition::{AppendInfo, Log, ReadResult};
+pub use topic::TopicMeta;
 
 /// Everything that can go wrong in the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,8 @@ pub enum LogError {
     OffsetOutOfRange { offset: u64, log_start_offset: u64, log_end_offset: u64 },
     #[error("corrupt data in {path} at position {position}: {reason}")]
     CorruptLog { path: PathBuf, position: u64, reason: String },
+    #[error("damaged topic metadata {path}: {reason}")]
+    BadTopicMeta { path: PathBuf, reason: String },
     #[error("the log is closed")]
     Closed,
     #[error("I/O error: {0}")]
@@ -46,7 +50,7 @@ impl LogError {
             LogError::CorruptBatch(_) => 2,         // CORRUPT_MESSAGE
             LogError::MessageTooLarge { .. } => 10, // MESSAGE_TOO_LARGE
             LogError::InvalidRecord(_) => 87,       // INVALID_RECORD
-            LogError::CorruptLog { .. } | LogError::Io(_) | LogError::Closed => 56, // KAFKA_STORAGE_ERROR
+            LogError::CorruptLog { .. } | LogError::BadTopicMeta { .. } | LogError::Io(_) | LogError::Closed => 56, // KAFKA_STORAGE_ERROR
         }
     }
 }

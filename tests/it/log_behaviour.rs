@@ -238,3 +238,27 @@ fn manager_locks_marks_clean_shutdown_and_deletes_partitions() {
     assert!(mgr.get("orders", 0).unwrap().was_recovered(), "an unclean stop rescans the active segment");
     assert_eq!(mgr.get("orders", 2).unwrap().log_end_offset(), 3);
 }
+
+#[test]
+fn topic_metadata_persists_and_damage_stops_start_up() {
+    use eddy::log::TopicMeta;
+    let dir = scratch_dir();
+    let mgr = LogManager::open(dir.path(), small()).unwrap();
+    let meta = TopicMeta { name: "events".into(), id: [9; 16], partitions: 2, configs: [("retention.ms".to_string(), "60000".to_string())].into() };
+    mgr.put_topic(meta.clone()).unwrap();
+    for p in 0..2 {
+        mgr.get_or_create("events", p, small()).unwrap();
+    }
+    drop(mgr);
+    let mgr = LogManager::open(dir.path(), small()).unwrap();
+    assert_eq!(mgr.topic("events"), Some(meta));
+    assert!(mgr.delete_topic("events").unwrap());
+    assert!(mgr.topics().is_empty() && mgr.partitions().is_empty());
+    mgr.put_topic(TopicMeta { name: "x".into(), id: [1; 16], partitions: 1, configs: Default::default() }).unwrap();
+    drop(mgr);
+    let f = dir.path().join("x.topic");
+    let text = std::fs::read_to_string(&f).unwrap().replace("partitions=1", "partitions=9");
+    std::fs::write(&f, text).unwrap();
+    let err = LogManager::open(dir.path(), small()).err().expect("damaged metadata must stop start-up");
+    assert!(err.to_string().contains("x.topic") && err.to_string().contains("checksum"), "{err}");
+}
