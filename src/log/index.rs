@@ -191,6 +191,10 @@ impl OffsetIndex {
         self.0.entries
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.entries == 0
+    }
+
     pub fn is_full(&self) -> bool {
         self.0.entries >= self.0.capacity()
     }
@@ -261,6 +265,10 @@ impl TimeIndex {
 
     pub fn len(&self) -> usize {
         self.0.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.entries == 0
     }
 
     pub fn is_full(&self) -> bool {

@@ -249,7 +249,8 @@ impl LogManager {
 fn open_parallel(dirs: Vec<(PartitionKey, PathBuf)>, config: &LogConfig, clean: bool) -> Result<HashMap<PartitionKey, Arc<Log>>, LogError> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
     let chunk = dirs.len().div_ceil(threads).max(1);
-    let opened: Vec<Result<Vec<(PartitionKey, Arc<Log>)>, LogError>> = std::thread::scope(|s| {
+    type Opened = Result<Vec<(PartitionKey, Arc<Log>)>, LogError>;
+    let opened: Vec<Opened> = std::thread::scope(|s| {
         let handles: Vec<_> = dirs
             .chunks(chunk)
             .map(|c| {

@@ -46,6 +46,10 @@ impl PreparedBatch {
     pub fn len(&self) -> usize {
         8 + self.rest.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 struct Indexes {

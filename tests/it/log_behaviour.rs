@@ -89,7 +89,7 @@ fn retention_ms_deletes_old_segments_and_rolls_a_wholly_expired_log() {
     let lso = log.log_start_offset();
     assert_eq!(lso, log.segment_bases()[0]);
     assert!(matches!(log.read(0, 100, u64::MAX), Err(LogError::OffsetOutOfRange { .. })));
-    assert!(log.read(lso, 100, u64::MAX).unwrap().records.len() > 0);
+    assert!(!log.read(lso, 100, u64::MAX).unwrap().records.is_empty());
     // Everything expired: the active segment is rolled and deleted too.
     let end = log.log_end_offset();
     log.apply_retention(1_000_000).unwrap();
@@ -114,7 +114,7 @@ fn retention_bytes_keeps_at_least_the_limit() {
     assert!(before > 10_000);
     log.apply_retention(0).unwrap();
     let after = log.size_bytes();
-    assert!(after >= 10_000 && after < 10_000 + 4096 + 400, "size {after}");
+    assert!((10_000..10_000 + 4096 + 400).contains(&after), "size {after}");
 }
 
 #[test]

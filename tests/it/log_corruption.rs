@@ -186,7 +186,7 @@ fn torn_tail_after_crash_is_truncated_and_reported() {
     }
     let end = log.log_end_offset();
     drop(log); // no close: an unclean stop
-    let last = files(dir.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).next_back().unwrap();
+    let last = files(dir.path()).into_iter().rfind(|p| p.extension().is_some_and(|e| e == "log")).unwrap();
     let len = std::fs::metadata(&last).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
     f.set_len(len - 7).unwrap();
