@@ -96,12 +96,13 @@ impl BatchHeader {
         LOG_OVERHEAD + self.batch_length.max(0) as usize
     }
 
+    /// Saturating, so a damaged header read from disk cannot overflow.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset.saturating_add(self.last_offset_delta as i64)
     }
 
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     pub fn compression(&self) -> u8 {

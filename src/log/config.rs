@@ -48,3 +48,70 @@ impl Default for LogConfig {
         }
     }
 }
+
+impl LogConfig {
+    /// This config with Kafka topic-config overrides applied. Keys the
+    /// storage layer does not use (`cleanup.policy`, ...) are left to the
+    /// broker; a bad value for a key it does use is an error naming both.
+    pub fn with_overrides<'a>(&self, overrides: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<LogConfig, String> {
+        let mut c = self.clone();
+        for (key, value) in overrides {
+            let bad = |why: &str| format!("invalid value {value:?} for {key}: {why}");
+            let int = || value.trim().parse::<i64>().map_err(|_| bad("not an integer"));
+            let at_least = |min: i64| -> Result<i64, String> {
+                let v = int()?;
+                if v < min {
+                    return Err(bad(&format!("must be at least {min}")));
+                }
+                Ok(v)
+            };
+            match key.as_str() {
+                // Kafka's segment.bytes is an int; positions in the index are u32.
+                "segment.bytes" => c.segment_bytes = at_least(14)?.min(i32::MAX as i64) as u64,
+                "segment.ms" => c.segment_ms = at_least(1)?,
+                "segment.index.bytes" => c.segment_index_bytes = at_least(4 * 12)?.min(i32::MAX as i64) as u64,
+                "index.interval.bytes" => c.index_interval_bytes = at_least(0)? as u64,
+                "retention.ms" => c.retention_ms = at_least(-1)?,
+                "retention.bytes" => c.retention_bytes = at_least(-1)?,
+                "flush.messages" => c.flush_messages = Some(at_least(1)? as u64).filter(|&n| n < i64::MAX as u64),
+                "flush.ms" => c.flush_ms = Some(at_least(0)? as u64).filter(|&n| n < i64::MAX as u64),
+                "max.message.bytes" => c.max_message_bytes = at_least(0)?.min(i32::MAX as i64) as usize,
+                "message.timestamp.type" => {
+                    c.timestamp_type = match value.as_str() {
+                        "CreateTime" => TimestampType::CreateTime,
+                        "LogAppendTime" => TimestampType::LogAppendTime,
+                        _ => return Err(bad("must be CreateTime or LogAppendTime")),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_and_bad_values_name_the_key() {
+        let o: Vec<(String, String)> = vec![
+            ("retention.ms".into(), "-1".into()),
+            ("segment.bytes".into(), "99999999999".into()),
+            ("message.timestamp.type".into(), "LogAppendTime".into()),
+            ("flush.messages".into(), "9223372036854775807".into()),
+            ("cleanup.policy".into(), "compact".into()),
+        ];
+        let c = LogConfig::default().with_overrides(o.iter().map(|(k, v)| (k, v))).unwrap();
+        assert_eq!(c.retention_ms, -1);
+        assert_eq!(c.segment_bytes, i32::MAX as u64);
+        assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(c.flush_messages, None, "Kafka's Long.MAX_VALUE means never");
+        let bad = [("retention.bytes".to_string(), "ten".to_string())];
+        let e = LogConfig::default().with_overrides(bad.iter().map(|(k, v)| (k, v))).unwrap_err();
+        assert!(e.contains("retention.bytes") && e.contains("ten"), "{e}");
+        let low = [("segment.bytes".to_string(), "3".to_string())];
+        assert!(LogConfig::default().with_overrides(low.iter().map(|(k, v)| (k, v))).is_err());
+    }
+}

@@ -90,7 +90,12 @@ impl LogManager {
                     std::fs::remove_file(entry.path())?;
                 } else if name.ends_with(topic::SUFFIX) {
                     let text = std::fs::read_to_string(entry.path())?;
-                    let meta = TopicMeta::decode(&text).map_err(|reason| LogError::BadTopicMeta { path: entry.path(), reason })?;
+                    let meta = TopicMeta::decode(&text)
+                        .and_then(|m| match name.strip_suffix(topic::SUFFIX) == Some(m.name.as_str()) {
+                            true => Ok(m),
+                            false => Err(format!("names topic {:?}, not the one in its file name", m.name)),
+                        })
+                        .map_err(|reason| LogError::BadTopicMeta { path: entry.path(), reason })?;
                     topics.insert(meta.name.clone(), meta);
                 }
                 continue;
@@ -104,7 +109,23 @@ impl LogManager {
             }
         }
         let started = std::time::Instant::now();
-        let logs = open_parallel(dirs, &default_config, clean)?;
+        // Each partition opens with its topic's overrides, when the topic
+        // has metadata (logs made directly, as in tests, use the default).
+        let mut configs = HashMap::new();
+        for meta in topics.values() {
+            let c = default_config
+                .with_overrides(&meta.configs)
+                .map_err(|reason| LogError::BadTopicMeta { path: topic::path(data_dir, &meta.name), reason })?;
+            configs.insert(meta.name.clone(), c);
+        }
+        let dirs: Vec<_> = dirs
+            .into_iter()
+            .map(|(key, dir)| {
+                let c = configs.get(&key.0).cloned().unwrap_or_else(|| default_config.clone());
+                (key, dir, c)
+            })
+            .collect();
+        let logs = open_parallel(dirs, clean)?;
         let recovered = logs.values().filter(|l| l.was_recovered()).count();
         tracing::info!(
             data_dir = %data_dir.display(),
@@ -171,6 +192,9 @@ impl LogManager {
         log.close()?;
         let dir = log.dir().to_path_buf();
         let aside = PathBuf::from(format!("{}{DELETE_SUFFIX}", dir.display()));
+        if aside.exists() {
+            std::fs::remove_dir_all(&aside)?;
+        }
         std::fs::rename(&dir, &aside)?;
         sync_dir(&self.data_dir)?;
         std::fs::remove_dir_all(&aside)?;
@@ -180,6 +204,9 @@ impl LogManager {
     /// Records a topic's metadata durably (create, or change of partitions
     /// or configs).
     pub fn put_topic(&self, meta: TopicMeta) -> Result<(), LogError> {
+        if let Err(reason) = meta.check() {
+            return Err(LogError::BadTopicMeta { path: topic::path(&self.data_dir, &meta.name), reason });
+        }
         let mut topics = self.topics.write();
         meta.write(&self.data_dir)?;
         topics.insert(meta.name.clone(), meta);
@@ -194,15 +221,17 @@ impl LogManager {
         self.topics.read().values().cloned().collect()
     }
 
-    /// Deletes a topic: its metadata first (so a crash never leaves a topic
-    /// that names missing partitions), then every partition's log.
+    /// Deletes a topic: every partition's log, then its metadata. A crash in
+    /// between leaves the topic with fewer partition directories, never
+    /// partition directories without a topic.
     pub fn delete_topic(&self, name: &str) -> Result<bool, LogError> {
-        let Some(meta) = self.topics.write().remove(name) else { return Ok(false) };
-        std::fs::remove_file(topic::path(&self.data_dir, name))?;
-        sync_dir(&self.data_dir)?;
+        let Some(meta) = self.topic(name) else { return Ok(false) };
         for p in 0..meta.partitions {
             self.delete(name, p)?;
         }
+        self.topics.write().remove(name);
+        std::fs::remove_file(topic::path(&self.data_dir, name))?;
+        sync_dir(&self.data_dir)?;
         Ok(true)
     }
 
@@ -246,7 +275,7 @@ impl LogManager {
     }
 }
 
-fn open_parallel(dirs: Vec<(PartitionKey, PathBuf)>, config: &LogConfig, clean: bool) -> Result<HashMap<PartitionKey, Arc<Log>>, LogError> {
+fn open_parallel(dirs: Vec<(PartitionKey, PathBuf, LogConfig)>, clean: bool) -> Result<HashMap<PartitionKey, Arc<Log>>, LogError> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
     let chunk = dirs.len().div_ceil(threads).max(1);
     type Opened = Result<Vec<(PartitionKey, Arc<Log>)>, LogError>;
@@ -256,7 +285,7 @@ fn open_parallel(dirs: Vec<(PartitionKey, PathBuf)>, config: &LogConfig, clean: 
             .map(|c| {
                 s.spawn(move || {
                     c.iter()
-                        .map(|(key, dir)| Ok((key.clone(), Arc::new(Log::open(dir, config.clone(), clean)?))))
+                        .map(|(key, dir, config)| Ok((key.clone(), Arc::new(Log::open(dir, config.clone(), clean)?))))
                         .collect::<Result<Vec<_>, LogError>>()
                 })
             })

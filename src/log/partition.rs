@@ -230,7 +230,9 @@ impl Log {
         // Everything present is now on disk (a clean close fsynced it, a
         // recovery fsynced what it kept), so the recovery point is the end.
         let recovery_point = if clean { log_end_offset } else { active.base_offset };
+        let on_disk = checkpoint.recovery_point;
         checkpoint = Checkpoint { recovery_point, log_start_offset };
+        let persisted_recovery_point = if dirty || bases.is_empty() { recovery_point } else { on_disk };
         if dirty {
             checkpoint.write(dir)?;
         }
@@ -244,7 +246,7 @@ impl Log {
             config: RwLock::new(Arc::new(config)),
             segments: RwLock::new(segments),
             appender: Mutex::new(Appender { active, next_offset: log_end_offset, closed: false }),
-            sync: Mutex::new(SyncState { flushed_offset: log_end_offset, persisted_recovery_point: checkpoint.recovery_point }),
+            sync: Mutex::new(SyncState { flushed_offset: log_end_offset, persisted_recovery_point }),
             log_end_offset: AtomicU64::new(log_end_offset),
             log_start_offset: AtomicU64::new(log_start_offset),
             recovery_point: AtomicU64::new(recovery_point),
@@ -327,7 +329,7 @@ impl Log {
             TimestampType::LogAppendTime => now,
             TimestampType::CreateTime => batches.iter().map(|b| b.header.max_timestamp).max().unwrap_or(-1),
         };
-        self.maybe_roll(&mut app, &config, total, records_total, incoming_max_ts, now)?;
+        self.maybe_roll(&mut app, &config, batches.len(), total, records_total, incoming_max_ts, now)?;
         let base_offset = app.next_offset;
         let mut next = base_offset;
         let mut prepared = Vec::with_capacity(batches.len());
@@ -366,7 +368,8 @@ impl Log {
         })
     }
 
-    fn maybe_roll(&self, app: &mut Appender, config: &LogConfig, bytes: u64, records: u64, incoming_max_ts: i64, now: i64) -> Result<(), LogError> {
+    #[allow(clippy::too_many_arguments)]
+    fn maybe_roll(&self, app: &mut Appender, config: &LogConfig, batches: usize, bytes: u64, records: u64, incoming_max_ts: i64, now: i64) -> Result<(), LogError> {
         let active = &app.active;
         if active.is_empty() {
             return Ok(());
@@ -378,7 +381,7 @@ impl Log {
             Some(first) if first >= 0 => incoming_max_ts.saturating_sub(first) > config.segment_ms,
             _ => now.saturating_sub(active.created_ms()) > config.segment_ms,
         };
-        let by_index = active.index_nearly_full();
+        let by_index = !active.has_index_room(batches);
         let by_offset = app.next_offset + records - active.base_offset > u32::MAX as u64;
         if by_size || by_time || by_index || by_offset {
             self.roll_locked(app, config)?;
@@ -617,6 +620,12 @@ impl Log {
     /// how many segments were deleted.
     pub fn apply_retention(&self, now: i64) -> Result<usize, LogError> {
         let config = self.config();
+        // Deciding and detaching happen under the appender lock, so a
+        // concurrent delete_records or roll cannot shift what is chosen.
+        let mut app = self.appender.lock();
+        if app.closed {
+            return Err(LogError::Closed);
+        }
         let segs = self.segment_list();
         let lso = self.log_start_offset();
         let mut excess = if config.retention_bytes >= 0 {
@@ -644,64 +653,69 @@ impl Log {
         if doomed == 0 {
             return Ok(0);
         }
-        self.delete_oldest_segments(doomed)
-    }
-
-    /// Deletes the `n` oldest segments (rolling first when that includes the
-    /// active one) and moves the log start offset past them.
-    fn delete_oldest_segments(&self, n: usize) -> Result<usize, LogError> {
-        let config = self.config();
-        let mut app = self.appender.lock();
-        if app.closed {
-            return Err(LogError::Closed);
-        }
-        let count = self.segments.read().len();
-        if n >= count {
-            if app.active.is_empty() {
-                return self.delete_locked(n.min(count - 1));
-            }
+        if doomed == segs.len() {
+            // The active segment must go too: roll so a segment remains.
             self.roll_locked(&mut app, &config)?;
         }
-        self.delete_locked(n)
+        let removed = self.detach_below(segs[doomed - 1].base_offset + 1);
+        drop(app);
+        self.finish_delete(&removed)?;
+        Ok(removed.len())
     }
 
-    fn delete_locked(&self, n: usize) -> Result<usize, LogError> {
-        if n == 0 {
-            return Ok(0);
-        }
+    /// Removes from the map every segment whose base offset is below `bound`
+    /// (never the last one) and moves the log start offset past them. Called
+    /// with the appender lock held.
+    fn detach_below(&self, bound: u64) -> Vec<Arc<Segment>> {
         let removed: Vec<Arc<Segment>> = {
             let mut map = self.segments.write();
-            let keys: Vec<u64> = map.keys().take(n).copied().collect();
+            let last = *map.keys().next_back().expect("a log has a segment");
+            let keys: Vec<u64> = map.range(..bound.min(last)).map(|(&k, _)| k).collect();
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         let first_left = *self.segments.read().keys().next().expect("the active segment remains");
         self.log_start_offset.fetch_max(first_left, Ordering::AcqRel);
-        // The new start offset is durable before any file disappears.
+        removed
+    }
+
+    /// Makes the new log start offset durable, then deletes the files of
+    /// detached segments (readers holding them keep reading: the descriptors
+    /// stay open).
+    fn finish_delete(&self, removed: &[Arc<Segment>]) -> Result<(), LogError> {
+        if removed.is_empty() {
+            return Ok(());
+        }
         self.write_checkpoint()?;
-        for seg in &removed {
+        for seg in removed {
             seg.delete_files()?;
             tracing::info!(dir = %self.dir.display(), base_offset = seg.base_offset, "deleted a segment");
         }
         checkpoint::sync_dir(&self.dir)?;
-        Ok(removed.len())
+        Ok(())
     }
 
     /// Advances the log start offset to `offset` (DeleteRecords), durably,
     /// and deletes segments that fall wholly below it. Returns the new log
     /// start offset.
     pub fn delete_records(&self, offset: u64) -> Result<u64, LogError> {
+        let app = self.appender.lock();
+        if app.closed {
+            return Err(LogError::Closed);
+        }
         self.check_range(offset.max(self.log_start_offset()))?;
         if offset <= self.log_start_offset() {
             return Ok(self.log_start_offset());
         }
         self.log_start_offset.fetch_max(offset, Ordering::AcqRel);
+        // Segments whose successor starts at or below the new start offset.
+        let bound = {
+            let map = self.segments.read();
+            map.range(..=offset).next_back().map_or(0, |(&b, _)| b)
+        };
+        let removed = self.detach_below(bound);
+        drop(app);
         self.write_checkpoint()?;
-        let segs = self.segment_list();
-        let below = segs.windows(2).take_while(|w| w[1].base_offset <= offset).count();
-        if below > 0 {
-            let _app = self.appender.lock();
-            self.delete_locked(below)?;
-        }
+        self.finish_delete(&removed)?;
         Ok(self.log_start_offset())
     }
 

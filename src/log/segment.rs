@@ -328,11 +328,11 @@ impl Segment {
             .map_or(0, |d| d.as_millis() as i64)
     }
 
-    /// True when an index has no room for one more entry plus the entry
-    /// written when the segment is sealed.
-    pub fn index_nearly_full(&self) -> bool {
+    /// True when both indexes have room for an entry per batch of the next
+    /// append plus the entry written when the segment is sealed.
+    pub fn has_index_room(&self, batches: usize) -> bool {
         let idx = self.indexes.read();
-        idx.offset.free_slots() < 2 || idx.time.free_slots() < 2
+        idx.offset.free_slots() > batches && idx.time.free_slots() > batches
     }
 
     /// Records the index entries for a batch at `pos`, and the tail state.
@@ -341,7 +341,9 @@ impl Segment {
         if pos > 0 && t.bytes_since_index >= self.index_interval {
             let rel = (h.base_offset as u64 - self.base_offset) as u32;
             let mut idx = self.indexes.write();
-            if idx.offset.append(rel, pos as u32) {
+            // The last time index slot is kept for the entry written at seal,
+            // which records the segment's newest timestamp.
+            if idx.time.free_slots() > 1 && idx.offset.append(rel, pos as u32) {
                 idx.time.maybe_append(t.max_timestamp, rel);
             }
             t.bytes_since_index = 0;
@@ -501,42 +503,6 @@ impl Segment {
     /// when it is known without a scan.
     pub fn max_timestamp_batch(&self) -> Option<u64> {
         self.tail.lock().max_timestamp_batch
-    }
-
-    /// Cuts the segment so that it ends before `offset`: drops the batch
-    /// containing `offset` and everything after it.
-    pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
-        let pos = match self.locate(offset)? {
-            Some((p, h)) if (h.base_offset as u64) < offset => p + h.total_len() as u64,
-            Some((p, _)) => p,
-            None => return Ok(()),
-        };
-        self.file.set_len(pos)?;
-        self.size.store(pos, Ordering::Release);
-        let mut t = self.tail.lock();
-        let mut idx = self.indexes.write();
-        idx.offset.truncate_to_position(pos as u32);
-        idx.time.truncate_to_rel(offset.saturating_sub(self.base_offset) as u32);
-        let index_pos = idx.offset.last().map_or(0, |(_, p)| p as u64);
-        t.next_offset = offset.max(self.base_offset);
-        t.bytes_since_index = pos - index_pos;
-        // The max timestamp of what remains: the time index covers up to the
-        // last entry, a header walk covers the rest.
-        t.max_timestamp = idx.time.last().map_or(-1, |(ts, _)| ts);
-        t.max_timestamp_batch = None;
-        drop(idx);
-        let mut p = index_pos;
-        while let Some(h) = self.header_at(p)? {
-            if h.max_timestamp > t.max_timestamp {
-                t.max_timestamp = h.max_timestamp;
-                t.max_timestamp_batch = Some(h.base_offset as u64);
-            }
-            p += h.total_len() as u64;
-        }
-        if pos == 0 {
-            t.first_batch_timestamp = None;
-        }
-        Ok(())
     }
 
     /// fdatasync of the log file.

@@ -38,6 +38,21 @@ pub fn path(data_dir: &Path, name: &str) -> PathBuf {
 }
 
 impl TopicMeta {
+    /// What `encode` needs to round-trip: a legal Kafka topic name, and no
+    /// line breaks or `=` in config keys, no line breaks in values.
+    pub fn check(&self) -> Result<(), String> {
+        let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.name.is_empty() || self.name.len() > 249 || self.name == "." || self.name == ".." || !self.name.chars().all(legal) {
+            return Err(format!("illegal topic name {:?}", self.name));
+        }
+        for (k, v) in &self.configs {
+            if k.contains(['\n', '\r', '=']) || v.contains(['\n', '\r']) {
+                return Err(format!("config {k:?} cannot be stored (line break or '=')"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn encode(&self) -> String {
         let mut s = format!("version={VERSION}\nname={}\nid=", self.name);
         for b in self.id {

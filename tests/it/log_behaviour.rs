@@ -262,3 +262,30 @@ fn topic_metadata_persists_and_damage_stops_start_up() {
     let err = LogManager::open(dir.path(), small()).err().expect("damaged metadata must stop start-up");
     assert!(err.to_string().contains("x.topic") && err.to_string().contains("checksum"), "{err}");
 }
+
+#[test]
+fn a_multi_batch_append_never_overflows_the_time_index() {
+    // Tiny indexes (4 time entries): a 6-batch append must keep a slot rather
+    // than lose the entry that records the segment's newest timestamp.
+    let dir = scratch_dir();
+    let cfg = LogConfig { segment_index_bytes: 48, index_interval_bytes: 100, retention_ms: 7 * 24 * 3600 * 1000, segment_ms: i64::MAX, ..small() };
+    let log = Log::open(dir.path(), cfg.clone(), false).unwrap();
+    let now = eddy::log::now_ms();
+    log.append(&simple_batch(1, 120, 1000)).unwrap();
+    let mut set = Vec::new();
+    for ts in [1001, 1002, 1003, 1004, now, 1005] {
+        set.extend_from_slice(&batch(&[Rec { key: None, value: vec![b'x'; 120], timestamp: ts }]));
+    }
+    log.append(&bytes::Bytes::from(set)).unwrap();
+    log.roll().unwrap();
+    log.append(&simple_batch(1, 10, now)).unwrap();
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), cfg, true).unwrap();
+    let end = log.log_end_offset();
+    log.apply_retention(now).unwrap();
+    // Segments holding only old records may go; the one with `now` stays.
+    let (found, ts) = log.offset_for_timestamp(now, u64::MAX).unwrap().unwrap();
+    assert_eq!(ts, now);
+    assert!(found < end - 1, "the record stamped now was deleted by retention");
+}
