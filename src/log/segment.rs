@@ -5,7 +5,7 @@
 //! to the published `size`, which moves only after a write completes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -553,18 +553,30 @@ impl Segment {
     }
 }
 
+/// Positional vectored write of all of `slices` at `at` (pwritev, looping
+/// over short writes): one syscall per append in the common case, and no
+/// shared file cursor.
 fn write_all_vectored(file: &File, at: u64, slices: &mut [IoSlice<'_>], total: usize) -> io::Result<()> {
-    let mut f = file;
-    f.seek(SeekFrom::Start(at))?;
+    use std::os::fd::AsRawFd;
     let mut written = 0usize;
     let mut bufs = slices;
     while written < total {
-        let n = f.write_vectored(bufs)?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
+        let count = bufs.len().min(1024) as libc::c_int; // IOV_MAX on Linux
+        // SAFETY: IoSlice is ABI-compatible with iovec on Unix (documented by
+        // std); the slices outlive the call.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), bufs.as_ptr() as *const libc::iovec, count, (at + written as u64) as libc::off_t) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
         }
-        written += n;
-        IoSlice::advance_slices(&mut bufs, n);
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
+        }
+        written += n as usize;
+        IoSlice::advance_slices(&mut bufs, n as usize);
     }
     Ok(())
 }
