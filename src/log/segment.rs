@@ -460,8 +460,7 @@ impl Segment {
             return Err(corrupt(pos, "batch runs past the end of the segment".into()));
         }
         let want = (max_bytes as u64).max(first_len).min(size - pos) as usize;
-        let mut buf = BytesMut::zeroed(want);
-        self.file.read_exact_at(&mut buf, pos)?;
+        let mut buf = read_uninit(&self.file, want, pos)?;
         let mut end = 0usize;
         let mut expected_min = first.base_offset;
         while end + HEADER_LEN <= buf.len() {
@@ -551,6 +550,34 @@ impl Segment {
         let idx = self.indexes.read();
         (idx.offset.len(), idx.time.len())
     }
+}
+
+/// Reads exactly `len` bytes at `pos` into a new buffer without zeroing it
+/// first (pread straight into the spare capacity).
+fn read_uninit(file: &File, len: usize, pos: u64) -> io::Result<BytesMut> {
+    use std::os::fd::AsRawFd;
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let (filled, want) = (buf.len(), len - buf.len());
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: pread writes at most `want` bytes into the spare capacity,
+        // which holds at least that many; the length grows only by what was
+        // written.
+        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr() as *mut libc::c_void, want, (pos + filled as u64) as libc::off_t) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment ended before the bytes it published"));
+        }
+        // SAFETY: the first `n` bytes of the spare capacity were just written.
+        unsafe { buf.set_len(filled + n as usize) };
+    }
+    Ok(buf)
 }
 
 /// Positional vectored write of all of `slices` at `at` (pwritev, looping
