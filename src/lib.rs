@@ -1,1 +1,8 @@
+//! Eddy: a Kafka-compatible log broker with a built-in stream-processing tier.
+
+pub mod broker;
+pub mod config;
 pub mod log;
+pub mod protocol;
+pub mod server;
+pub mod topic_config;

@@ -1,21 +1,32 @@
 //! The `eddy` binary. Thin: parses the command line and calls the library.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use eddy::log::batch::{self, BatchHeader, HEADER_LEN};
+use eddy::broker::Broker;
+use eddy::config::Config;
 use eddy::log::compression::codec_name;
 
 const HELP: &str = "\
 eddy — a Kafka-compatible log broker with built-in stream processing
 
 USAGE:
-    eddy dump-log <FILE.log>...   print the record batches of segment files,
-                                  checking each one's structure and CRC-32C
+    eddy serve [OPTIONS]          run the broker until SIGINT/SIGTERM
+    eddy check --config FILE      validate a config file and print the effective settings
+    eddy dump-log <FILE.log>...   print the record batches of segment files, checking each
+                                  one's structure and CRC-32C
     eddy --help                   this text
 
-The network broker (`eddy serve`) is not built yet; see README.md.";
+SERVE OPTIONS:
+    --config FILE         TOML config (see config/eddy.toml); without it the embedded
+                          defaults are used: 127.0.0.1:9092, data under ./data
+    --listen HOST:PORT    overrides [broker] listen
+    --data-dir DIR        overrides [broker] data_dir
+    --log-format FORMAT   text (default) or json; RUST_LOG sets the level (default info)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,8 +45,99 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             println!("{HELP}");
             Ok(())
         }
+        Some("serve") => serve(&args[1..]),
+        Some("check") => check(&args[1..]),
         Some("dump-log") if args.len() > 1 => args[1..].iter().try_for_each(|f| dump_log(Path::new(f))),
         Some(other) => bail!("unknown command or missing argument: {other:?}\n\n{HELP}"),
+    }
+}
+
+/// `--name value` options of a subcommand.
+fn options(args: &[String], allowed: &[&str]) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--help" || a == "-h" {
+            println!("{HELP}");
+            std::process::exit(0);
+        }
+        let (name, value) = match a.split_once('=') {
+            Some((n, v)) => (n.to_string(), v.to_string()),
+            None => (a.clone(), it.next().with_context(|| format!("{a} needs a value"))?.clone()),
+        };
+        if !allowed.contains(&name.as_str()) {
+            bail!("unknown option {name:?}\n\n{HELP}");
+        }
+        out.insert(name, value);
+    }
+    Ok(out)
+}
+
+fn load_config(opts: &HashMap<String, String>) -> anyhow::Result<Config> {
+    let mut config = match opts.get("--config") {
+        Some(path) => Config::load(Path::new(path))?,
+        None => Config::default(),
+    };
+    if let Some(listen) = opts.get("--listen") {
+        listen.parse::<std::net::SocketAddr>().with_context(|| format!("--listen {listen:?} is not an IP:port address"))?;
+        config.broker.listen = listen.clone();
+    }
+    if let Some(dir) = opts.get("--data-dir") {
+        config.broker.data_dir = dir.into();
+    }
+    Ok(config)
+}
+
+fn check(args: &[String]) -> anyhow::Result<()> {
+    let opts = options(args, &["--config"])?;
+    if !opts.contains_key("--config") {
+        bail!("check needs --config FILE");
+    }
+    let config = load_config(&opts)?;
+    println!("# {} is valid; effective settings:", opts["--config"]);
+    print!("{}", config.describe());
+    Ok(())
+}
+
+fn serve(args: &[String]) -> anyhow::Result<()> {
+    let opts = options(args, &["--config", "--listen", "--data-dir", "--log-format"])?;
+    let json = match opts.get("--log-format").map(String::as_str) {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => bail!("--log-format must be text or json, not {other:?}"),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = load_config(&opts)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listen = config.broker.listen.clone();
+        let data_dir = config.broker.data_dir.clone();
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+            .await?
+            .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+        let broker = Arc::new(broker);
+        let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+        tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), cluster_id = %broker.cluster_id, "eddy is serving Kafka clients");
+        eddy::server::run(listener, Arc::clone(&broker), stop_signal()).await;
+        let b = Arc::clone(&broker);
+        tokio::task::spawn_blocking(move || b.shutdown()).await??;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
     }
 }
 

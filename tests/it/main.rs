@@ -1,9 +1,12 @@
 //! The one integration test binary (each extra binary relinks everything).
 
+mod broker_support;
 mod cli;
+mod kafka_clients;
 mod log_behaviour;
 mod log_corruption;
 mod log_crash;
 mod log_format;
 mod log_model;
 mod log_support;
+mod wire;

@@ -1,0 +1,118 @@
+//! Fetch: whole batches from each requested partition, capped by the high
+//! watermark and the byte limits; a long poll that waits for appends (not a
+//! timer) when less than `min_bytes` is ready.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::sync::Notify;
+
+use super::{Broker, Partition};
+use crate::log::LogError;
+use crate::protocol::code;
+
+pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let may_wait = req.max_wait_ms > 0 && req.min_bytes > 0;
+    let waker = Arc::new(Notify::new());
+    loop {
+        // Register before reading, so an append between the read and the
+        // wait still wakes this fetch.
+        if may_wait {
+            for topic in &req.topics {
+                let t = if version >= 13 { broker.topic_by_id(topic.topic_id) } else { broker.topic(topic.topic.as_str()) };
+                if let Some(t) = t {
+                    for fp in &topic.partitions {
+                        if let Some(p) = usize::try_from(fp.partition).ok().and_then(|i| t.partitions.get(i)) {
+                            p.watch(&waker);
+                        }
+                    }
+                }
+            }
+        }
+        let (response, bytes, errors) = read_all(broker, &req, version);
+        let enough = bytes >= req.min_bytes.max(0) as usize || errors;
+        if enough || !may_wait || tokio::time::Instant::now() >= deadline {
+            return response;
+        }
+        if tokio::time::timeout_at(deadline, waker.notified()).await.is_err() {
+            // Timed out: answer with whatever is there now.
+            return read_all(broker, &req, version).0;
+        }
+    }
+}
+
+/// One pass over the requested partitions. Returns the response, the bytes
+/// of records in it, and whether any partition had an error.
+fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let mut remaining = req.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut errors = false;
+    let read_committed = req.isolation_level == 1;
+    let mut responses = Vec::with_capacity(req.topics.len());
+    for topic in &req.topics {
+        let t = if version >= 13 { broker.topic_by_id(topic.topic_id) } else { broker.topic(topic.topic.as_str()) };
+        let mut tr = FetchableTopicResponse::default();
+        tr.topic = topic.topic.clone();
+        tr.topic_id = topic.topic_id;
+        for fp in &topic.partitions {
+            let mut pd = PartitionData::default();
+            pd.partition_index = fp.partition;
+            pd.aborted_transactions = if read_committed { Some(Vec::new()) } else { None };
+            pd.high_watermark = -1;
+            pd.last_stable_offset = -1;
+            pd.log_start_offset = -1;
+            pd.records = None;
+            let partition = t.as_ref().and_then(|t| usize::try_from(fp.partition).ok().and_then(|i| t.partitions.get(i)).cloned());
+            match partition {
+                None => {
+                    errors = true;
+                    pd.error_code = if t.is_none() && version >= 13 { code::UNKNOWN_TOPIC_ID } else { code::UNKNOWN_TOPIC_OR_PARTITION };
+                }
+                Some(p) => {
+                    let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+                    match read_partition(&p, fp.fetch_offset, limit, total == 0) {
+                        Ok(records) => {
+                            total += records.len();
+                            remaining = remaining.saturating_sub(records.len());
+                            pd.error_code = code::NONE;
+                            pd.records = Some(records);
+                        }
+                        Err(e) => {
+                            errors = true;
+                            if !matches!(e, LogError::OffsetOutOfRange { .. }) {
+                                tracing::warn!(topic = %topic.topic.as_str(), partition = fp.partition, error = %e, "fetch failed");
+                            }
+                            pd.error_code = e.kafka_code();
+                        }
+                    }
+                    pd.high_watermark = p.high_watermark();
+                    pd.last_stable_offset = p.high_watermark();
+                    pd.log_start_offset = p.log.log_start_offset() as i64;
+                }
+            }
+            tr.partitions.push(pd);
+        }
+        responses.push(tr);
+    }
+    let mut r = FetchResponse::default();
+    r.error_code = code::NONE;
+    r.session_id = 0; // no incremental fetch sessions: every fetch is full
+    r.responses = responses;
+    (r, total, errors)
+}
+
+/// Reads up to `limit` bytes of whole batches. Only the first partition
+/// with data may exceed the limit with a single oversized batch (KIP-74).
+fn read_partition(p: &Partition, offset: i64, limit: usize, first: bool) -> Result<Bytes, LogError> {
+    let offset = u64::try_from(offset).map_err(|_| LogError::OffsetOutOfRange { offset: 0, log_start_offset: p.log.log_start_offset(), log_end_offset: p.log.log_end_offset() })?;
+    let hw = p.high_watermark() as u64;
+    let r = p.log.read(offset, limit, hw)?;
+    if !first && r.records.len() > limit {
+        return Ok(Bytes::new());
+    }
+    Ok(r.records)
+}

@@ -1,0 +1,318 @@
+//! Kafka semantics: broker state and one file per API (state + request →
+//! response). Nothing here knows about sockets.
+
+mod api_versions;
+mod cluster;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod partitions;
+mod produce;
+mod topics;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::log::{Log, LogError, LogManager, TopicMeta};
+use crate::protocol::Request;
+use crate::topic_config;
+
+/// One partition as the broker sees it: its log and the fetches waiting for
+/// it to grow.
+pub struct Partition {
+    pub index: i32,
+    pub log: Arc<Log>,
+    waiters: Mutex<Vec<Weak<Notify>>>,
+}
+
+impl Partition {
+    fn new(index: i32, log: Arc<Log>) -> Partition {
+        Partition { index, log, waiters: Mutex::new(Vec::new()) }
+    }
+
+    /// Registers a waiting fetch; it is woken by the next append.
+    fn watch(&self, waker: &Arc<Notify>) {
+        let mut w = self.waiters.lock();
+        w.retain(|x| x.strong_count() > 0);
+        w.push(Arc::downgrade(waker));
+    }
+
+    /// Wakes every fetch waiting on this partition.
+    fn appended(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.lock());
+        for w in waiters {
+            if let Some(n) = w.upgrade() {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// With a single replica, everything appended is replicated: the high
+    /// watermark is the log end offset (and, without transactions, so is the
+    /// last stable offset).
+    pub fn high_watermark(&self) -> i64 {
+        self.log.log_end_offset() as i64
+    }
+}
+
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<Arc<Partition>>,
+    /// Topic-level config overrides, by Kafka name.
+    pub configs: BTreeMap<String, String>,
+}
+
+pub struct Broker {
+    pub config: Config,
+    pub logs: LogManager,
+    pub cluster_id: String,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Serializes topic creation and deletion.
+    admin: tokio::sync::Mutex<()>,
+}
+
+/// Why a topic could not be made.
+#[derive(Debug)]
+pub struct TopicError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl Broker {
+    /// Opens the data directory (recovering it if needed) and loads topics.
+    pub fn open(config: Config) -> Result<Broker, LogError> {
+        let data_dir = config.broker.data_dir.clone();
+        let default_log = topic_config::log_config(&config.topic_defaults, &BTreeMap::new()).map_err(|reason| LogError::BadTopicMeta { path: data_dir.clone(), reason })?;
+        let logs = LogManager::open(&data_dir, default_log)?;
+        let cluster_id = match &config.broker.cluster_id {
+            Some(id) => id.clone(),
+            None => stored_cluster_id(&data_dir)?,
+        };
+        let mut topics = HashMap::new();
+        for meta in logs.topics() {
+            let log_config = topic_config::log_config(&config.topic_defaults, &meta.configs)
+                .map_err(|reason| LogError::BadTopicMeta { path: crate::log::topic::path(&data_dir, &meta.name), reason })?;
+            let mut partitions = Vec::new();
+            for p in 0..meta.partitions {
+                // A partition missing after a crash mid-create comes back empty.
+                let log = logs.get_or_create(&meta.name, p, log_config.clone())?;
+                partitions.push(Arc::new(Partition::new(p as i32, log)));
+            }
+            let topic = Topic { name: meta.name.clone(), id: Uuid::from_bytes(meta.id), partitions, configs: meta.configs.clone() };
+            topics.insert(meta.name, Arc::new(topic));
+        }
+        Ok(Broker { config, logs, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn topic_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.topics.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.topic(topic).and_then(|t| t.partitions.get(usize::try_from(index).ok()?).cloned())
+    }
+
+    /// Checks a topic creation (name, partitions, replication, configs)
+    /// without making anything; returns the normalized configs.
+    pub fn check_new_topic(&self, name: &str, partitions: i32, replication: i16, configs: &[(String, Option<String>)]) -> Result<BTreeMap<String, String>, TopicError> {
+        let err = |code, message: String| Err(TopicError { code, message });
+        let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if name.is_empty() || name == "." || name == ".." || name.len() > 249 || !name.chars().all(legal) {
+            return err(crate::protocol::code::INVALID_TOPIC_EXCEPTION, format!("topic name {name:?} is illegal: use 1 to 249 of [a-zA-Z0-9._-], not '.' or '..'"));
+        }
+        if self.topic(name).is_some() {
+            return err(crate::protocol::code::TOPIC_ALREADY_EXISTS, format!("topic {name:?} already exists"));
+        }
+        if partitions < 1 {
+            return err(crate::protocol::code::INVALID_PARTITIONS, format!("number of partitions must be at least 1, got {partitions}"));
+        }
+        if replication != 1 {
+            return err(crate::protocol::code::INVALID_REPLICATION_FACTOR, format!("replication factor {replication} is impossible: Eddy is a single node"));
+        }
+        let mut out = BTreeMap::new();
+        for (k, v) in configs {
+            let Some(v) = v else {
+                return err(crate::protocol::code::INVALID_CONFIG, format!("config {k} has a null value"));
+            };
+            match topic_config::validate(k, v) {
+                Ok(v) => {
+                    out.insert(k.clone(), v);
+                }
+                Err(e) => return err(crate::protocol::code::INVALID_CONFIG, e),
+            }
+        }
+        topic_config::log_config(&self.config.topic_defaults, &out).map_err(|e| TopicError { code: crate::protocol::code::INVALID_CONFIG, message: e })?;
+        Ok(out)
+    }
+
+    /// Creates a topic: metadata first (durably), then its partition logs.
+    pub async fn create_topic(&self, name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, TopicError> {
+        let _admin = self.admin.lock().await;
+        self.check_new_topic(name, partitions, 1, &[])?;
+        let storage = |e: LogError| TopicError { code: e.kafka_code(), message: e.to_string() };
+        let log_config = topic_config::log_config(&self.config.topic_defaults, &configs).map_err(|e| TopicError { code: crate::protocol::code::INVALID_CONFIG, message: e })?;
+        let id = Uuid::new_v4();
+        let meta = TopicMeta { name: name.to_string(), id: *id.as_bytes(), partitions: partitions as u32, configs: configs.clone() };
+        self.logs.put_topic(meta).map_err(storage)?;
+        let mut parts = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let log = self.logs.get_or_create(name, p as u32, log_config.clone()).map_err(storage)?;
+            parts.push(Arc::new(Partition::new(p, log)));
+        }
+        let topic = Arc::new(Topic { name: name.to_string(), id, partitions: parts, configs });
+        self.topics.write().insert(name.to_string(), Arc::clone(&topic));
+        tracing::info!(topic = name, partitions, id = %id, "created a topic");
+        Ok(topic)
+    }
+
+    /// Replaces a topic's config overrides (already validated): durably in
+    /// its metadata, then in every partition's log.
+    pub async fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let Some(old) = self.topic(name) else {
+            return Err(TopicError { code: crate::protocol::code::UNKNOWN_TOPIC_OR_PARTITION, message: format!("unknown topic {name:?}") });
+        };
+        let log_config = topic_config::log_config(&self.config.topic_defaults, &configs).map_err(|e| TopicError { code: crate::protocol::code::INVALID_CONFIG, message: e })?;
+        let meta = TopicMeta { name: name.to_string(), id: *old.id.as_bytes(), partitions: old.partitions.len() as u32, configs: configs.clone() };
+        self.logs.put_topic(meta).map_err(|e| TopicError { code: e.kafka_code(), message: e.to_string() })?;
+        for p in &old.partitions {
+            p.log.set_config(log_config.clone());
+        }
+        let topic = Topic { name: old.name.clone(), id: old.id, partitions: old.partitions.clone(), configs };
+        self.topics.write().insert(name.to_string(), Arc::new(topic));
+        tracing::info!(topic = name, "changed topic configs");
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions (CreatePartitions).
+    pub async fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let err = |code, message: String| Err(TopicError { code, message });
+        let Some(old) = self.topic(name) else {
+            return err(crate::protocol::code::UNKNOWN_TOPIC_OR_PARTITION, format!("unknown topic {name:?}"));
+        };
+        let have = old.partitions.len() as i32;
+        if count <= have {
+            return err(crate::protocol::code::INVALID_PARTITIONS, format!("topic {name:?} has {have} partitions; the new count must be larger, not {count}"));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let storage = |e: LogError| TopicError { code: e.kafka_code(), message: e.to_string() };
+        let log_config = topic_config::log_config(&self.config.topic_defaults, &old.configs).map_err(|e| TopicError { code: crate::protocol::code::INVALID_CONFIG, message: e })?;
+        let meta = TopicMeta { name: name.to_string(), id: *old.id.as_bytes(), partitions: count as u32, configs: old.configs.clone() };
+        self.logs.put_topic(meta).map_err(storage)?;
+        let mut partitions = old.partitions.clone();
+        for p in have..count {
+            let log = self.logs.get_or_create(name, p as u32, log_config.clone()).map_err(storage)?;
+            partitions.push(Arc::new(Partition::new(p, log)));
+        }
+        let topic = Topic { name: old.name.clone(), id: old.id, partitions, configs: old.configs.clone() };
+        self.topics.write().insert(name.to_string(), Arc::new(topic));
+        tracing::info!(topic = name, from = have, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Deletes a topic and all its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        let _admin = self.admin.lock().await;
+        let Some(topic) = self.topics.write().remove(name) else { return Ok(()) };
+        for p in &topic.partitions {
+            p.appended(); // wake fetches so they see the topic gone
+        }
+        self.logs.delete_topic(name)?;
+        tracing::info!(topic = name, "deleted a topic");
+        Ok(())
+    }
+
+    /// Answers one request; `None` means no response is sent (acks=0).
+    pub async fn handle(&self, req: Request) -> Option<ResponseKind> {
+        let v = req.version;
+        Some(match req.body {
+            RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, v)),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(self, r, v).await),
+            RequestKind::Produce(r) => return produce::handle(self, r, v).await.map(ResponseKind::Produce),
+            RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(self, r, v).await),
+            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(self, r, v)),
+            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(self, r, v).await),
+            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete(self, r, v).await),
+            RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(partitions::create(self, r, v).await),
+            RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(partitions::delete_records(self, r, v).await),
+            RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(self, r, v)),
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(self, r, v).await),
+            RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(self, r, v).await),
+            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(self, r, v)),
+            RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(self, r, v)),
+            other => {
+                // decode_request only lets through what SUPPORTED lists.
+                tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a decoded request");
+                return None;
+            }
+        })
+    }
+
+    /// Periodic upkeep of the logs (flush.ms, retention, checkpoints).
+    pub fn maintain(&self) {
+        self.logs.maintain(crate::log::now_ms());
+    }
+
+    /// Flushes and closes every log and records the clean shutdown.
+    pub fn shutdown(&self) -> Result<(), LogError> {
+        self.logs.shutdown()
+    }
+}
+
+/// The ApiVersions answer for a version Eddy does not know (sent as v0).
+pub fn api_versions_unsupported() -> kafka_protocol::messages::ApiVersionsResponse {
+    api_versions::unsupported()
+}
+
+/// The cluster id kept in `<data_dir>/cluster.id`, generated on first use.
+fn stored_cluster_id(data_dir: &std::path::Path) -> Result<String, LogError> {
+    let path = data_dir.join("cluster.id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Kafka's format: a UUID in URL-safe base64 without padding (22 chars).
+    let id = base64_url(Uuid::new_v4().as_bytes());
+    let tmp = data_dir.join("cluster.id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    crate::log::checkpoint::sync_dir(data_dir)?;
+    Ok(id)
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}

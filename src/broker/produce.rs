@@ -1,0 +1,103 @@
+//! Produce: validate and append each partition's record set as sent, then
+//! answer per acks — none for acks=0, after the append for acks=1, after the
+//! shared fsync for acks=all.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Broker, Partition};
+use crate::protocol::code;
+
+struct Pending {
+    topic: usize,
+    slot: usize,
+    partition: Arc<Partition>,
+    end: u64,
+}
+
+pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    let mut pending: Vec<Pending> = Vec::new();
+    for (ti, td) in req.topic_data.into_iter().enumerate() {
+        let topic = if version >= 13 { broker.topic_by_id(td.topic_id) } else { broker.topic(td.name.as_str()) };
+        let mut tr = TopicProduceResponse::default();
+        tr.name = td.name.clone();
+        tr.topic_id = td.topic_id;
+        for pd in td.partition_data {
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = pd.index;
+            pr.base_offset = -1;
+            pr.log_append_time_ms = -1;
+            pr.log_start_offset = -1;
+            let partition = topic.as_ref().and_then(|t| t.partitions.get(usize::try_from(pd.index).ok()?).cloned());
+            let fail = |pr: &mut PartitionProduceResponse, code: i16, message: String| {
+                pr.error_code = code;
+                pr.error_message = Some(StrBytes::from_string(message));
+            };
+            match (partition, pd.records) {
+                _ if !matches!(acks, -1..=1) => fail(&mut pr, code::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, not {acks}")),
+                (None, _) if topic.is_none() && version >= 13 => fail(&mut pr, code::UNKNOWN_TOPIC_ID, "unknown topic id".into()),
+                (None, _) => fail(&mut pr, code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),
+                (Some(_), None) => fail(&mut pr, code::CORRUPT_MESSAGE, "no records".into()),
+                (Some(p), Some(records)) => {
+                    let min_isr = topic.as_ref().and_then(|t| t.configs.get("min.insync.replicas").cloned()).or_else(|| broker.config.topic_defaults.get("min.insync.replicas").cloned());
+                    if acks == -1 && min_isr.is_some_and(|m| m != "1") {
+                        fail(&mut pr, code::NOT_ENOUGH_REPLICAS, "min.insync.replicas is above 1 and Eddy has one replica".into());
+                    } else {
+                        match p.log.append(&records) {
+                            Ok(info) => {
+                                pr.base_offset = info.base_offset as i64;
+                                pr.log_append_time_ms = info.log_append_time;
+                                pr.log_start_offset = info.log_start_offset as i64;
+                                p.appended();
+                                if acks == -1 {
+                                    pending.push(Pending { topic: ti, slot: tr.partition_responses.len(), partition: p, end: info.last_offset + 1 });
+                                }
+                            }
+                            Err(e) => {
+                                tracing::debug!(topic = %td.name.as_str(), partition = pd.index, error = %e, "produce rejected");
+                                fail(&mut pr, e.kafka_code(), e.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            tr.partition_responses.push(pr);
+        }
+        responses.push(tr);
+    }
+
+    // acks=all: wait for the fsyncs (shared with concurrent producers).
+    if !pending.is_empty() {
+        let syncs: Vec<_> = pending
+            .iter()
+            .map(|w| {
+                let (log, end) = (Arc::clone(&w.partition.log), w.end);
+                tokio::task::spawn_blocking(move || log.sync_to(end))
+            })
+            .collect();
+        for (w, handle) in pending.iter().zip(syncs) {
+            let failed = match handle.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(format!("fsync task failed: {e}")),
+            };
+            if let Some(message) = failed {
+                tracing::error!(error = %message, "fsync for acks=all failed");
+                let pr = &mut responses[w.topic].partition_responses[w.slot];
+                pr.error_code = code::KAFKA_STORAGE_ERROR;
+                pr.error_message = Some(StrBytes::from_string(message));
+            }
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    let mut r = ProduceResponse::default();
+    r.responses = responses;
+    Some(r)
+}

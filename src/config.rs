@@ -1,0 +1,242 @@
+//! The broker's configuration file (TOML) and its embedded defaults.
+//!
+//! ```toml
+//! [broker]
+//! "node.id" = 1
+//! listen = "127.0.0.1:9092"
+//! data_dir = "./data"
+//! "auto.create.topics.enable" = true
+//!
+//! [topic_defaults]
+//! "retention.ms" = 604800000
+//! ```
+//!
+//! Keys that are Kafka configs keep Kafka's dotted names, which TOML needs
+//! quoted. Unknown keys and bad values stop start-up with the file, key and
+//! reason. `config/eddy.toml` lists every option with its default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::topic_config;
+
+/// The `[broker]` table.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    /// `node.id`: this broker's id in Metadata. Default 1.
+    #[serde(rename = "node.id")]
+    pub node_id: i32,
+    /// Address to listen on. Default `127.0.0.1:9092` (loopback only).
+    pub listen: String,
+    /// `host:port` clients are told to connect to; default: the listen address.
+    pub advertised: Option<String>,
+    /// Where partition logs live. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Cluster id reported to clients; default: generated once and kept in the data directory.
+    pub cluster_id: Option<String>,
+    /// `auto.create.topics.enable`: Metadata requests create unknown topics. Default true.
+    #[serde(rename = "auto.create.topics.enable")]
+    pub auto_create_topics: bool,
+    /// `num.partitions`: partitions of auto-created topics and of CreateTopics without a count. Default 1.
+    #[serde(rename = "num.partitions")]
+    pub num_partitions: i32,
+    /// `message.max.bytes`: the broker-wide default of the topic config `max.message.bytes`. Default 1048588.
+    #[serde(rename = "message.max.bytes")]
+    pub message_max_bytes: i32,
+    /// `socket.request.max.bytes`: largest request frame; a larger one closes the connection. Default 104857600.
+    #[serde(rename = "socket.request.max.bytes")]
+    pub socket_request_max_bytes: i32,
+    /// `max.connections`: connections served at once; more wait to be accepted. Default 10000.
+    #[serde(rename = "max.connections")]
+    pub max_connections: u32,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            node_id: 1,
+            listen: "127.0.0.1:9092".into(),
+            advertised: None,
+            data_dir: PathBuf::from("./data"),
+            cluster_id: None,
+            auto_create_topics: true,
+            num_partitions: 1,
+            message_max_bytes: 1_048_588,
+            socket_request_max_bytes: 104_857_600,
+            max_connections: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    broker: BrokerSection,
+    #[serde(default)]
+    topic_defaults: BTreeMap<String, toml::Value>,
+}
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub broker: BrokerSection,
+    /// Topic config defaults by Kafka name, validated and normalized.
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_toml("", "<defaults>").expect("the embedded defaults are valid")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError { file: path.display().to_string(), message: format!("cannot read: {e}") })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates a config file's text; `name` is used in errors.
+    pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError { file: name.to_string(), message };
+        let file: File = toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let b = &file.broker;
+        if b.listen.parse::<SocketAddr>().is_err() {
+            return Err(err(format!("[broker] listen: {:?} is not an IP:port address", b.listen)));
+        }
+        if let Some(a) = &b.advertised {
+            let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(err(format!("[broker] advertised: {a:?} is not host:port")));
+            }
+        }
+        if b.node_id < 0 {
+            return Err(err("[broker] node.id: must be 0 or more".into()));
+        }
+        if b.num_partitions < 1 {
+            return Err(err("[broker] num.partitions: must be at least 1".into()));
+        }
+        if b.message_max_bytes < 0 {
+            return Err(err("[broker] message.max.bytes: must be 0 or more".into()));
+        }
+        if b.socket_request_max_bytes < 1024 {
+            return Err(err("[broker] socket.request.max.bytes: must be at least 1024".into()));
+        }
+        if b.max_connections < 1 {
+            return Err(err("[broker] max.connections: must be at least 1".into()));
+        }
+        if let Some(id) = &b.cluster_id {
+            if id.is_empty() || id.len() > 64 {
+                return Err(err("[broker] cluster_id: must be 1 to 64 characters".into()));
+            }
+        }
+        let mut topic_defaults = BTreeMap::new();
+        topic_defaults.insert("max.message.bytes".to_string(), b.message_max_bytes.to_string());
+        for (key, value) in &file.topic_defaults {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => return Err(err(format!("[topic_defaults] {key}: unsupported value {other}"))),
+            };
+            let v = topic_config::validate(key, &text).map_err(|e| err(format!("[topic_defaults] {e}")))?;
+            topic_defaults.insert(key.clone(), v);
+        }
+        Ok(Config { broker: file.broker, topic_defaults })
+    }
+
+    /// The address advertised to clients.
+    pub fn advertised(&self) -> (String, i32) {
+        let a = self.broker.advertised.clone().unwrap_or_else(|| self.broker.listen.clone());
+        match a.rsplit_once(':') {
+            Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse().unwrap_or(9092)),
+            None => (a, 9092),
+        }
+    }
+
+    /// A readable dump of the effective settings (`eddy check`).
+    pub fn describe(&self) -> String {
+        let b = &self.broker;
+        let mut s = String::from("[broker]\n");
+        s.push_str(&format!("\"node.id\" = {}\n", b.node_id));
+        s.push_str(&format!("listen = {:?}\n", b.listen));
+        s.push_str(&format!("advertised = {:?}\n", self.advertised().0 + ":" + &self.advertised().1.to_string()));
+        s.push_str(&format!("data_dir = {:?}\n", b.data_dir.display().to_string()));
+        s.push_str(&format!("cluster_id = {:?}\n", b.cluster_id.clone().unwrap_or_else(|| "(generated, kept in the data directory)".into())));
+        s.push_str(&format!("\"auto.create.topics.enable\" = {}\n", b.auto_create_topics));
+        s.push_str(&format!("\"num.partitions\" = {}\n", b.num_partitions));
+        s.push_str(&format!("\"message.max.bytes\" = {}\n", b.message_max_bytes));
+        s.push_str(&format!("\"socket.request.max.bytes\" = {}\n", b.socket_request_max_bytes));
+        s.push_str(&format!("\"max.connections\" = {}\n", b.max_connections));
+        s.push_str("\n[topic_defaults]\n");
+        for (def, value, _) in topic_config::effective(&self.topic_defaults, &BTreeMap::new()) {
+            s.push_str(&format!("{:?} = {:?}\n", def.name, value));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::from_toml("", "x").unwrap();
+        assert_eq!(c.broker, BrokerSection::default());
+        assert_eq!(c.topic_defaults.get("max.message.bytes").map(String::as_str), Some("1048588"));
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let e = Config::from_toml("[broker]\nlisten_addr = \"x\"\n", "a.toml").unwrap_err().to_string();
+        assert!(e.starts_with("a.toml:") && e.contains("listen_addr"), "{e}");
+        let e = Config::from_toml("[broker]\nlisten = \"nope\"\n", "a.toml").unwrap_err().to_string();
+        assert!(e.contains("listen") && e.contains("nope"), "{e}");
+        let e = Config::from_toml("[topic_defaults]\n\"retention.ms\" = \"soon\"\n", "b.toml").unwrap_err().to_string();
+        assert!(e.contains("retention.ms") && e.contains("soon"), "{e}");
+        let e = Config::from_toml("[topic_defaults]\n\"retention.msec\" = 5\n", "b.toml").unwrap_err().to_string();
+        assert!(e.contains("unknown topic config") && e.contains("retention.msec"), "{e}");
+        let e = Config::from_toml("[broker]\n\"num.partitions\" = \"two\"\n", "c.toml").unwrap_err().to_string();
+        assert!(e.contains("num.partitions"), "{e}");
+    }
+
+    #[test]
+    fn every_file_in_config_dir_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            let c = Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            if p.file_name().is_some_and(|n| n == "eddy.toml") {
+                assert_eq!(c, Config::default(), "config/eddy.toml must show exactly the defaults");
+            }
+            names.push(p.file_name().unwrap().to_string_lossy().into_owned());
+        }
+        assert!(names.iter().any(|n| n == "eddy.toml"), "config/eddy.toml is missing");
+    }
+
+    #[test]
+    fn the_example_documents_every_option() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/eddy.toml")).unwrap();
+        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections"] {
+            assert!(text.contains(key), "config/eddy.toml does not mention {key}");
+        }
+        for def in topic_config::TOPIC_CONFIGS {
+            assert!(text.contains(&format!("\"{}\" = ", def.name)), "config/eddy.toml does not list topic config {}", def.name);
+        }
+    }
+}

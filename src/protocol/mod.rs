@@ -1,0 +1,122 @@
+//! Codec glue around the `kafka-protocol` crate: request decoding, response
+//! encoding, and the table of API versions Eddy implements.
+//!
+//! Only envelopes are decoded: record sets stay `Bytes` slices of the
+//! request frame (the crate's `Bytes` decoder slices, it does not copy).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+/// `(api, min, max)` for every API Eddy serves. Advertised exactly.
+/// Produce advertises 0 as its minimum (older librdkafka turns compression
+/// off otherwise) but versions 0–2 are refused: they predate record batch v2.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 13),
+    (ApiKey::Fetch, 4, 18),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+];
+
+/// The range served for an API, if any. Produce's real floor is 3.
+pub fn served_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(k, min, max)| if k == ApiKey::Produce { (3, max) } else { (min, max) })
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub struct Request {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+/// Why a frame could not become a `Request`.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame of {0} bytes is too short for a request header")]
+    Short(usize),
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    /// An API Eddy knows, at a version it does not serve.
+    #[error("{api:?} version {version} is not supported")]
+    UnsupportedVersion { api: ApiKey, version: i16, correlation_id: i32 },
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed { api: ApiKey, version: i16, reason: String },
+}
+
+/// Decodes a whole request frame (without its length prefix).
+pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
+    if frame.len() < 8 {
+        return Err(DecodeError::Short(frame.len()));
+    }
+    let api_raw = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(api_raw).map_err(|_| DecodeError::UnknownApi(api_raw))?;
+    match served_range(api_key) {
+        Some((min, max)) if (min..=max).contains(&version) => {}
+        _ => return Err(DecodeError::UnsupportedVersion { api: api_key, version, correlation_id }),
+    }
+    let malformed = |e: anyhow::Error| DecodeError::Malformed { api: api_key, version, reason: format!("{e:#}") };
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version)).map_err(malformed)?;
+    let body = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
+    if !frame.is_empty() {
+        // Kafka ignores bytes after the fields it knows, and some clients send
+        // them (librdkafka 2.12 pads Metadata v13 with three zero bytes).
+        tracing::trace!(api = ?api_key, version, extra = frame.len(), "ignoring trailing request bytes");
+    }
+    Ok(Request { api_key, version, header, body })
+}
+
+/// Encodes a response frame, length prefix included.
+pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> anyhow::Result<Bytes> {
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    // ApiVersions answers with a v0 header whatever the request version, so
+    // a client that sent a version we do not know can still read it.
+    let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    header.encode(&mut buf, header_version)?;
+    body.encode(&mut buf, version)?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Kafka error codes used by the broker.
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const INVALID_FETCH_SIZE: i16 = 4;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const INVALID_REQUIRED_ACKS: i16 = 21;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 119;
+}

@@ -1,0 +1,85 @@
+//! Bytes and connections: the accept loop, connection limit, shutdown. No
+//! Kafka semantics here beyond framing (see `connection.rs`).
+
+mod connection;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+
+/// How long a stopping server waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often log upkeep (flush.ms, retention, checkpoints) runs.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Serves Kafka clients on `listener` until `shutdown` completes; then stops
+/// accepting, lets every connection finish its in-flight request, and
+/// returns. The caller closes the broker (`Broker::shutdown`).
+pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limit = Arc::new(Semaphore::new(broker.config.broker.max_connections as usize));
+    let max_frame = broker.config.broker.socket_request_max_bytes as usize;
+    let mut connections = JoinSet::new();
+
+    let upkeep = {
+        let broker = Arc::clone(&broker);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let b = Arc::clone(&broker);
+                        let _ = tokio::task::spawn_blocking(move || b.maintain()).await;
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
+
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = Arc::clone(&limit).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let (broker, stop) = (Arc::clone(&broker), stop_rx.clone());
+                connections.spawn(async move {
+                    connection::serve(stream, peer, broker, stop, max_frame).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    tracing::info!(connections = connections.len(), "stopping: no new connections, finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(connections = connections.len(), "connections still busy after the drain timeout; closing them");
+        connections.shutdown().await;
+    }
+    let _ = upkeep.await;
+}

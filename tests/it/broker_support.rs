@@ -1,0 +1,85 @@
+//! A real Eddy server on an ephemeral loopback port, in this process, with
+//! its own runtime thread and data directory.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy::broker::Broker;
+use eddy::config::Config;
+
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestBroker {
+    /// A broker with default settings and a fresh data directory.
+    pub fn start() -> TestBroker {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b = TestBroker::start_in(tmp.path(), |_| {});
+        b._tmp = Some(tmp);
+        b
+    }
+
+    /// A broker on `data_dir`, with the config adjusted by `tweak`.
+    pub fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestBroker {
+        // Broker logs go to the test's captured output (RUST_LOG to change the level).
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let mut config = Config::default();
+        config.broker.data_dir = data_dir.to_path_buf();
+        config.broker.listen = "127.0.0.1:0".into();
+        tweak(&mut config);
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                config.broker.advertised = Some(addr.to_string());
+                let broker = Arc::new(Broker::open(config).unwrap());
+                addr_tx.send(addr).unwrap();
+                eddy::server::run(listener, Arc::clone(&broker), async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+                broker.shutdown().unwrap();
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect("the broker started");
+        TestBroker { addr, data_dir: data_dir.to_path_buf(), _tmp: None, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Stops the server cleanly (as SIGTERM would) and waits for it.
+    pub fn stop(mut self) -> Option<tempfile::TempDir> {
+        self.shutdown();
+        self._tmp.take()
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().expect("the broker thread panicked");
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

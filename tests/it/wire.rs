@@ -1,0 +1,191 @@
+//! Hand-built requests for the edges clients do not send: unknown versions,
+//! truncated, oversized and garbage frames, corrupt batches. Each gets the
+//! right error or a closed connection, and the broker keeps serving others.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::broker_support::TestBroker;
+use crate::log_support::{batch, Rec};
+
+fn connect(b: &TestBroker) -> TcpStream {
+    let s = TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn request_bytes(api: ApiKey, version: i16, correlation: i32, body: &impl Encodable) -> Vec<u8> {
+    let mut h = RequestHeader::default();
+    h.request_api_key = api as i16;
+    h.request_api_version = version;
+    h.correlation_id = correlation;
+    h.client_id = Some(StrBytes::from_static_str("wire-test"));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    h.encode(&mut buf, api.request_header_version(version)).unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf.to_vec()
+}
+
+/// Reads one response frame; None when the broker closed the connection.
+fn read_frame(s: &mut TcpStream) -> Option<Bytes> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(Bytes::from(body))
+}
+
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+fn call<R: Decodable>(s: &mut TcpStream, api: ApiKey, version: i16, body: &impl Encodable) -> R {
+    s.write_all(&request_bytes(api, version, 42, body)).unwrap();
+    let mut frame = read_frame(s).expect("a response");
+    let header = ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 42);
+    R::decode(&mut frame, version).unwrap()
+}
+
+/// The broker still answers a fresh connection.
+fn still_serving(b: &TestBroker) {
+    let mut s = connect(b);
+    let r: ApiVersionsResponse = call(&mut s, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0);
+}
+
+#[test]
+fn api_versions_lists_what_is_served_and_answers_unknown_versions() {
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    for v in 0..=4 {
+        let r: ApiVersionsResponse = if v == 3 || v == 4 {
+            // v3+ requests are flexible, but the response header stays v0.
+            s.write_all(&request_bytes(ApiKey::ApiVersions, v, 42, &ApiVersionsRequest::default())).unwrap();
+            let mut f = read_frame(&mut s).unwrap();
+            assert_eq!(f.get_i32(), 42);
+            ApiVersionsResponse::decode(&mut f, v).unwrap()
+        } else {
+            call(&mut s, ApiKey::ApiVersions, v, &ApiVersionsRequest::default())
+        };
+        assert_eq!(r.error_code, 0, "v{v}");
+        let produce = r.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+        assert_eq!((produce.min_version, produce.max_version), (0, 13));
+        assert!(r.api_keys.iter().all(|k| k.api_key != 22), "InitProducerId is not advertised before it exists");
+    }
+    // A version from the future: UNSUPPORTED_VERSION, with the list, as v0.
+    s.write_all(&request_bytes(ApiKey::ApiVersions, 3, 7, &ApiVersionsRequest::default()).into_iter().enumerate().map(|(i, x)| if i == 7 { 99 } else { x }).collect::<Vec<u8>>()).unwrap();
+    let mut f = read_frame(&mut s).unwrap();
+    assert_eq!(f.get_i32(), 7);
+    let r = ApiVersionsResponse::decode(&mut f, 0).unwrap();
+    assert_eq!(r.error_code, 35);
+    assert!(r.api_keys.iter().any(|k| k.api_key == 18 && k.max_version == 4));
+}
+
+#[test]
+fn an_unsupported_version_of_another_api_closes_only_that_connection() {
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    // Produce v2 predates record batch v2: refused although v0 is advertised.
+    let mut bytes = request_bytes(ApiKey::Metadata, 1, 1, &MetadataRequest::default());
+    bytes[4..6].copy_from_slice(&0i16.to_be_bytes()); // api key 0 = Produce
+    bytes[6..8].copy_from_slice(&2i16.to_be_bytes()); // version 2
+    s.write_all(&bytes).unwrap();
+    assert!(closed(&mut s));
+    let mut s = connect(&b);
+    s.write_all(&request_bytes(ApiKey::Metadata, 1, 1, &MetadataRequest::default()).iter().enumerate().map(|(i, &x)| if i == 7 { 77 } else { x }).collect::<Vec<u8>>()).unwrap();
+    assert!(closed(&mut s));
+    still_serving(&b);
+}
+
+#[test]
+fn oversized_truncated_and_garbage_frames_close_the_connection() {
+    let b = TestBroker::start();
+    for len in [i32::MAX, 104_857_601, -5] {
+        let mut s = connect(&b);
+        s.write_all(&len.to_be_bytes()).unwrap();
+        let _ = s.write_all(&[0u8; 64]);
+        assert!(closed(&mut s), "frame length {len}");
+    }
+    // A frame that ends early: the client gives up mid-request.
+    let mut s = connect(&b);
+    s.write_all(&1000i32.to_be_bytes()).unwrap();
+    s.write_all(&[0u8; 10]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(closed(&mut s));
+    // A known API with a body that does not decode.
+    let mut s = connect(&b);
+    let mut bytes = request_bytes(ApiKey::Metadata, 12, 1, &MetadataRequest::default());
+    bytes.truncate(bytes.len() - 2);
+    bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0x7f, 0x01]);
+    let len = (bytes.len() - 4) as i32;
+    bytes[..4].copy_from_slice(&len.to_be_bytes());
+    s.write_all(&bytes).unwrap();
+    assert!(closed(&mut s));
+    // An unknown API key.
+    let mut s = connect(&b);
+    let mut bytes = request_bytes(ApiKey::Metadata, 1, 1, &MetadataRequest::default());
+    bytes[4..6].copy_from_slice(&999i16.to_be_bytes());
+    s.write_all(&bytes).unwrap();
+    assert!(closed(&mut s));
+    still_serving(&b);
+}
+
+fn produce(s: &mut TcpStream, topic: &str, records: Bytes) -> (i16, i64) {
+    let mut pd = PartitionProduceData::default();
+    pd.index = 0;
+    pd.records = Some(records);
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.to_string()));
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.topic_data = vec![td];
+    let r: ProduceResponse = call(s, ApiKey::Produce, 9, &req);
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn corrupt_batches_get_corrupt_message_and_invalid_record() {
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    // Auto-create the topic through Metadata.
+    let mut md = MetadataRequest::default();
+    let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+    t.name = Some(TopicName(StrBytes::from_static_str("wire")));
+    md.topics = Some(vec![t]);
+    md.allow_auto_topic_creation = true;
+    let _: kafka_protocol::messages::MetadataResponse = call(&mut s, ApiKey::Metadata, 12, &md);
+
+    let good = batch(&[Rec { key: Some(b"k".to_vec()), value: b"v".to_vec(), timestamp: 1 }, Rec { key: None, value: b"w".to_vec(), timestamp: 2 }]);
+    let mut bad_crc = good.to_vec();
+    let n = bad_crc.len();
+    bad_crc[n - 1] ^= 0x55;
+    assert_eq!(produce(&mut s, "wire", Bytes::from(bad_crc)).0, 2, "CORRUPT_MESSAGE");
+
+    let mut wrong_count = good.to_vec();
+    wrong_count[57..61].copy_from_slice(&3i32.to_be_bytes());
+    let crc = crc32c::crc32c(&wrong_count[21..]);
+    wrong_count[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(produce(&mut s, "wire", Bytes::from(wrong_count)).0, 87, "INVALID_RECORD");
+
+    let mut old_magic = good.to_vec();
+    old_magic[16] = 1;
+    assert_eq!(produce(&mut s, "wire", Bytes::from(old_magic)).0, 2);
+
+    assert_eq!(produce(&mut s, "wire", good.clone()), (0, 0), "the connection is still usable");
+    assert_eq!(produce(&mut s, "no-such-topic", good).0, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    still_serving(&b);
+}
