@@ -161,6 +161,7 @@ pub async fn alter(broker: &Broker, req: AlterConfigsRequest, _version: i16) -> 
             broker.set_topic_configs(&name, configs).await
         }
         .await;
+        tracing::debug!(resource = %name, outcome = ?outcome.as_ref().err().map(|e| (e.code, &e.message)), "AlterConfigs");
         let mut out = AlterConfigsResourceResponse::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();

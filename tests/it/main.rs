@@ -1,5 +1,6 @@
 //! The one integration test binary (each extra binary relinks everything).
 
+mod admin;
 mod broker_support;
 mod cli;
 mod kafka_clients;
