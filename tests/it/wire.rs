@@ -189,3 +189,118 @@ fn corrupt_batches_get_corrupt_message_and_invalid_record() {
     assert_eq!(produce(&mut s, "no-such-topic", good).0, 3, "UNKNOWN_TOPIC_OR_PARTITION");
     still_serving(&b);
 }
+
+fn metadata_topic_id(s: &mut TcpStream, topic: &'static str) -> uuid::Uuid {
+    let mut md = MetadataRequest::default();
+    let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+    t.name = Some(TopicName(StrBytes::from_static_str(topic)));
+    md.topics = Some(vec![t]);
+    md.allow_auto_topic_creation = true;
+    let r: kafka_protocol::messages::MetadataResponse = call(s, ApiKey::Metadata, 12, &md);
+    assert_eq!(r.topics[0].error_code, 0);
+    r.topics[0].topic_id
+}
+
+fn fetch_request(topic_id: uuid::Uuid, offset: i64, max_wait_ms: i32) -> kafka_protocol::messages::FetchRequest {
+    let mut fp = kafka_protocol::messages::fetch_request::FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = offset;
+    fp.partition_max_bytes = 1 << 20;
+    let mut ft = kafka_protocol::messages::fetch_request::FetchTopic::default();
+    ft.topic_id = topic_id;
+    ft.partitions = vec![fp];
+    let mut req = kafka_protocol::messages::FetchRequest::default();
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.topics = vec![ft];
+    req
+}
+
+/// A client-built lz4 batch (Kafka's LZ4 frame format) is stored and served
+/// byte for byte, and timestamp lookups see inside it.
+#[test]
+fn an_lz4_batch_is_stored_as_sent_and_searchable_by_time() {
+    use std::io::Write as _;
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    let id = metadata_topic_id(&mut s, "lz4");
+    let plain = batch(&[
+        Rec { key: Some(b"a".to_vec()), value: b"first".to_vec(), timestamp: 500 },
+        Rec { key: Some(b"b".to_vec()), value: b"second".to_vec(), timestamp: 900 },
+        Rec { key: Some(b"c".to_vec()), value: b"third".to_vec(), timestamp: 700 },
+    ]);
+    let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    enc.write_all(&plain[61..]).unwrap();
+    let body = enc.finish().unwrap();
+    let mut lz4 = plain[..61].to_vec();
+    lz4.extend_from_slice(&body);
+    let len = (lz4.len() - 12) as i32;
+    lz4[8..12].copy_from_slice(&len.to_be_bytes());
+    lz4[21..23].copy_from_slice(&3i16.to_be_bytes()); // codec 3 = lz4
+    let crc = crc32c::crc32c(&lz4[21..]);
+    lz4[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(produce(&mut s, "lz4", Bytes::from(lz4.clone())), (0, 0));
+
+    let r: kafka_protocol::messages::FetchResponse = call(&mut s, ApiKey::Fetch, 13, &fetch_request(id, 0, 0));
+    let got = r.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(&got[8..], &lz4[8..], "served exactly as sent (base offset aside)");
+
+    let list = |ts: i64| {
+        let mut lp = kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default();
+        lp.partition_index = 0;
+        lp.timestamp = ts;
+        let mut lt = kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
+        lt.name = TopicName(StrBytes::from_static_str("lz4"));
+        lt.partitions = vec![lp];
+        let mut req = kafka_protocol::messages::ListOffsetsRequest::default();
+        req.topics = vec![lt];
+        req
+    };
+    let mut ask = |ts: i64| {
+        let r: kafka_protocol::messages::ListOffsetsResponse = call(&mut s, ApiKey::ListOffsets, 8, &list(ts));
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.offset, p.timestamp)
+    };
+    assert_eq!(ask(600), (0, 1, 900), "first record with timestamp ≥ 600 is inside the batch");
+    assert_eq!(ask(-3), (0, 1, 900), "max timestamp");
+    assert_eq!(ask(-2).1, 0, "earliest");
+    assert_eq!(ask(-1).1, 3, "latest");
+    assert_eq!(ask(1000).1, -1, "none that late");
+}
+
+/// A fetch with nothing to read waits, and an append wakes it long before
+/// its max wait.
+#[test]
+fn a_long_poll_fetch_is_woken_by_an_append() {
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    let id = metadata_topic_id(&mut s, "poll");
+    let addr = b.addr;
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut w = TcpStream::connect(addr).unwrap();
+        w.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let good = batch(&[Rec { key: None, value: b"wake".to_vec(), timestamp: 1 }]);
+        produce(&mut w, "poll", good)
+    });
+    let t0 = std::time::Instant::now();
+    let r: kafka_protocol::messages::FetchResponse = call(&mut s, ApiKey::Fetch, 16, &fetch_request(id, 0, 10_000));
+    let waited = t0.elapsed();
+    assert_eq!(writer.join().unwrap(), (0, 0));
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 1));
+    assert!(!p.records.as_ref().unwrap().is_empty(), "the fetch returned the new record");
+    assert!(waited >= Duration::from_millis(250), "it waited for data ({waited:?})");
+    assert!(waited < Duration::from_secs(5), "an append woke it, not the 10 s timer ({waited:?})");
+
+    // Nothing arrives: the fetch returns empty after max_wait_ms.
+    let t0 = std::time::Instant::now();
+    let r: kafka_protocol::messages::FetchResponse = call(&mut s, ApiKey::Fetch, 16, &fetch_request(id, 1, 400));
+    assert!(r.responses[0].partitions[0].records.as_ref().is_none_or(|x| x.is_empty()));
+    assert!(t0.elapsed() >= Duration::from_millis(350));
+    // Out of range and unknown topic ids are per-partition errors.
+    let r: kafka_protocol::messages::FetchResponse = call(&mut s, ApiKey::Fetch, 16, &fetch_request(id, 99, 0));
+    assert_eq!(r.responses[0].partitions[0].error_code, 1, "OFFSET_OUT_OF_RANGE");
+    let r: kafka_protocol::messages::FetchResponse = call(&mut s, ApiKey::Fetch, 16, &fetch_request(uuid::Uuid::new_v4(), 0, 0));
+    assert_eq!(r.responses[0].partitions[0].error_code, 100, "UNKNOWN_TOPIC_ID");
+}
