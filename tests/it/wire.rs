@@ -304,3 +304,31 @@ fn a_long_poll_fetch_is_woken_by_an_append() {
     let r: kafka_protocol::messages::FetchResponse = call(&mut s, ApiKey::Fetch, 16, &fetch_request(uuid::Uuid::new_v4(), 0, 0));
     assert_eq!(r.responses[0].partitions[0].error_code, 100, "UNKNOWN_TOPIC_ID");
 }
+
+#[test]
+fn topic_ids_persist_and_delete_topics_works_by_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    let mut s = connect(&b);
+    let id = metadata_topic_id(&mut s, "keep-id");
+    let other = metadata_topic_id(&mut s, "delete-by-id");
+    assert_ne!(id, other);
+    drop(s);
+    b.stop();
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    let mut s = connect(&b);
+    assert_eq!(metadata_topic_id(&mut s, "keep-id"), id, "the topic id survives a restart");
+    assert_eq!(metadata_topic_id(&mut s, "delete-by-id"), other);
+
+    let mut t = kafka_protocol::messages::delete_topics_request::DeleteTopicState::default();
+    t.topic_id = other;
+    let mut req = kafka_protocol::messages::DeleteTopicsRequest::default();
+    req.topics = vec![t];
+    let r: kafka_protocol::messages::DeleteTopicsResponse = call(&mut s, ApiKey::DeleteTopics, 6, &req);
+    assert_eq!(r.responses[0].error_code, 0);
+    assert_eq!(r.responses[0].name.as_ref().map(|n| n.as_str()), Some("delete-by-id"));
+    let r: kafka_protocol::messages::DeleteTopicsResponse = call(&mut s, ApiKey::DeleteTopics, 6, &req);
+    assert_eq!(r.responses[0].error_code, 100, "UNKNOWN_TOPIC_ID the second time");
+    assert!(!tmp.path().join("delete-by-id-0").exists());
+    assert!(!tmp.path().join("delete-by-id.topic").exists());
+}
