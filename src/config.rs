@@ -53,6 +53,21 @@ pub struct BrokerSection {
     /// `max.connections`: connections served at once; more wait to be accepted. Default 10000.
     #[serde(rename = "max.connections")]
     pub max_connections: u32,
+    /// `group.initial.rebalance.delay.ms`: the first rebalance of an empty group waits this long for more members. Default 3000.
+    #[serde(rename = "group.initial.rebalance.delay.ms")]
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms`. Default 6000.
+    #[serde(rename = "group.min.session.timeout.ms")]
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`. Default 1800000.
+    #[serde(rename = "group.max.session.timeout.ms")]
+    pub group_max_session_timeout_ms: i32,
+    /// `offsets.retention.minutes`: committed offsets of a group empty this long are dropped. Default 10080 (7 days).
+    #[serde(rename = "offsets.retention.minutes")]
+    pub offsets_retention_minutes: i64,
+    /// `offset.metadata.max.bytes`: largest metadata string of a commit. Default 4096.
+    #[serde(rename = "offset.metadata.max.bytes")]
+    pub offset_metadata_max_bytes: i32,
 }
 
 impl Default for BrokerSection {
@@ -68,6 +83,11 @@ impl Default for BrokerSection {
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
             max_connections: 10_000,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_retention_minutes: 10_080,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -87,6 +107,8 @@ pub struct Config {
     pub broker: BrokerSection,
     /// Topic config defaults by Kafka name, validated and normalized.
     pub topic_defaults: BTreeMap<String, String>,
+    /// Group coordinator settings, from the `[broker]` table.
+    pub groups: crate::group::GroupConfig,
 }
 
 impl Default for Config {
@@ -142,6 +164,22 @@ impl Config {
                 return Err(err("[broker] cluster_id: must be 1 to 64 characters".into()));
             }
         }
+        if b.group_min_session_timeout_ms < 1 || b.group_max_session_timeout_ms < b.group_min_session_timeout_ms {
+            return Err(err("[broker] group.min.session.timeout.ms / group.max.session.timeout.ms: need 1 ≤ min ≤ max".into()));
+        }
+        if b.offsets_retention_minutes < 1 {
+            return Err(err("[broker] offsets.retention.minutes: must be at least 1".into()));
+        }
+        if b.offset_metadata_max_bytes < 0 {
+            return Err(err("[broker] offset.metadata.max.bytes: must be 0 or more".into()));
+        }
+        let groups = crate::group::GroupConfig {
+            initial_rebalance_delay_ms: b.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: b.group_min_session_timeout_ms,
+            max_session_timeout_ms: b.group_max_session_timeout_ms,
+            offsets_retention_ms: b.offsets_retention_minutes.saturating_mul(60_000),
+            max_metadata_bytes: b.offset_metadata_max_bytes as usize,
+        };
         let mut topic_defaults = BTreeMap::new();
         topic_defaults.insert("max.message.bytes".to_string(), b.message_max_bytes.to_string());
         for (key, value) in &file.topic_defaults {
@@ -155,7 +193,7 @@ impl Config {
             let v = topic_config::validate(key, &text).map_err(|e| err(format!("[topic_defaults] {e}")))?;
             topic_defaults.insert(key.clone(), v);
         }
-        Ok(Config { broker: file.broker, topic_defaults })
+        Ok(Config { broker: file.broker, topic_defaults, groups })
     }
 
     /// The address advertised to clients.
@@ -181,6 +219,11 @@ impl Config {
         s.push_str(&format!("\"message.max.bytes\" = {}\n", b.message_max_bytes));
         s.push_str(&format!("\"socket.request.max.bytes\" = {}\n", b.socket_request_max_bytes));
         s.push_str(&format!("\"max.connections\" = {}\n", b.max_connections));
+        s.push_str(&format!("\"group.initial.rebalance.delay.ms\" = {}\n", b.group_initial_rebalance_delay_ms));
+        s.push_str(&format!("\"group.min.session.timeout.ms\" = {}\n", b.group_min_session_timeout_ms));
+        s.push_str(&format!("\"group.max.session.timeout.ms\" = {}\n", b.group_max_session_timeout_ms));
+        s.push_str(&format!("\"offsets.retention.minutes\" = {}\n", b.offsets_retention_minutes));
+        s.push_str(&format!("\"offset.metadata.max.bytes\" = {}\n", b.offset_metadata_max_bytes));
         s.push_str("\n[topic_defaults]\n");
         for (def, value, _) in topic_config::effective(&self.topic_defaults, &BTreeMap::new()) {
             s.push_str(&format!("{:?} = {:?}\n", def.name, value));
@@ -232,7 +275,7 @@ mod tests {
     #[test]
     fn the_example_documents_every_option() {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/eddy.toml")).unwrap();
-        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections"] {
+        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes"] {
             assert!(text.contains(key), "config/eddy.toml does not mention {key}");
         }
         for def in topic_config::TOPIC_CONFIGS {

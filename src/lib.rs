@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod protocol;
 pub mod server;

@@ -5,6 +5,7 @@ mod api_versions;
 mod cluster;
 mod configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod partitions;
@@ -73,6 +74,7 @@ pub struct Topic {
 pub struct Broker {
     pub config: Config,
     pub logs: LogManager,
+    pub groups: crate::group::Coordinator,
     pub cluster_id: String,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes topic creation and deletion.
@@ -109,7 +111,21 @@ impl Broker {
             let topic = Topic { name: meta.name.clone(), id: Uuid::from_bytes(meta.id), partitions, configs: meta.configs.clone() };
             topics.insert(meta.name, Arc::new(topic));
         }
-        Ok(Broker { config, logs, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
+        // The internal offsets topic: one partition, never deleted by retention.
+        let offsets_topic = crate::group::store::TOPIC;
+        if !topics.contains_key(offsets_topic) {
+            let configs: BTreeMap<String, String> = [("cleanup.policy", "compact"), ("retention.ms", "-1"), ("segment.bytes", "104857600")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let t = make_topic(&logs, &config, offsets_topic, 1, configs).map_err(|e| LogError::BadTopicMeta { path: data_dir.clone(), reason: e.message })?;
+            topics.insert(offsets_topic.to_string(), Arc::new(t));
+        }
+        let offsets_log = Arc::clone(&topics[offsets_topic].partitions[0].log);
+        let groups = crate::group::Coordinator::open(config.groups.clone(), offsets_log)?;
+        Ok(Broker { config, logs, groups, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
+    }
+
+    /// Internal topics (`__consumer_offsets`) are written only by the broker.
+    pub fn is_internal(name: &str) -> bool {
+        name == crate::group::store::TOPIC
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -167,19 +183,8 @@ impl Broker {
     pub async fn create_topic(&self, name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, TopicError> {
         let _admin = self.admin.lock().await;
         self.check_new_topic(name, partitions, 1, &[])?;
-        let storage = |e: LogError| TopicError { code: e.kafka_code(), message: e.to_string() };
-        let log_config = topic_config::log_config(&self.config.topic_defaults, &configs).map_err(|e| TopicError { code: crate::protocol::code::INVALID_CONFIG, message: e })?;
-        let id = Uuid::new_v4();
-        let meta = TopicMeta { name: name.to_string(), id: *id.as_bytes(), partitions: partitions as u32, configs: configs.clone() };
-        self.logs.put_topic(meta).map_err(storage)?;
-        let mut parts = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
-            let log = self.logs.get_or_create(name, p as u32, log_config.clone()).map_err(storage)?;
-            parts.push(Arc::new(Partition::new(p, log)));
-        }
-        let topic = Arc::new(Topic { name: name.to_string(), id, partitions: parts, configs });
+        let topic = Arc::new(make_topic(&self.logs, &self.config, name, partitions, configs)?);
         self.topics.write().insert(name.to_string(), Arc::clone(&topic));
-        tracing::info!(topic = name, partitions, id = %id, "created a topic");
         Ok(topic)
     }
 
@@ -244,8 +249,10 @@ impl Broker {
     }
 
     /// Answers one request; `None` means no response is sent (acks=0).
-    pub async fn handle(&self, req: Request) -> Option<ResponseKind> {
+    /// `peer` is the client's address (group member host names).
+    pub async fn handle(&self, req: Request, peer: std::net::SocketAddr) -> Option<ResponseKind> {
         let v = req.version;
+        let client = || crate::group::ClientInfo { client_id: req.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(), host: format!("/{}", peer.ip()) };
         Some(match req.body {
             RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, v)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(self, r, v).await),
@@ -261,12 +268,31 @@ impl Broker {
             RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(self, r, v).await),
             RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(self, r, v)),
             RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(self, r, v)),
+            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(self, r, v)),
+            RequestKind::JoinGroup(r) => {
+                let c = client();
+                ResponseKind::JoinGroup(groups::join(self, r, v, c).await)
+            }
+            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(self, r, v).await),
+            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(self, r, v)),
+            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(self, r, v)),
+            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(groups::offset_commit(self, r, v).await),
+            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(self, r, v)),
+            RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(self, r, v)),
+            RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(self, r, v)),
+            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(self, r, v)),
+            RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(groups::offset_delete(self, r, v)),
             other => {
                 // decode_request only lets through what SUPPORTED lists.
                 tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a decoded request");
                 return None;
             }
         })
+    }
+
+    /// Group sessions, join deadlines and offset retention (every 100 ms).
+    pub fn group_tick(&self) {
+        self.groups.tick();
     }
 
     /// Periodic upkeep of the logs (flush.ms, retention, checkpoints).
@@ -278,6 +304,22 @@ impl Broker {
     pub fn shutdown(&self) -> Result<(), LogError> {
         self.logs.shutdown()
     }
+}
+
+/// Makes a topic's metadata (durably) and partition logs.
+fn make_topic(logs: &LogManager, config: &Config, name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Result<Topic, TopicError> {
+    let storage = |e: LogError| TopicError { code: e.kafka_code(), message: e.to_string() };
+    let log_config = topic_config::log_config(&config.topic_defaults, &configs).map_err(|e| TopicError { code: crate::protocol::code::INVALID_CONFIG, message: e })?;
+    let id = Uuid::new_v4();
+    let meta = TopicMeta { name: name.to_string(), id: *id.as_bytes(), partitions: partitions as u32, configs: configs.clone() };
+    logs.put_topic(meta).map_err(storage)?;
+    let mut parts = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let log = logs.get_or_create(name, p as u32, log_config.clone()).map_err(storage)?;
+        parts.push(Arc::new(Partition::new(p, log)));
+    }
+    tracing::info!(topic = name, partitions, id = %id, "created a topic");
+    Ok(Topic { name: name.to_string(), id, partitions: parts, configs })
 }
 
 /// The ApiVersions answer for a version Eddy does not know (sent as v0).

@@ -42,6 +42,7 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Optio
                 _ if !matches!(acks, -1..=1) => fail(&mut pr, code::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, not {acks}")),
                 (None, _) if topic.is_none() && version >= 13 => fail(&mut pr, code::UNKNOWN_TOPIC_ID, "unknown topic id".into()),
                 (None, _) => fail(&mut pr, code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),
+                (Some(_), _) if topic.as_ref().is_some_and(|t| Broker::is_internal(&t.name)) => fail(&mut pr, code::INVALID_TOPIC_EXCEPTION, "internal topics are written by the broker only".into()),
                 (Some(_), None) => fail(&mut pr, code::CORRUPT_MESSAGE, "no records".into()),
                 (Some(p), Some(records)) => {
                     let min_isr = topic.as_ref().and_then(|t| t.configs.get("min.insync.replicas").cloned()).or_else(|| broker.config.topic_defaults.get("min.insync.replicas").cloned());

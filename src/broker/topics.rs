@@ -104,6 +104,10 @@ pub async fn delete(broker: &Broker, req: DeleteTopicsRequest, version: i16) -> 
                 res.error_code = if name.is_none() { code::UNKNOWN_TOPIC_ID } else { code::UNKNOWN_TOPIC_OR_PARTITION };
             }
             Some(t) if !id.is_nil() && t.id != id => res.error_code = code::UNKNOWN_TOPIC_ID,
+            Some(t) if Broker::is_internal(&t.name) => {
+                res.error_code = code::INVALID_TOPIC_EXCEPTION;
+                res.error_message = Some(StrBytes::from_static_str("internal topics cannot be deleted"));
+            }
             Some(t) => {
                 res.name = Some(TopicName(StrBytes::from_string(t.name.clone())));
                 res.topic_id = t.id;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod index;
 pub mod manager;
 pub mod partition;
+pub mod records;
 pub mod segment;
 pub mod topic;
 

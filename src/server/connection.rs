@@ -46,7 +46,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
         let response = match protocol::decode_request(frame.freeze()) {
             Ok(req) => {
                 let (api, version, correlation) = (req.api_key, req.version, req.header.correlation_id);
-                match broker.handle(req).await {
+                match broker.handle(req, peer).await {
                     Some(body) => protocol::encode_response(api, version, correlation, &body),
                     None => continue, // acks=0: no response
                 }

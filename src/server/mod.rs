@@ -33,12 +33,15 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut group_tick = tokio::time::interval(crate::group::TICK);
+            group_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
                         let b = Arc::clone(&broker);
                         let _ = tokio::task::spawn_blocking(move || b.maintain()).await;
                     }
+                    _ = group_tick.tick() => broker.group_tick(),
                     _ = stop.changed() => return,
                 }
             }

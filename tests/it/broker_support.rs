@@ -13,6 +13,7 @@ use eddy::config::Config;
 
 pub struct TestBroker {
     pub addr: SocketAddr,
+    pub broker: Arc<Broker>,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -46,7 +47,7 @@ impl TestBroker {
                 let addr = listener.local_addr().unwrap();
                 config.broker.advertised = Some(addr.to_string());
                 let broker = Arc::new(Broker::open(config).unwrap());
-                addr_tx.send(addr).unwrap();
+                addr_tx.send((addr, Arc::clone(&broker))).unwrap();
                 eddy::server::run(listener, Arc::clone(&broker), async {
                     let _ = stop_rx.await;
                 })
@@ -54,8 +55,22 @@ impl TestBroker {
                 broker.shutdown().unwrap();
             });
         });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect("the broker started");
-        TestBroker { addr, data_dir: data_dir.to_path_buf(), _tmp: None, stop: Some(stop_tx), thread: Some(thread) }
+        let (addr, broker) = addr_rx.recv_timeout(Duration::from_secs(30)).expect("the broker started");
+        TestBroker { addr, broker, data_dir: data_dir.to_path_buf(), _tmp: None, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    /// Keeps `tmp` alive as long as the broker.
+    pub fn keep_dir(&mut self, tmp: tempfile::TempDir) {
+        self._tmp = Some(tmp);
+    }
+
+    /// A group's committed offsets, read from the coordinator.
+    pub fn broker_committed(&self, group: &str) -> std::collections::HashMap<(String, i32), i64> {
+        self.broker.groups.committed(group).into_iter().map(|(t, p, c)| ((t, p), c.offset)).collect()
+    }
+
+    pub fn log_end(&self, topic: &str, partition: i32) -> i64 {
+        self.broker.partition(topic, partition).expect("partition exists").log.log_end_offset() as i64
     }
 
     pub fn bootstrap(&self) -> String {

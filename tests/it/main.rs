@@ -2,6 +2,7 @@
 
 mod admin;
 mod broker_support;
+mod groups;
 mod cli;
 mod kafka_clients;
 mod log_behaviour;

@@ -1,0 +1,324 @@
+//! The group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups, ListGroups,
+//! DeleteGroups, OffsetDelete. Request and response glue around
+//! `crate::group::Coordinator`.
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::Broker;
+use crate::group::{ClientInfo, JoinArgs, State};
+use crate::protocol::code;
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_string())
+}
+
+pub fn find_coordinator(broker: &Broker, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let (host, port) = broker.config.advertised();
+    let node = BrokerId(broker.config.broker.node_id);
+    // Key type 0 is a group; transactions (1) have no coordinator yet.
+    let error = if req.key_type == 0 { code::NONE } else { code::COORDINATOR_NOT_AVAILABLE };
+    let mut r = FindCoordinatorResponse::default();
+    if version >= 4 {
+        r.coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                let mut c = CoordinatorEntry::default();
+                c.key = k.clone();
+                c.error_code = error;
+                if error == code::NONE {
+                    c.node_id = node;
+                    c.host = s(&host);
+                    c.port = port;
+                } else {
+                    c.node_id = BrokerId(-1);
+                    c.port = -1;
+                    c.error_message = Some(s("transactions are not supported yet"));
+                }
+                c
+            })
+            .collect();
+    } else {
+        r.error_code = error;
+        if error == code::NONE {
+            r.node_id = node;
+            r.host = s(&host);
+            r.port = port;
+        } else {
+            r.node_id = BrokerId(-1);
+            r.port = -1;
+            r.error_message = Some(s("transactions are not supported yet"));
+        }
+    }
+    r
+}
+
+pub async fn join(broker: &Broker, req: JoinGroupRequest, version: i16, client: ClientInfo) -> JoinGroupResponse {
+    let args = JoinArgs {
+        group_id: req.group_id.as_str().to_string(),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        member_id: req.member_id.as_str().to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|x| x.as_str().to_string()),
+        protocol_type: req.protocol_type.as_str().to_string(),
+        protocols: req.protocols.iter().map(|p| (p.name.as_str().to_string(), p.metadata.clone())).collect(),
+        version,
+    };
+    let res = broker.groups.join(args, client).await;
+    let mut r = JoinGroupResponse::default();
+    r.error_code = res.error;
+    r.generation_id = res.generation;
+    r.protocol_type = res.protocol_type.as_deref().map(s);
+    // Before v7 the protocol name is not nullable.
+    r.protocol_name = Some(s(res.protocol.as_deref().unwrap_or("")));
+    r.leader = s(&res.leader);
+    r.member_id = s(&res.member_id);
+    r.skip_assignment = res.skip_assignment;
+    r.members = res
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            let mut m = JoinGroupResponseMember::default();
+            m.member_id = s(&id);
+            m.group_instance_id = instance.as_deref().map(s);
+            m.metadata = metadata;
+            m
+        })
+        .collect();
+    r
+}
+
+pub async fn sync(broker: &Broker, req: SyncGroupRequest, _version: i16) -> SyncGroupResponse {
+    let assignments = req.assignments.iter().map(|a| (a.member_id.as_str().to_string(), a.assignment.clone())).collect();
+    let res = broker
+        .groups
+        .sync(
+            req.group_id.as_str(),
+            req.generation_id,
+            req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
+            req.protocol_type.as_deref(),
+            req.protocol_name.as_deref(),
+            assignments,
+        )
+        .await;
+    let mut r = SyncGroupResponse::default();
+    r.error_code = res.error;
+    r.protocol_type = res.protocol_type.as_deref().map(s);
+    r.protocol_name = res.protocol.as_deref().map(s);
+    r.assignment = res.assignment;
+    r
+}
+
+pub fn heartbeat(broker: &Broker, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+    let mut r = HeartbeatResponse::default();
+    r.error_code = broker.groups.heartbeat(req.group_id.as_str(), req.generation_id, req.member_id.as_str(), req.group_instance_id.as_deref());
+    r
+}
+
+pub fn leave(broker: &Broker, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let mut r = LeaveGroupResponse::default();
+    if version < 3 {
+        r.error_code = broker.groups.leave(req.group_id.as_str(), req.member_id.as_str(), None);
+        return r;
+    }
+    for m in &req.members {
+        let mut mr = MemberResponse::default();
+        mr.member_id = m.member_id.clone();
+        mr.group_instance_id = m.group_instance_id.clone();
+        mr.error_code = broker.groups.leave(req.group_id.as_str(), m.member_id.as_str(), m.group_instance_id.as_deref());
+        r.members.push(mr);
+    }
+    r
+}
+
+pub async fn offset_commit(broker: &Broker, req: OffsetCommitRequest, version: i16) -> OffsetCommitResponse {
+    let mut parts = Vec::new();
+    let mut shape = Vec::new();
+    for t in &req.topics {
+        let name = if version >= 10 { broker.topic_by_id(t.topic_id).map(|x| x.name.clone()).unwrap_or_default() } else { t.name.as_str().to_string() };
+        let mut idx = Vec::new();
+        for p in &t.partitions {
+            idx.push(p.partition_index);
+            parts.push(crate::group::CommitPart {
+                topic: name.clone(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_ref().map(|m| m.as_str().to_string()),
+            });
+        }
+        shape.push((t.name.clone(), t.topic_id, idx));
+    }
+    let generation = req.generation_id_or_member_epoch;
+    let errors = broker
+        .groups
+        .commit(req.group_id.as_str(), generation, req.member_id.as_str(), req.group_instance_id.as_deref(), parts, |topic, p| broker.partition(topic, p).is_some())
+        .await;
+    let mut r = OffsetCommitResponse::default();
+    let mut it = errors.into_iter();
+    for (name, id, idx) in shape {
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = name;
+        tr.topic_id = id;
+        for p in idx {
+            let mut pr = OffsetCommitResponsePartition::default();
+            pr.partition_index = p;
+            pr.error_code = it.next().unwrap_or(code::NONE);
+            tr.partitions.push(pr);
+        }
+        r.topics.push(tr);
+    }
+    r
+}
+
+pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    let mut r = OffsetFetchResponse::default();
+    if version >= 8 {
+        for g in &req.groups {
+            let wanted = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        let name = if version >= 10 { broker.topic_by_id(t.topic_id).map(|x| x.name.clone()).unwrap_or_default() } else { t.name.as_str().to_string() };
+                        (name, t.partition_indexes.clone())
+                    })
+                    .collect()
+            });
+            let mut gr = OffsetFetchResponseGroup::default();
+            gr.group_id = g.group_id.clone();
+            for (topic, parts) in broker.groups.fetch_offsets(g.group_id.as_str(), wanted) {
+                let mut tr = OffsetFetchResponseTopics::default();
+                tr.topic_id = broker.topic(&topic).map(|t| t.id).unwrap_or_default();
+                tr.name = TopicName(s(&topic));
+                for (p, c) in parts {
+                    let mut pr = OffsetFetchResponsePartitions::default();
+                    pr.partition_index = p;
+                    pr.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
+                    pr.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
+                    pr.metadata = Some(s(c.as_ref().map_or("", |c| c.metadata.as_str())));
+                    tr.partitions.push(pr);
+                }
+                gr.topics.push(tr);
+            }
+            r.groups.push(gr);
+        }
+        return r;
+    }
+    let wanted = req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone())).collect());
+    for (topic, parts) in broker.groups.fetch_offsets(req.group_id.as_str(), wanted) {
+        let mut tr = OffsetFetchResponseTopic::default();
+        tr.name = TopicName(s(&topic));
+        for (p, c) in parts {
+            let mut pr = OffsetFetchResponsePartition::default();
+            pr.partition_index = p;
+            pr.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
+            pr.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
+            pr.metadata = Some(s(c.as_ref().map_or("", |c| c.metadata.as_str())));
+            tr.partitions.push(pr);
+        }
+        r.topics.push(tr);
+    }
+    r
+}
+
+pub fn describe_groups(broker: &Broker, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+    let mut r = DescribeGroupsResponse::default();
+    for id in &req.groups {
+        let mut d = DescribedGroup::default();
+        d.group_id = id.clone();
+        d.authorized_operations = i32::MIN;
+        match broker.groups.describe(id.as_str()) {
+            None => {
+                d.group_state = s(State::Dead.name());
+                if version >= 6 {
+                    d.error_code = code::GROUP_ID_NOT_FOUND;
+                    d.error_message = Some(s("no such group"));
+                }
+            }
+            Some(g) => {
+                d.group_state = s(g.state.name());
+                d.protocol_type = s(&g.protocol_type);
+                d.protocol_data = s(&g.protocol);
+                d.members = g
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let mut dm = DescribedGroupMember::default();
+                        dm.member_id = s(&m.member_id);
+                        dm.group_instance_id = m.instance_id.as_deref().map(s);
+                        dm.client_id = s(&m.client_id);
+                        dm.client_host = s(&m.client_host);
+                        dm.member_metadata = m.metadata;
+                        dm.member_assignment = m.assignment;
+                        dm
+                    })
+                    .collect();
+            }
+        }
+        r.groups.push(d);
+    }
+    r
+}
+
+pub fn list_groups(broker: &Broker, req: ListGroupsRequest, _version: i16) -> ListGroupsResponse {
+    let mut r = ListGroupsResponse::default();
+    let states: Vec<String> = req.states_filter.iter().map(|x| x.as_str().to_ascii_lowercase()).collect();
+    let types: Vec<String> = req.types_filter.iter().map(|x| x.as_str().to_ascii_lowercase()).collect();
+    for (id, state, protocol_type) in broker.groups.list() {
+        if !states.is_empty() && !states.contains(&state.name().to_ascii_lowercase()) {
+            continue;
+        }
+        if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+            continue;
+        }
+        let mut g = ListedGroup::default();
+        g.group_id = GroupId(s(&id));
+        g.protocol_type = s(&protocol_type);
+        g.group_state = s(state.name());
+        g.group_type = s("classic");
+        r.groups.push(g);
+    }
+    r
+}
+
+pub fn delete_groups(broker: &Broker, req: DeleteGroupsRequest, _version: i16) -> DeleteGroupsResponse {
+    let mut r = DeleteGroupsResponse::default();
+    for id in &req.groups_names {
+        let mut d = kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default();
+        d.group_id = id.clone();
+        d.error_code = broker.groups.delete_group(id.as_str());
+        r.results.push(d);
+    }
+    r
+}
+
+pub fn offset_delete(broker: &Broker, req: OffsetDeleteRequest, _version: i16) -> OffsetDeleteResponse {
+    let parts: Vec<(String, i32)> = req.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.name.as_str().to_string(), p.partition_index))).collect();
+    let (error, errors) = broker.groups.delete_offsets(req.group_id.as_str(), &parts);
+    let mut r = OffsetDeleteResponse::default();
+    r.error_code = error;
+    let mut it = errors.into_iter();
+    for t in &req.topics {
+        let mut tr = OffsetDeleteResponseTopic::default();
+        tr.name = t.name.clone();
+        for p in &t.partitions {
+            let mut pr = OffsetDeleteResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            let e = it.next().unwrap_or(code::NONE);
+            pr.error_code = if broker.partition(t.name.as_str(), p.partition_index).is_none() { code::UNKNOWN_TOPIC_OR_PARTITION } else { e };
+            tr.partitions.push(pr);
+        }
+        r.topics.push(tr);
+    }
+    r
+}

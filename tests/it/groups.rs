@@ -1,0 +1,468 @@
+//! Consumer groups with librdkafka consumers: assignment, leave, kill and
+//! session expiry, commits and resume, cooperative-sticky, static
+//! membership, restarts; and hand-built requests for the error edges.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::broker_support::TestBroker;
+
+fn start() -> TestBroker {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| c.groups.initial_rebalance_delay_ms = 200);
+    b.keep_dir(tmp);
+    b
+}
+
+fn produce(b: &TestBroker, topic: &str, partitions: i32, count: usize, tag: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let p: FutureProducer = ClientConfig::new().set("bootstrap.servers", b.bootstrap()).set("linger.ms", "5").create().unwrap();
+    rt.block_on(async {
+        let futures: Vec<_> = (0..count)
+            .map(|i| {
+                let v = format!("{tag}-{i}");
+                p.send_result(FutureRecord::to(topic).partition((i % partitions as usize) as i32).key(&v).payload(&v)).map_err(|(e, _)| e).unwrap()
+            })
+            .collect();
+        for f in futures {
+            f.await.unwrap().map_err(|(e, _)| e).unwrap();
+        }
+    });
+}
+
+fn create_topic(b: &TestBroker, name: &str, partitions: i32) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let a: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", b.bootstrap()).create().unwrap();
+    let r = rt.block_on(a.create_topics(&[rdkafka::admin::NewTopic::new(name, partitions, rdkafka::admin::TopicReplication::Fixed(1))], &rdkafka::admin::AdminOptions::new())).unwrap();
+    assert!(r[0].is_ok());
+}
+
+/// Counts rebalances a consumer goes through.
+#[derive(Default, Clone)]
+struct Counting(Arc<AtomicUsize>);
+impl ClientContext for Counting {}
+impl ConsumerContext for Counting {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if matches!(r, Rebalance::Assign(_)) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn consumer(b: &TestBroker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Counting> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", b.bootstrap())
+        .set("group.id", group)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "300")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("log_level", "3");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create_with_context(Counting::default()).unwrap()
+}
+
+fn partitions_of(c: &BaseConsumer<Counting>) -> BTreeSet<i32> {
+    c.assignment().unwrap().elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Polls every consumer until `done` says the assignments are as wanted.
+/// Returns the messages seen, by consumer index.
+fn poll_until(consumers: &[&BaseConsumer<Counting>], secs: u64, what: &str, mut done: impl FnMut(&[BTreeSet<i32>], &[Vec<(i32, i64, String)>]) -> bool) -> Vec<Vec<(i32, i64, String)>> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut seen = vec![Vec::new(); consumers.len()];
+    loop {
+        for (i, c) in consumers.iter().enumerate() {
+            while let Some(m) = c.poll(Duration::from_millis(20)) {
+                let m = m.unwrap();
+                seen[i].push((m.partition(), m.offset(), String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()));
+            }
+        }
+        let assigned: Vec<BTreeSet<i32>> = consumers.iter().map(|c| partitions_of(c)).collect();
+        if done(&assigned, &seen) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: assignments {assigned:?}");
+    }
+}
+
+/// Each of the six partitions assigned exactly once across the consumers.
+fn exactly_once(a: &[BTreeSet<i32>], n: i32) -> bool {
+    let total: usize = a.iter().map(|s| s.len()).sum();
+    let union: BTreeSet<i32> = a.iter().flatten().copied().collect();
+    total == n as usize && union == (0..n).collect() && a.iter().all(|s| !s.is_empty())
+}
+
+#[test]
+#[ignore = "the child process of members_leave_die_and_resume_at_committed_offsets; does nothing alone"]
+fn group_child() {
+    let Ok(bootstrap) = std::env::var("EDDY_GROUP_CHILD") else { return };
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "six")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "300")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&["six"]).unwrap();
+    loop {
+        let _ = c.poll(Duration::from_millis(100));
+        let n = c.assignment().map(|a| a.count()).unwrap_or(0);
+        println!("ASSIGNED {n}");
+    }
+}
+
+#[test]
+fn members_leave_die_and_resume_at_committed_offsets() {
+    let b = start();
+    create_topic(&b, "six", 6);
+    produce(&b, "six", 6, 3000, "first");
+    let c1 = consumer(&b, "six", &[]);
+    let c2 = consumer(&b, "six", &[]);
+    let c3 = consumer(&b, "six", &[]);
+    for c in [&c1, &c2, &c3] {
+        c.subscribe(&["six"]).unwrap();
+    }
+    // All three share the six partitions, each exactly once.
+    let mut all: Vec<(i32, i64, String)> = Vec::new();
+    let seen = poll_until(&[&c1, &c2, &c3], 60, "three members", |a, _| exactly_once(a, 6));
+    all.extend(seen.into_iter().flatten());
+
+    // One leaves: the other two take its partitions.
+    c3.unsubscribe();
+    drop(c3);
+    let seen = poll_until(&[&c1, &c2], 60, "two members after a leave", |a, _| exactly_once(a, 6));
+    all.extend(seen.into_iter().flatten());
+
+    // A third member in another process, then killed: its session expires
+    // and the survivors get everything back.
+    let exe = if std::path::Path::new("/proc/self/exe").exists() { "/proc/self/exe".into() } else { std::env::current_exe().unwrap() };
+    let mut child = Command::new(exe)
+        .args(["groups::group_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("EDDY_GROUP_CHILD", b.bootstrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("ASSIGNED ") {
+                if tx.send(n.parse::<usize>().unwrap_or(0)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let seen = poll_until(&[&c1, &c2], 60, "the child to join", |a, _| {
+        let child_has = rx.try_iter().last().unwrap_or(0);
+        child_has > 0 && a.iter().map(|s| s.len()).sum::<usize>() + child_has == 6
+    });
+    all.extend(seen.into_iter().flatten());
+    child.kill().unwrap(); // SIGKILL: no LeaveGroup
+    child.wait().unwrap();
+    let killed_at = Instant::now();
+    let seen = poll_until(&[&c1, &c2], 60, "the dead member to expire", |a, _| exactly_once(a, 6));
+    all.extend(seen.into_iter().flatten());
+    assert!(killed_at.elapsed() >= Duration::from_secs(3), "reassigned only after the session timeout");
+
+    // Drain everything, commit, and check nothing was missed.
+    let seen = poll_until(&[&c1, &c2], 60, "all records", |_, seen| {
+        let mut values: BTreeSet<String> = all.iter().map(|x| x.2.clone()).collect();
+        values.extend(seen.iter().flatten().map(|x| x.2.clone()));
+        values.len() >= 3000
+    });
+    all.extend(seen.into_iter().flatten());
+    let values: BTreeSet<&str> = all.iter().map(|x| x.2.as_str()).collect();
+    assert_eq!(values.len(), 3000, "every produced record consumed");
+    // Every partition's owner has read to the end (a partition that moved
+    // may be re-read from the start: at-least-once), then commits.
+    poll_until(&[&c1, &c2], 60, "positions at the end", |a, _| {
+        exactly_once(a, 6)
+            && [&c1, &c2].iter().all(|c| c.position().unwrap().elements().iter().all(|e| e.offset() == Offset::Offset(500)))
+    });
+    for c in [&c1, &c2] {
+        c.commit_consumer_state(CommitMode::Sync).unwrap();
+    }
+    drop(c1);
+    drop(c2);
+
+    // A restarted group resumes at the committed offsets: it sees exactly the
+    // records produced since.
+    produce(&b, "six", 6, 600, "second");
+    let r1 = consumer(&b, "six", &[]);
+    r1.subscribe(&["six"]).unwrap();
+    let seen = poll_until(&[&r1], 60, "the resumed group", |_, seen| seen[0].len() >= 600);
+    std::thread::sleep(Duration::from_millis(300));
+    let extra = poll_until(&[&r1], 5, "nothing more", |_, _| true);
+    let got: Vec<&(i32, i64, String)> = seen.iter().chain(extra.iter()).flatten().collect();
+    assert_eq!(got.len(), 600, "no record skipped, none repeated");
+    assert!(got.iter().all(|x| x.2.starts_with("second-")));
+}
+
+#[test]
+fn cooperative_sticky_rebalances_incrementally() {
+    let b = start();
+    create_topic(&b, "coop", 6);
+    let extra = [("partition.assignment.strategy", "cooperative-sticky")];
+    let c1 = consumer(&b, "coop", &extra);
+    let c2 = consumer(&b, "coop", &extra);
+    c1.subscribe(&["coop"]).unwrap();
+    c2.subscribe(&["coop"]).unwrap();
+    poll_until(&[&c1, &c2], 60, "two cooperative members", |a, _| exactly_once(a, 6));
+    let before: Vec<BTreeSet<i32>> = vec![partitions_of(&c1), partitions_of(&c2)];
+    let c3 = consumer(&b, "coop", &extra);
+    c3.subscribe(&["coop"]).unwrap();
+    poll_until(&[&c1, &c2, &c3], 60, "three cooperative members", |a, _| exactly_once(a, 6));
+    // Sticky: the first two kept partitions they had.
+    assert!(partitions_of(&c1).is_subset(&before[0]) && partitions_of(&c2).is_subset(&before[1]), "partitions moved needlessly");
+}
+
+#[test]
+fn a_static_member_rejoins_without_a_rebalance() {
+    let b = start();
+    create_topic(&b, "static", 4);
+    let a = consumer(&b, "static", &[("group.instance.id", "member-a"), ("session.timeout.ms", "20000")]);
+    let s1 = consumer(&b, "static", &[("group.instance.id", "member-b"), ("session.timeout.ms", "20000")]);
+    a.subscribe(&["static"]).unwrap();
+    s1.subscribe(&["static"]).unwrap();
+    poll_until(&[&a, &s1], 60, "two static members", |x, _| exactly_once(x, 4));
+    // librdkafka may rejoin once more as topic metadata arrives: wait until
+    // the group has been quiet for a while.
+    let mut rebalances = a.context().0.load(Ordering::SeqCst);
+    loop {
+        let quiet_until = Instant::now() + Duration::from_millis(1500);
+        poll_until(&[&a, &s1], 5, "a quiet group", |_, _| Instant::now() >= quiet_until);
+        let now = a.context().0.load(Ordering::SeqCst);
+        if now == rebalances {
+            break;
+        }
+        rebalances = now;
+    }
+    assert!(exactly_once(&[partitions_of(&a), partitions_of(&s1)], 4));
+    let had = partitions_of(&s1);
+    // Static members do not leave on close; a new process with the same
+    // instance id takes over within the session timeout.
+    drop(s1);
+    let s2 = consumer(&b, "static", &[("group.instance.id", "member-b"), ("session.timeout.ms", "20000")]);
+    s2.subscribe(&["static"]).unwrap();
+    poll_until(&[&a, &s2], 60, "the static member back", |x, _| exactly_once(x, 4));
+    assert_eq!(partitions_of(&s2), had, "same partitions back");
+    std::thread::sleep(Duration::from_millis(1000));
+    poll_until(&[&a, &s2], 5, "quiet", |_, _| true);
+    assert_eq!(a.context().0.load(Ordering::SeqCst), rebalances, "the other member saw no rebalance");
+}
+
+#[test]
+fn committed_offsets_and_metadata_survive_a_broker_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |c| c.groups.initial_rebalance_delay_ms = 0);
+    create_topic(&b, "kept", 2);
+    let c = consumer(&b, "keepers", &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("kept", 0, Offset::Offset(0)).unwrap();
+    tpl.add_partition_offset("kept", 1, Offset::Offset(0)).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut commit = TopicPartitionList::new();
+    commit.add_partition_offset("kept", 0, Offset::Offset(17)).unwrap();
+    commit.add_partition_offset("kept", 1, Offset::Offset(5)).unwrap();
+    commit.find_partition("kept", 0).unwrap().set_metadata("first half");
+    c.commit(&commit, CommitMode::Sync).unwrap();
+    drop(c);
+    b.stop();
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    let c = consumer(&b, "keepers", &[]);
+    let mut ask = TopicPartitionList::new();
+    ask.add_partition("kept", 0);
+    ask.add_partition("kept", 1);
+    let got = c.committed_offsets(ask, Duration::from_secs(10)).unwrap();
+    assert_eq!(got.find_partition("kept", 0).unwrap().offset(), Offset::Offset(17));
+    assert_eq!(got.find_partition("kept", 0).unwrap().metadata(), "first half", "commit metadata round-trips");
+    assert_eq!(got.find_partition("kept", 1).unwrap().offset(), Offset::Offset(5));
+}
+
+// ---- hand-built requests ----
+
+fn call<R: Decodable>(s: &mut TcpStream, api: ApiKey, version: i16, body: &impl Encodable) -> R {
+    let mut h = RequestHeader::default();
+    h.request_api_key = api as i16;
+    h.request_api_version = version;
+    h.correlation_id = 5;
+    h.client_id = Some(StrBytes::from_static_str("group-test"));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    h.encode(&mut buf, api.request_header_version(version)).unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    s.write_all(&buf).unwrap();
+    let mut n = [0u8; 4];
+    s.read_exact(&mut n).unwrap();
+    let mut frame = vec![0u8; i32::from_be_bytes(n) as usize];
+    s.read_exact(&mut frame).unwrap();
+    let mut frame = bytes::Bytes::from(frame);
+    ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+    R::decode(&mut frame, version).unwrap()
+}
+
+fn join_request(member: &str) -> JoinGroupRequest {
+    let mut p = join_group_request::JoinGroupRequestProtocol::default();
+    p.name = StrBytes::from_static_str("range");
+    p.metadata = bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 4, b'e', b'd', b'g', b'e', 0xff, 0xff, 0xff, 0xff]);
+    let mut j = JoinGroupRequest::default();
+    j.group_id = GroupId(StrBytes::from_static_str("edges"));
+    j.session_timeout_ms = 10_000;
+    j.rebalance_timeout_ms = 10_000;
+    j.member_id = StrBytes::from_string(member.to_string());
+    j.protocol_type = StrBytes::from_static_str("consumer");
+    j.protocols = vec![p];
+    j
+}
+
+fn commit_request(generation: i32, member: &str) -> OffsetCommitRequest {
+    let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = 3;
+    p.committed_metadata = Some(StrBytes::from_static_str("m"));
+    let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("edge-topic"));
+    t.partitions = vec![p];
+    let mut r = OffsetCommitRequest::default();
+    r.group_id = GroupId(StrBytes::from_static_str("edges"));
+    r.generation_id_or_member_epoch = generation;
+    r.member_id = StrBytes::from_string(member.to_string());
+    r.topics = vec![t];
+    r
+}
+
+#[test]
+fn member_id_required_generations_and_commit_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| c.groups.initial_rebalance_delay_ms = 0);
+    b.keep_dir(tmp);
+    create_topic(&b, "edge-topic", 1);
+    let mut s = TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // KIP-394: the first join gets an id and MEMBER_ID_REQUIRED.
+    let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(""));
+    assert_eq!(r.error_code, 79);
+    let member = r.member_id.to_string();
+    assert!(member.starts_with("group-test-"));
+    let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(&member));
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.leader.as_str(), member, "the only member leads");
+    assert_eq!(r.members.len(), 1);
+    let generation = r.generation_id;
+
+    // Commits before the sync: the group is still rebalancing.
+    let c: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &commit_request(generation, &member));
+    assert_eq!(c.topics[0].partitions[0].error_code, 27, "REBALANCE_IN_PROGRESS");
+
+    let mut a = sync_group_request::SyncGroupRequestAssignment::default();
+    a.member_id = StrBytes::from_string(member.clone());
+    a.assignment = bytes::Bytes::from_static(b"assignment-bytes");
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = GroupId(StrBytes::from_static_str("edges"));
+    sync.generation_id = generation;
+    sync.member_id = StrBytes::from_string(member.clone());
+    sync.protocol_type = Some(StrBytes::from_static_str("consumer"));
+    sync.protocol_name = Some(StrBytes::from_static_str("range"));
+    sync.assignments = vec![a];
+    let r: SyncGroupResponse = call(&mut s, ApiKey::SyncGroup, 5, &sync);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(&r.assignment[..], b"assignment-bytes");
+
+    let c: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &commit_request(generation + 1, &member));
+    assert_eq!(c.topics[0].partitions[0].error_code, 22, "ILLEGAL_GENERATION");
+    let c: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &commit_request(generation, "stranger"));
+    assert_eq!(c.topics[0].partitions[0].error_code, 25, "UNKNOWN_MEMBER_ID");
+    let c: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &commit_request(-1, ""));
+    assert_eq!(c.topics[0].partitions[0].error_code, 25, "a group with members refuses standalone commits");
+    let c: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &commit_request(generation, &member));
+    assert_eq!(c.topics[0].partitions[0].error_code, 0);
+
+    let mut hb = HeartbeatRequest::default();
+    hb.group_id = GroupId(StrBytes::from_static_str("edges"));
+    hb.generation_id = generation;
+    hb.member_id = StrBytes::from_string(member.clone());
+    let r: HeartbeatResponse = call(&mut s, ApiKey::Heartbeat, 4, &hb);
+    assert_eq!(r.error_code, 0);
+
+    // DescribeGroups and ListGroups show the member and its assignment.
+    let mut d = DescribeGroupsRequest::default();
+    d.groups = vec![GroupId(StrBytes::from_static_str("edges")), GroupId(StrBytes::from_static_str("no-such"))];
+    let r: DescribeGroupsResponse = call(&mut s, ApiKey::DescribeGroups, 5, &d);
+    assert_eq!(r.groups[0].group_state.as_str(), "Stable");
+    assert_eq!(r.groups[0].protocol_data.as_str(), "range");
+    assert_eq!(r.groups[0].members[0].member_id.as_str(), member);
+    assert_eq!(&r.groups[0].members[0].member_assignment[..], b"assignment-bytes");
+    assert_eq!(r.groups[0].members[0].client_host.as_str(), "/127.0.0.1");
+    assert_eq!(r.groups[1].group_state.as_str(), "Dead");
+    let mut l = ListGroupsRequest::default();
+    l.states_filter = vec![StrBytes::from_static_str("Stable")];
+    let r: ListGroupsResponse = call(&mut s, ApiKey::ListGroups, 4, &l);
+    assert_eq!(r.groups.iter().map(|g| g.group_id.as_str()).collect::<Vec<_>>(), vec!["edges"]);
+    l.states_filter = vec![StrBytes::from_static_str("Empty")];
+    let r: ListGroupsResponse = call(&mut s, ApiKey::ListGroups, 4, &l);
+    assert!(r.groups.iter().all(|g| g.group_id.as_str() != "edges"));
+
+    // Deleting a group with members is refused; after the member leaves, the
+    // group and its offsets go.
+    let mut del = DeleteGroupsRequest::default();
+    del.groups_names = vec![GroupId(StrBytes::from_static_str("edges"))];
+    let r: DeleteGroupsResponse = call(&mut s, ApiKey::DeleteGroups, 2, &del);
+    assert_eq!(r.results[0].error_code, 68, "NON_EMPTY_GROUP");
+    let mut leave = LeaveGroupRequest::default();
+    leave.group_id = GroupId(StrBytes::from_static_str("edges"));
+    let mut who = leave_group_request::MemberIdentity::default();
+    who.member_id = StrBytes::from_string(member.clone());
+    leave.members = vec![who];
+    let r: LeaveGroupResponse = call(&mut s, ApiKey::LeaveGroup, 5, &leave);
+    assert_eq!(r.members[0].error_code, 0);
+    let r: DeleteGroupsResponse = call(&mut s, ApiKey::DeleteGroups, 2, &del);
+    assert_eq!(r.results[0].error_code, 0);
+    let r: DeleteGroupsResponse = call(&mut s, ApiKey::DeleteGroups, 2, &del);
+    assert_eq!(r.results[0].error_code, 69, "GROUP_ID_NOT_FOUND");
+
+    // FindCoordinator, batched (v4+).
+    let mut fc = FindCoordinatorRequest::default();
+    fc.coordinator_keys = vec![StrBytes::from_static_str("a"), StrBytes::from_static_str("b")];
+    let r: FindCoordinatorResponse = call(&mut s, ApiKey::FindCoordinator, 4, &fc);
+    assert_eq!(r.coordinators.len(), 2);
+    assert!(r.coordinators.iter().all(|c| c.error_code == 0 && c.port == b.addr.port() as i32));
+}
+
+#[test]
+fn lag_is_committed_offset_against_log_end() {
+    let b = start();
+    create_topic(&b, "lagging", 1);
+    produce(&b, "lagging", 1, 50, "x");
+    let c = consumer(&b, "lag-group", &[]);
+    let mut t = TopicPartitionList::new();
+    t.add_partition_offset("lagging", 0, Offset::Offset(20)).unwrap();
+    c.commit(&t, CommitMode::Sync).unwrap();
+    let committed: HashMap<(String, i32), i64> = b.broker_committed("lag-group");
+    let end = b.log_end("lagging", 0);
+    assert_eq!(end - committed[&("lagging".to_string(), 0)], 30);
+}
