@@ -68,6 +68,12 @@ pub struct BrokerSection {
     /// `offset.metadata.max.bytes`: largest metadata string of a commit. Default 4096.
     #[serde(rename = "offset.metadata.max.bytes")]
     pub offset_metadata_max_bytes: i32,
+    /// `group.consumer.session.timeout.ms`: session timeout of KIP-848 consumer-protocol members. Default 45000.
+    #[serde(rename = "group.consumer.session.timeout.ms")]
+    pub group_consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms`: heartbeat interval given to KIP-848 members. Default 5000.
+    #[serde(rename = "group.consumer.heartbeat.interval.ms")]
+    pub group_consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for BrokerSection {
@@ -88,6 +94,8 @@ impl Default for BrokerSection {
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 10_080,
             offset_metadata_max_bytes: 4096,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -179,7 +187,12 @@ impl Config {
             max_session_timeout_ms: b.group_max_session_timeout_ms,
             offsets_retention_ms: b.offsets_retention_minutes.saturating_mul(60_000),
             max_metadata_bytes: b.offset_metadata_max_bytes as usize,
+            consumer_session_ms: b.group_consumer_session_timeout_ms,
+            consumer_heartbeat_ms: b.group_consumer_heartbeat_interval_ms,
         };
+        if b.group_consumer_heartbeat_interval_ms < 1 || b.group_consumer_session_timeout_ms <= b.group_consumer_heartbeat_interval_ms {
+            return Err(err("[broker] group.consumer.heartbeat.interval.ms must be at least 1 and below group.consumer.session.timeout.ms".into()));
+        }
         let mut topic_defaults = BTreeMap::new();
         topic_defaults.insert("max.message.bytes".to_string(), b.message_max_bytes.to_string());
         for (key, value) in &file.topic_defaults {
@@ -224,6 +237,8 @@ impl Config {
         s.push_str(&format!("\"group.max.session.timeout.ms\" = {}\n", b.group_max_session_timeout_ms));
         s.push_str(&format!("\"offsets.retention.minutes\" = {}\n", b.offsets_retention_minutes));
         s.push_str(&format!("\"offset.metadata.max.bytes\" = {}\n", b.offset_metadata_max_bytes));
+        s.push_str(&format!("\"group.consumer.session.timeout.ms\" = {}\n", b.group_consumer_session_timeout_ms));
+        s.push_str(&format!("\"group.consumer.heartbeat.interval.ms\" = {}\n", b.group_consumer_heartbeat_interval_ms));
         s.push_str("\n[topic_defaults]\n");
         for (def, value, _) in topic_config::effective(&self.topic_defaults, &BTreeMap::new()) {
             s.push_str(&format!("{:?} = {:?}\n", def.name, value));
@@ -275,7 +290,7 @@ mod tests {
     #[test]
     fn the_example_documents_every_option() {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/eddy.toml")).unwrap();
-        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes"] {
+        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms"] {
             assert!(text.contains(key), "config/eddy.toml does not mention {key}");
         }
         for def in topic_config::TOPIC_CONFIGS {

@@ -15,6 +15,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
+use crate::group::consumer::{Assignment, HeartbeatArgs};
 use crate::group::{ClientInfo, JoinArgs, State};
 use crate::protocol::code;
 
@@ -246,7 +247,7 @@ pub fn describe_groups(broker: &Broker, req: DescribeGroupsRequest, version: i16
                 }
             }
             Some(g) => {
-                d.group_state = s(g.state.name());
+                d.group_state = s(g.state);
                 d.protocol_type = s(&g.protocol_type);
                 d.protocol_data = s(&g.protocol);
                 d.members = g
@@ -274,18 +275,18 @@ pub fn list_groups(broker: &Broker, req: ListGroupsRequest, _version: i16) -> Li
     let mut r = ListGroupsResponse::default();
     let states: Vec<String> = req.states_filter.iter().map(|x| x.as_str().to_ascii_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|x| x.as_str().to_ascii_lowercase()).collect();
-    for (id, state, protocol_type) in broker.groups.list() {
-        if !states.is_empty() && !states.contains(&state.name().to_ascii_lowercase()) {
+    for (id, state, protocol_type, group_type) in broker.groups.list() {
+        if !states.is_empty() && !states.contains(&state.to_ascii_lowercase()) {
             continue;
         }
-        if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+        if !types.is_empty() && !types.iter().any(|t| t == group_type) {
             continue;
         }
         let mut g = ListedGroup::default();
         g.group_id = GroupId(s(&id));
         g.protocol_type = s(&protocol_type);
-        g.group_state = s(state.name());
-        g.group_type = s("classic");
+        g.group_state = s(state);
+        g.group_type = s(group_type);
         r.groups.push(g);
     }
     r
@@ -319,6 +320,103 @@ pub fn offset_delete(broker: &Broker, req: OffsetDeleteRequest, _version: i16) -
             tr.partitions.push(pr);
         }
         r.topics.push(tr);
+    }
+    r
+}
+
+fn topic_partitions(broker: &Broker, a: &Assignment) -> Vec<consumer_group_heartbeat_response::TopicPartitions> {
+    let _ = broker;
+    a.iter()
+        .map(|(id, ps)| {
+            let mut t = consumer_group_heartbeat_response::TopicPartitions::default();
+            t.topic_id = *id;
+            t.partitions = ps.iter().copied().collect();
+            t
+        })
+        .collect()
+}
+
+pub fn consumer_heartbeat(broker: &Broker, req: ConsumerGroupHeartbeatRequest, _version: i16, client: ClientInfo) -> ConsumerGroupHeartbeatResponse {
+    let args = HeartbeatArgs {
+        group_id: req.group_id.as_str().to_string(),
+        member_id: req.member_id.as_str().to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.as_ref().map(|x| x.as_str().to_string()),
+        rack_id: req.rack_id.as_ref().map(|x| x.as_str().to_string()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed: req.subscribed_topic_names.as_ref().map(|ts| ts.iter().map(|t| t.as_str().to_string()).collect()),
+        regex: req.subscribed_topic_regex.as_ref().map(|x| x.as_str().to_string()),
+        assignor: req.server_assignor.as_ref().map(|x| x.as_str().to_string()),
+        owned: req.topic_partitions.as_ref().map(|tps| tps.iter().map(|t| (t.topic_id, t.partitions.iter().copied().collect())).collect()),
+    };
+    let lookup = |name: &str| broker.topic(name).filter(|t| !Broker::is_internal(&t.name)).map(|t| (t.id, t.partitions.len() as i32));
+    let res = broker.groups.consumer_heartbeat(args, client, &lookup);
+    let mut r = ConsumerGroupHeartbeatResponse::default();
+    r.error_code = res.error;
+    r.error_message = res.message.as_deref().map(s);
+    r.member_id = res.member_id.as_deref().map(s);
+    r.member_epoch = res.member_epoch;
+    r.heartbeat_interval_ms = res.heartbeat_interval_ms;
+    r.assignment = res.assignment.as_ref().map(|a| {
+        let mut x = consumer_group_heartbeat_response::Assignment::default();
+        x.topic_partitions = topic_partitions(broker, a);
+        x
+    });
+    r
+}
+
+pub fn consumer_describe(broker: &Broker, req: ConsumerGroupDescribeRequest, _version: i16) -> ConsumerGroupDescribeResponse {
+    let mut r = ConsumerGroupDescribeResponse::default();
+    for id in &req.group_ids {
+        let mut d = consumer_group_describe_response::DescribedGroup::default();
+        d.group_id = id.clone();
+        d.authorized_operations = i32::MIN;
+        match broker.groups.describe_consumer(id.as_str()) {
+            None => {
+                d.error_code = code::GROUP_ID_NOT_FOUND;
+                d.error_message = Some(s("no such consumer group"));
+                d.group_state = s("Dead");
+            }
+            Some(v) => {
+                d.group_state = s(v.state);
+                d.group_epoch = v.epoch;
+                d.assignment_epoch = v.assignment_epoch;
+                d.assignor_name = s(&v.assignor);
+                let named = |a: &Assignment| {
+                    let mut x = consumer_group_describe_response::Assignment::default();
+                    x.topic_partitions = a
+                        .iter()
+                        .map(|(tid, ps)| {
+                            let mut t = consumer_group_describe_response::TopicPartitions::default();
+                            t.topic_id = *tid;
+                            t.topic_name = TopicName(s(&broker.topic_by_id(*tid).map(|t| t.name.clone()).unwrap_or_default()));
+                            t.partitions = ps.iter().copied().collect();
+                            t
+                        })
+                        .collect();
+                    x
+                };
+                d.members = v
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let mut dm = consumer_group_describe_response::Member::default();
+                        dm.member_id = s(&m.member_id);
+                        dm.instance_id = m.instance_id.as_deref().map(s);
+                        dm.rack_id = m.rack_id.as_deref().map(s);
+                        dm.member_epoch = m.epoch;
+                        dm.client_id = s(&m.client_id);
+                        dm.client_host = s(&m.client_host);
+                        dm.subscribed_topic_names = m.subscribed.iter().map(|t| TopicName(s(t))).collect();
+                        dm.assignment = named(&m.assigned);
+                        dm.target_assignment = named(&m.target);
+                        dm.member_type = 1; // consumer protocol (not upgraded from classic)
+                        dm
+                    })
+                    .collect();
+            }
+        }
+        r.groups.push(d);
     }
     r
 }

@@ -282,6 +282,8 @@ impl Broker {
             RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(self, r, v)),
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(self, r, v)),
             RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(groups::offset_delete(self, r, v)),
+            RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(groups::consumer_heartbeat(self, r, v, client())),
+            RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(groups::consumer_describe(self, r, v)),
             other => {
                 // decode_request only lets through what SUPPORTED lists.
                 tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a decoded request");

@@ -74,6 +74,9 @@ impl Coordinator {
                 return join_error(code::INCONSISTENT_GROUP_PROTOCOL, &a.member_id);
             }
             let g = groups.entry(a.group_id.clone()).or_insert_with(|| Group::new(&a.group_id));
+            if g.consumer.as_ref().is_some_and(|c| !c.members.is_empty()) {
+                return join_error(code::INCONSISTENT_GROUP_PROTOCOL, &a.member_id);
+            }
             match self.join_locked(g, a, client) {
                 Ok(rx) => rx,
                 Err(result) => return result,

@@ -9,6 +9,7 @@
 //! step. A ticker expires sessions and ends join phases on time.
 
 mod classic;
+pub mod consumer;
 mod offsets;
 pub mod store;
 
@@ -39,11 +40,15 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     /// `offset.metadata.max.bytes`: largest commit metadata string. Default 4096.
     pub max_metadata_bytes: usize,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups). Default 45000.
+    pub consumer_session_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups). Default 5000.
+    pub consumer_heartbeat_ms: i32,
 }
 
 impl Default for GroupConfig {
     fn default() -> Self {
-        GroupConfig { initial_rebalance_delay_ms: 3000, min_session_timeout_ms: 6000, max_session_timeout_ms: 1_800_000, offsets_retention_ms: 7 * 24 * 3600 * 1000, max_metadata_bytes: 4096 }
+        GroupConfig { initial_rebalance_delay_ms: 3000, min_session_timeout_ms: 6000, max_session_timeout_ms: 1_800_000, offsets_retention_ms: 7 * 24 * 3600 * 1000, max_metadata_bytes: 4096, consumer_session_ms: 45_000, consumer_heartbeat_ms: 5_000 }
     }
 }
 
@@ -110,6 +115,8 @@ pub(crate) struct Group {
     /// When the group last became empty (or last took a commit while empty).
     pub empty_since_ms: i64,
     pub next_seq: u64,
+    /// Set for a group run by the KIP-848 consumer protocol.
+    pub consumer: Option<consumer::ConsumerGroup>,
 }
 
 impl Group {
@@ -129,6 +136,19 @@ impl Group {
             offsets: HashMap::new(),
             empty_since_ms: crate::log::now_ms(),
             next_seq: 0,
+            consumer: None,
+        }
+    }
+
+    /// Members of either protocol.
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty() || self.consumer.as_ref().is_some_and(|c| !c.members.is_empty())
+    }
+
+    fn state_name(&self) -> &'static str {
+        match &self.consumer {
+            Some(c) if self.members.is_empty() => consumer::state_name(c),
+            _ => self.state.name(),
         }
     }
 }
@@ -143,7 +163,9 @@ pub struct Coordinator {
 #[derive(Clone, Debug)]
 pub struct GroupView {
     pub id: String,
-    pub state: State,
+    pub state: &'static str,
+    /// "classic" or "consumer" (KIP-848).
+    pub group_type: &'static str,
     pub protocol_type: String,
     pub protocol: String,
     pub members: Vec<MemberView>,
@@ -205,7 +227,8 @@ impl Coordinator {
         let mut dead = Vec::new();
         for g in groups.values_mut() {
             classic::expire(self, g, now);
-            if g.state == State::Empty && !g.offsets.is_empty() && now_ms - g.empty_since_ms > self.cfg.offsets_retention_ms {
+            consumer::expire(self, g, now);
+            if g.state == State::Empty && !g.has_members() && !g.offsets.is_empty() && now_ms - g.empty_since_ms > self.cfg.offsets_retention_ms {
                 for (topic, partition) in g.offsets.keys() {
                     expired_offsets.push((store::offset_key(&g.id, topic, *partition), None));
                 }
@@ -257,9 +280,24 @@ impl Coordinator {
     pub fn describe(&self, id: &str) -> Option<GroupView> {
         let groups = self.groups.lock();
         let g = groups.get(id)?;
+        if let Some(cg) = g.consumer.as_ref().filter(|c| !c.members.is_empty()) {
+            return Some(GroupView {
+                id: g.id.clone(),
+                state: consumer::state_name(cg),
+                group_type: "consumer",
+                protocol_type: "consumer".into(),
+                protocol: String::new(),
+                members: cg
+                    .members
+                    .values()
+                    .map(|m| MemberView { member_id: m.id.clone(), instance_id: m.instance_id.clone(), client_id: m.client.client_id.clone(), client_host: m.client.host.clone(), metadata: Bytes::new(), assignment: Bytes::new() })
+                    .collect(),
+            });
+        }
         Some(GroupView {
             id: g.id.clone(),
-            state: g.state,
+            state: g.state.name(),
+            group_type: "classic",
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
             protocol: if g.state == State::Stable || g.state == State::CompletingRebalance { g.protocol.clone().unwrap_or_default() } else { String::new() },
             members: g
@@ -277,10 +315,16 @@ impl Coordinator {
         })
     }
 
-    /// Every group: (id, state, protocol type).
-    pub fn list(&self) -> Vec<(String, State, String)> {
+    /// Every group: (id, state, protocol type, group type).
+    pub fn list(&self) -> Vec<(String, &'static str, String, &'static str)> {
         let groups = self.groups.lock();
-        let mut v: Vec<_> = groups.values().map(|g| (g.id.clone(), g.state, g.protocol_type.clone().unwrap_or_default())).collect();
+        let mut v: Vec<_> = groups
+            .values()
+            .map(|g| match &g.consumer {
+                Some(_) if g.members.is_empty() => (g.id.clone(), g.state_name(), "consumer".to_string(), "consumer"),
+                _ => (g.id.clone(), g.state_name(), g.protocol_type.clone().unwrap_or_default(), "classic"),
+            })
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -290,7 +334,7 @@ impl Coordinator {
     pub fn delete_group(&self, id: &str) -> i16 {
         let mut groups = self.groups.lock();
         let Some(g) = groups.get(id) else { return crate::protocol::code::GROUP_ID_NOT_FOUND };
-        if g.state != State::Empty {
+        if g.state != State::Empty || g.has_members() {
             return crate::protocol::code::NON_EMPTY_GROUP;
         }
         let mut tombstones: Vec<(Bytes, Option<Bytes>)> = g.offsets.keys().map(|(t, p)| (store::offset_key(id, t, *p), None)).collect();

@@ -36,6 +36,14 @@ impl Coordinator {
                 return code::FENCED_INSTANCE_ID;
             }
         }
+        if let Some(cg) = g.consumer.as_ref().filter(|c| !c.members.is_empty()) {
+            // KIP-848 groups: the member's current epoch.
+            return match cg.members.get(member_id) {
+                None => code::UNKNOWN_MEMBER_ID,
+                Some(m) if m.epoch != generation => code::STALE_MEMBER_EPOCH,
+                Some(_) => code::NONE,
+            };
+        }
         if generation < 0 && member_id.is_empty() {
             return if g.members.is_empty() { code::NONE } else { code::UNKNOWN_MEMBER_ID };
         }
@@ -93,7 +101,7 @@ impl Coordinator {
         }
         let mut groups = self.groups.lock();
         let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
-        if g.members.is_empty() {
+        if !g.has_members() {
             g.empty_since_ms = now;
         }
         for (topic, partition, c) in accepted {
@@ -136,7 +144,8 @@ impl Coordinator {
         let mut errors = Vec::with_capacity(parts.len());
         let mut tombstones = Vec::new();
         for (topic, partition) in parts {
-            if g.state != State::Empty && subscribed.iter().any(|t| t == topic) {
+            let consumer_subscribed = g.consumer.as_ref().is_some_and(|c| c.members.values().any(|m| m.subscribed.contains(topic)));
+            if (g.state != State::Empty && subscribed.iter().any(|t| t == topic)) || consumer_subscribed {
                 errors.push(code::GROUP_SUBSCRIBED_TO_TOPIC);
             } else {
                 if g.offsets.remove(&(topic.clone(), *partition)).is_some() {

@@ -73,7 +73,7 @@ fn describe_alter_and_persist_topic_configs() {
     let d = describe(&b, "conf");
     assert_eq!(d["cleanup.policy"].0.as_deref(), Some("compact,delete"));
     assert_eq!(d["segment.ms"].0.as_deref(), Some("600000"));
-    assert_eq!(d["retention.ms"].1, ConfigSource::Default, "retention.ms override replaced");
+    assert_eq!(d["retention.ms"], (Some("-1".into()), ConfigSource::StaticBroker, false), "retention.ms override replaced: the broker default shows");
 
     // rdkafka-rust drops per-resource AlterConfigs errors (admin.rs builds
     // Ok for every resource), so the refusals are checked on the wire.
@@ -157,7 +157,7 @@ fn incremental_alter_configs_set_delete_append_subtract() {
     let r: IncrementalAlterConfigsResponse = call(&b, ApiKey::IncrementalAlterConfigs, 1, &request(vec![op("retention.ms", 1, None), op("segment.ms", 0, Some("99999")), op("cleanup.policy", 2, Some("compact"))]));
     assert_eq!(r.responses[0].error_code, 0, "{:?}", r.responses[0].error_message);
     let d = describe(&b, "inc");
-    assert_eq!(d["retention.ms"].1, ConfigSource::Default, "DELETE removed the override");
+    assert_eq!(d["retention.ms"].1, ConfigSource::StaticBroker, "DELETE removed the override: the broker default shows");
     assert_eq!(d["segment.ms"].0.as_deref(), Some("99999"));
     assert_eq!(d["cleanup.policy"].0.as_deref(), Some("delete,compact"), "APPEND adds to the current list");
     let r: IncrementalAlterConfigsResponse = call(&b, ApiKey::IncrementalAlterConfigs, 1, &request(vec![op("cleanup.policy", 3, Some("delete"))]));

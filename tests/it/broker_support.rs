@@ -37,6 +37,10 @@ impl TestBroker {
         let mut config = Config::default();
         config.broker.data_dir = data_dir.to_path_buf();
         config.broker.listen = "127.0.0.1:0".into();
+        // Tests write records with timestamps from 1970 on purpose (time
+        // lookups); with Kafka's default retention.ms of 7 days the broker's
+        // retention would rightly delete them within a second.
+        config.topic_defaults.insert("retention.ms".into(), "-1".into());
         tweak(&mut config);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

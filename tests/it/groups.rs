@@ -466,3 +466,82 @@ fn lag_is_committed_offset_against_log_end() {
     let end = b.log_end("lagging", 0);
     assert_eq!(end - committed[&("lagging".to_string(), 0)], 30);
 }
+
+fn consumer_protocol(b: &TestBroker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Counting> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", b.bootstrap())
+        .set("group.id", group)
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("log_level", "3");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create_with_context(Counting::default()).unwrap()
+}
+
+#[test]
+fn kip_848_consumer_protocol_assigns_reassigns_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| {
+        c.groups.consumer_heartbeat_ms = 200;
+        c.groups.consumer_session_ms = 3000;
+    });
+    b.keep_dir(tmp);
+    create_topic(&b, "kip848", 6);
+    produce(&b, "kip848", 6, 1200, "r");
+    let c1 = consumer_protocol(&b, "g848", &[]);
+    let c2 = consumer_protocol(&b, "g848", &[]);
+    let c3 = consumer_protocol(&b, "g848", &[("group.remote.assignor", "range")]);
+    for c in [&c1, &c2, &c3] {
+        c.subscribe(&["kip848"]).unwrap();
+    }
+    let mut all = poll_until(&[&c1, &c2, &c3], 60, "three KIP-848 members", |a, _| exactly_once(a, 6)).into_iter().flatten().collect::<Vec<_>>();
+
+    // The group as ConsumerGroupDescribe shows it.
+    let mut s = TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut d = ConsumerGroupDescribeRequest::default();
+    d.group_ids = vec![GroupId(StrBytes::from_static_str("g848"))];
+    let r: ConsumerGroupDescribeResponse = call(&mut s, ApiKey::ConsumerGroupDescribe, 1, &d);
+    assert_eq!(r.groups[0].error_code, 0);
+    assert_eq!(r.groups[0].members.len(), 3);
+    assert_eq!(r.groups[0].assignor_name.as_str(), "range", "the last requested server assignor");
+    let described: usize = r.groups[0].members.iter().map(|m| m.assignment.topic_partitions.iter().map(|t| t.partitions.len()).sum::<usize>()).sum();
+    assert_eq!(described, 6);
+    let mut l = ListGroupsRequest::default();
+    l.types_filter = vec![StrBytes::from_static_str("consumer")];
+    let r: ListGroupsResponse = call(&mut s, ApiKey::ListGroups, 5, &l);
+    assert_eq!(r.groups.iter().map(|g| g.group_id.as_str()).collect::<Vec<_>>(), vec!["g848"]);
+
+    // One leaves: the others take over its partitions, without a stop-the-world.
+    c3.unsubscribe();
+    drop(c3);
+    all.extend(poll_until(&[&c1, &c2], 60, "two KIP-848 members", |a, _| exactly_once(a, 6)).into_iter().flatten());
+    all.extend(
+        poll_until(&[&c1, &c2], 60, "every record", |_, seen| {
+            let mut v: BTreeSet<String> = all.iter().map(|x| x.2.clone()).collect();
+            v.extend(seen.iter().flatten().map(|x| x.2.clone()));
+            v.len() >= 1200
+        })
+        .into_iter()
+        .flatten(),
+    );
+    let values: BTreeSet<&str> = all.iter().map(|x| x.2.as_str()).collect();
+    assert_eq!(values.len(), 1200);
+    poll_until(&[&c1, &c2], 60, "positions at the end", |a, _| {
+        exactly_once(a, 6) && [&c1, &c2].iter().all(|c| c.position().unwrap().elements().iter().all(|e| e.offset() == Offset::Offset(200)))
+    });
+    for c in [&c1, &c2] {
+        c.commit_consumer_state(CommitMode::Sync).unwrap();
+    }
+    drop(c1);
+    drop(c2);
+    produce(&b, "kip848", 6, 120, "later");
+    let r1 = consumer_protocol(&b, "g848", &[]);
+    r1.subscribe(&["kip848"]).unwrap();
+    let seen = poll_until(&[&r1], 60, "the resumed KIP-848 group", |_, seen| seen[0].len() >= 120);
+    assert!(seen[0].iter().all(|x| x.2.starts_with("later-")), "resumed at the committed offsets");
+}
