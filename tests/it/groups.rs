@@ -545,3 +545,81 @@ fn kip_848_consumer_protocol_assigns_reassigns_and_resumes() {
     let seen = poll_until(&[&r1], 60, "the resumed KIP-848 group", |_, seen| seen[0].len() >= 120);
     assert!(seen[0].iter().all(|x| x.2.starts_with("later-")), "resumed at the committed offsets");
 }
+
+fn offset_fetch_v8(s: &mut TcpStream, groups: &[&'static str]) -> OffsetFetchResponse {
+    let mut req = OffsetFetchRequest::default();
+    req.groups = groups
+        .iter()
+        .map(|g| {
+            let mut x = offset_fetch_request::OffsetFetchRequestGroup::default();
+            x.group_id = GroupId(StrBytes::from_static_str(g));
+            x.topics = None; // all committed
+            x
+        })
+        .collect();
+    call(s, ApiKey::OffsetFetch, 8, &req)
+}
+
+#[test]
+fn offset_delete_fencing_multi_group_fetch_and_offset_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| {
+        c.groups.initial_rebalance_delay_ms = 0;
+        c.groups.offsets_retention_ms = 1500;
+    });
+    b.keep_dir(tmp);
+    create_topic(&b, "edge-topic", 1);
+    let mut s = TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+
+    // Standalone commits (generation -1, no member) to two groups, then one
+    // multi-group OffsetFetch (v8).
+    for g in ["solo-a", "solo-b"] {
+        let mut r = commit_request(-1, "");
+        r.group_id = GroupId(StrBytes::from_static_str(g));
+        let c: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &r);
+        assert_eq!(c.topics[0].partitions[0].error_code, 0);
+    }
+    let r = offset_fetch_v8(&mut s, &["solo-a", "solo-b", "never"]);
+    assert_eq!(r.groups.len(), 3);
+    assert_eq!(r.groups[0].topics[0].partitions[0].committed_offset, 3);
+    assert_eq!(r.groups[0].topics[0].partitions[0].metadata.as_ref().map(|m| m.as_str()), Some("m"));
+    assert_eq!(r.groups[1].topics[0].partitions[0].committed_offset, 3);
+    assert!(r.groups[2].topics.is_empty(), "a group without commits has none");
+
+    // OffsetDelete on an empty group removes the offset.
+    let mut del = OffsetDeleteRequest::default();
+    del.group_id = GroupId(StrBytes::from_static_str("solo-b"));
+    let mut t = offset_delete_request::OffsetDeleteRequestTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("edge-topic"));
+    let mut p = offset_delete_request::OffsetDeleteRequestPartition::default();
+    p.partition_index = 0;
+    t.partitions = vec![p];
+    del.topics = vec![t];
+    let r: OffsetDeleteResponse = call(&mut s, ApiKey::OffsetDelete, 0, &del);
+    assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
+    assert!(offset_fetch_v8(&mut s, &["solo-b"]).groups[0].topics.is_empty());
+
+    // A static member, and a second join with its instance id but a stale
+    // member id: FENCED_INSTANCE_ID.
+    let mut j = join_request("");
+    j.group_instance_id = Some(StrBytes::from_static_str("inst-1"));
+    let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &j);
+    assert_eq!(r.error_code, 0, "static members need no MEMBER_ID_REQUIRED round trip");
+    let mut stale = join_request("not-the-current-id");
+    stale.group_instance_id = Some(StrBytes::from_static_str("inst-1"));
+    let r2: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &stale);
+    assert_eq!(r2.error_code, 25, "an id the group never gave out is unknown");
+    let mut hb = HeartbeatRequest::default();
+    hb.group_id = GroupId(StrBytes::from_static_str("edges"));
+    hb.generation_id = r.generation_id;
+    hb.member_id = StrBytes::from_static_str("someone-else");
+    hb.group_instance_id = Some(StrBytes::from_static_str("inst-1"));
+    let h: HeartbeatResponse = call(&mut s, ApiKey::Heartbeat, 4, &hb);
+    assert_eq!(h.error_code, 82, "FENCED_INSTANCE_ID");
+
+    // Offsets of a group empty for longer than offsets.retention.minutes go.
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = offset_fetch_v8(&mut s, &["solo-a"]);
+    assert!(r.groups[0].topics.is_empty(), "expired: {:?}", r.groups[0].topics);
+}
