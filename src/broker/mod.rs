@@ -81,6 +81,12 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
 }
 
+/// A request's outcome: answered, or answered later (acks=all produce).
+pub enum Handled {
+    Now(Option<ResponseKind>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send>>),
+}
+
 /// Why a topic could not be made.
 #[derive(Debug)]
 pub struct TopicError {
@@ -248,6 +254,23 @@ impl Broker {
         Ok(())
     }
 
+    /// Starts a request: a produce that must wait for fsyncs comes back as
+    /// a future that owns what it needs, so its connection can read on;
+    /// everything else is answered here.
+    pub async fn dispatch(&self, req: Request, peer: std::net::SocketAddr) -> Handled {
+        let Request { api_key, version, header, body } = req;
+        match body {
+            RequestKind::Produce(r) => {
+                let appended = produce::append(self, r, version);
+                if appended.is_waiting() {
+                    return Handled::Later(Box::pin(async move { appended.finish().await.map(ResponseKind::Produce) }));
+                }
+                Handled::Now(appended.finish().await.map(ResponseKind::Produce))
+            }
+            body => Handled::Now(self.handle(Request { api_key, version, header, body }, peer).await),
+        }
+    }
+
     /// Answers one request; `None` means no response is sent (acks=0).
     /// `peer` is the client's address (group member host names).
     pub async fn handle(&self, req: Request, peer: std::net::SocketAddr) -> Option<ResponseKind> {
@@ -256,7 +279,7 @@ impl Broker {
         Some(match req.body {
             RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, v)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(self, r, v).await),
-            RequestKind::Produce(r) => return produce::handle(self, r, v).await.map(ResponseKind::Produce),
+            RequestKind::Produce(r) => return produce::append(self, r, v).finish().await.map(ResponseKind::Produce),
             RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(self, r, v).await),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(self, r, v)),
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(self, r, v).await),

@@ -18,7 +18,17 @@ struct Pending {
     end: u64,
 }
 
-pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+/// A produce request whose records are appended, waiting only for the
+/// fsyncs acks=all asks for. It owns everything it needs, so the connection
+/// can go on to its next request meanwhile (responses stay in order).
+pub struct Appended {
+    acks: i16,
+    responses: Vec<TopicProduceResponse>,
+    pending: Vec<Pending>,
+}
+
+/// Validates and appends every partition's records now.
+pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
     let acks = req.acks;
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut pending: Vec<Pending> = Vec::new();
@@ -72,7 +82,19 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Optio
         responses.push(tr);
     }
 
-    // acks=all: wait for the fsyncs (shared with concurrent producers).
+    Appended { acks, responses, pending }
+}
+
+impl Appended {
+    /// Whether `finish` has anything to wait for.
+    pub fn is_waiting(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Waits for the fsyncs (shared with concurrent producers: group
+    /// commit) and builds the response; None for acks=0.
+    pub async fn finish(self) -> Option<ProduceResponse> {
+        let Appended { acks, mut responses, pending } = self;
     if !pending.is_empty() {
         let syncs: Vec<_> = pending
             .iter()
@@ -101,4 +123,5 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Optio
     let mut r = ProduceResponse::default();
     r.responses = responses;
     Some(r)
+    }
 }

@@ -1,24 +1,48 @@
-//! One client connection: 4-byte length framing, requests handled one at a
-//! time so responses go back strictly in request order (as Kafka does: a
-//! connection is muted while its request is in flight).
+//! One client connection: 4-byte length framing; requests are handled one at
+//! a time, in order, and responses go back strictly in request order. A
+//! produce that waits for its fsync (acks=all) does not hold up the reading
+//! of the next request: its response waits in an ordered queue while the
+//! connection goes on (so consecutive produces share fsyncs).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Handled};
 use crate::protocol::{self, DecodeError};
+
+/// Responses a connection may have queued before it stops reading.
+const MAX_IN_FLIGHT: usize = 32;
+
+type Pending = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
 pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut stop: watch::Receiver<bool>, max_frame: usize) {
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
     tracing::debug!(%peer, "connection opened");
+
+    // The writer sends responses in the order their requests arrived.
+    let (queue, mut responses) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(async move {
+        while let Some(next) = responses.recv().await {
+            // None here is a response that could not be encoded: the client
+            // would wait for it forever, so the connection closes.
+            let Some(bytes) = next.await else { break };
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+
     loop {
         // Between requests, a stopping server closes the connection.
         let len = tokio::select! {
@@ -33,46 +57,61 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
             break;
         }
         let mut frame = BytesMut::with_capacity(len as usize);
+        let mut complete = true;
         while frame.len() < len as usize {
             let want = (len as usize - frame.len()) as u64;
             match (&mut rd).take(want).read_buf(&mut frame).await {
                 Ok(0) | Err(_) => {
-                    tracing::debug!(%peer, "connection closed in the middle of a request frame");
-                    return;
+                    complete = false;
+                    break;
                 }
                 Ok(_) => {}
             }
         }
-        let response = match protocol::decode_request(frame.freeze()) {
+        if !complete {
+            tracing::debug!(%peer, "connection closed in the middle of a request frame");
+            break;
+        }
+        let pending: Pending = match protocol::decode_request(frame.freeze()) {
             Ok(req) => {
                 let (api, version, correlation) = (req.api_key, req.version, req.header.correlation_id);
-                match broker.handle(req, peer).await {
-                    Some(body) => protocol::encode_response(api, version, correlation, &body),
-                    None => continue, // acks=0: no response
+                let encode = move |body: Option<ResponseKind>| body.and_then(|b| encoded(&peer, protocol::encode_response(api, version, correlation, &b)));
+                match broker.dispatch(req, peer).await {
+                    Handled::Now(None) => continue, // acks=0: no response
+                    Handled::Now(body) => {
+                        let bytes = encode(body);
+                        Box::pin(async move { bytes })
+                    }
+                    Handled::Later(fut) => Box::pin(async move { encode(fut.await) }),
                 }
             }
             Err(DecodeError::UnsupportedVersion { api: ApiKey::ApiVersions, version, correlation_id }) => {
                 tracing::debug!(%peer, version, "ApiVersions at an unknown version: answering with the supported list");
                 let body = ResponseKind::ApiVersions(crate::broker::api_versions_unsupported());
-                protocol::encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
+                let bytes = encoded(&peer, protocol::encode_response(ApiKey::ApiVersions, 0, correlation_id, &body));
+                Box::pin(async move { bytes })
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "bad request; closing the connection");
                 break;
             }
         };
-        match response {
-            Ok(bytes) => {
-                if wr.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::error!(%peer, error = %e, "could not encode a response; closing the connection");
-                break;
-            }
+        if queue.send(pending).await.is_err() {
+            break; // the writer stopped: the client is gone
         }
     }
-    let _ = wr.shutdown().await;
+    // Responses already queued still go out, then the connection closes.
+    drop(queue);
+    let _ = writer.await;
     tracing::debug!(%peer, "connection closed");
+}
+
+fn encoded(peer: &SocketAddr, r: anyhow::Result<Bytes>) -> Option<Bytes> {
+    match r {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "could not encode a response");
+            None
+        }
+    }
 }

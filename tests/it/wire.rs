@@ -332,3 +332,45 @@ fn topic_ids_persist_and_delete_topics_works_by_id() {
     assert!(!tmp.path().join("delete-by-id-0").exists());
     assert!(!tmp.path().join("delete-by-id.topic").exists());
 }
+
+/// Pipelined requests: acks=all produces wait for their fsync off the
+/// connection's read loop, yet responses come back in request order.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    metadata_topic_id(&mut s, "pipe");
+    let mut bytes = Vec::new();
+    for corr in 0..20 {
+        let mut pd = PartitionProduceData::default();
+        pd.index = 0;
+        pd.records = Some(batch(&[Rec { key: None, value: format!("v{corr}").into_bytes(), timestamp: 1 }]));
+        let mut td = TopicProduceData::default();
+        td.name = TopicName(StrBytes::from_static_str("pipe"));
+        td.partition_data = vec![pd];
+        let mut req = ProduceRequest::default();
+        req.acks = if corr % 3 == 0 { 1 } else { -1 };
+        req.timeout_ms = 10_000;
+        req.topic_data = vec![td];
+        if corr == 10 {
+            bytes.extend(request_bytes(ApiKey::ApiVersions, 3, corr, &ApiVersionsRequest::default()));
+        } else {
+            bytes.extend(request_bytes(ApiKey::Produce, 9, corr, &req));
+        }
+    }
+    s.write_all(&bytes).unwrap();
+    let mut next_offset = 0;
+    for corr in 0..20 {
+        let mut f = read_frame(&mut s).expect("a response");
+        if corr == 10 {
+            assert_eq!(f.get_i32(), corr, "ApiVersions answered in its place");
+            continue;
+        }
+        let h = ResponseHeader::decode(&mut f, ApiKey::Produce.response_header_version(9)).unwrap();
+        assert_eq!(h.correlation_id, corr, "responses in request order");
+        let r = ProduceResponse::decode(&mut f, 9).unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, next_offset));
+        next_offset += 1;
+    }
+}
