@@ -31,11 +31,54 @@ pub struct Partition {
     pub index: i32,
     pub log: Arc<Log>,
     waiters: Mutex<Vec<Weak<Notify>>>,
+    /// The offset below which the log is known to be on disk.
+    durable: tokio::sync::watch::Sender<u64>,
+    /// Whether some task is running an fsync of this log right now.
+    syncing: std::sync::atomic::AtomicBool,
 }
 
 impl Partition {
     fn new(index: i32, log: Arc<Log>) -> Partition {
-        Partition { index, log, waiters: Mutex::new(Vec::new()) }
+        let durable = tokio::sync::watch::Sender::new(log.log_end_offset());
+        Partition { index, log, waiters: Mutex::new(Vec::new()), durable, syncing: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// Waits until every offset below `end` is on disk (acks=all). One
+    /// waiter at a time runs the fsync, on a blocking thread, covering
+    /// everything appended so far; the others wait for its result: group
+    /// commit without a blocked thread per waiting request.
+    pub async fn wait_durable(&self, end: u64) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        let mut seen = self.durable.subscribe();
+        loop {
+            if *seen.borrow_and_update() >= end {
+                return Ok(());
+            }
+            if !self.syncing.swap(true, Ordering::AcqRel) {
+                let log = Arc::clone(&self.log);
+                let target = log.log_end_offset();
+                let done = tokio::task::spawn_blocking(move || log.sync_to(target)).await;
+                self.syncing.store(false, Ordering::Release);
+                match done {
+                    Ok(Ok(())) => {
+                        self.durable.send_modify(|v| *v = (*v).max(target));
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        // Let a waiting request try (and report) the next round.
+                        self.durable.send_modify(|_| {});
+                        return Err(e.to_string());
+                    }
+                    Err(e) => {
+                        self.durable.send_modify(|_| {});
+                        return Err(format!("fsync task failed: {e}"));
+                    }
+                }
+            }
+            if seen.changed().await.is_err() {
+                return Err("partition closed".into());
+            }
+        }
     }
 
     /// Registers a waiting fetch; it is woken by the next append.
@@ -82,6 +125,7 @@ pub struct Broker {
 }
 
 /// A request's outcome: answered, or answered later (acks=all produce).
+#[allow(clippy::large_enum_variant)] // made once per request and moved straight on
 pub enum Handled {
     Now(Option<ResponseKind>),
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send>>),

@@ -96,20 +96,21 @@ impl Appended {
     pub async fn finish(self) -> Option<ProduceResponse> {
         let Appended { acks, mut responses, pending } = self;
     if !pending.is_empty() {
-        let syncs: Vec<_> = pending
-            .iter()
-            .map(|w| {
-                let (log, end) = (Arc::clone(&w.partition.log), w.end);
-                tokio::task::spawn_blocking(move || log.sync_to(end))
-            })
-            .collect();
-        for (w, handle) in pending.iter().zip(syncs) {
-            let failed = match handle.await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(format!("fsync task failed: {e}")),
-            };
-            if let Some(message) = failed {
+        // Partitions fsync in parallel; one partition's waiters share fsyncs.
+        let mut waits = tokio::task::JoinSet::new();
+        for (i, w) in pending.iter().enumerate() {
+            let (p, end) = (Arc::clone(&w.partition), w.end);
+            waits.spawn(async move { (i, p.wait_durable(end).await) });
+        }
+        // Anything not confirmed durable is an error, whatever went wrong.
+        let mut outcome: Vec<Result<(), String>> = vec![Err("the fsync wait did not complete".into()); pending.len()];
+        while let Some(done) = waits.join_next().await {
+            if let Ok((i, r)) = done {
+                outcome[i] = r;
+            }
+        }
+        for (w, r) in pending.iter().zip(outcome) {
+            if let Err(message) = r {
                 tracing::error!(error = %message, "fsync for acks=all failed");
                 let pr = &mut responses[w.topic].partition_responses[w.slot];
                 pr.error_code = code::KAFKA_STORAGE_ERROR;
