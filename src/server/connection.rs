@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
@@ -20,13 +20,14 @@ use crate::protocol::{self, DecodeError};
 
 /// Responses a connection may have queued before it stops reading.
 const MAX_IN_FLIGHT: usize = 32;
+/// Spare room kept in a connection's read buffer.
+const READ_BUFFER: usize = 64 * 1024;
 
 type Pending = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
 pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut stop: watch::Receiver<bool>, max_frame: usize) {
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let (mut rd, mut wr) = stream.into_split();
     tracing::debug!(%peer, "connection opened");
 
     // The writer sends responses in the order their requests arrived.
@@ -43,35 +44,47 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
         let _ = wr.shutdown().await;
     });
 
+    // Frames are read into one growing buffer and split off it; once a
+    // frame's bytes are dropped (appended, answered), `reserve` reuses the
+    // space instead of allocating (and page-faulting) a new buffer per request.
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
     loop {
         // Between requests, a stopping server closes the connection.
-        let len = tokio::select! {
-            r = rd.read_i32() => match r {
-                Ok(n) => n,
-                Err(_) => break, // closed by the client
-            },
-            _ = stop.changed() => break,
-        };
+        while buf.len() < 4 {
+            if buf.is_empty() {
+                buf.reserve(READ_BUFFER);
+            }
+            let n = tokio::select! {
+                r = rd.read_buf(&mut buf) => r.unwrap_or(0),
+                _ = stop.changed() => 0,
+            };
+            if n == 0 {
+                if !buf.is_empty() {
+                    tracing::debug!(%peer, "connection closed in the middle of a frame length");
+                }
+                return finish(peer, queue, writer).await;
+            }
+        }
+        let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
         if len < 0 || len as usize > max_frame {
             tracing::warn!(%peer, frame_bytes = len, max_frame, "request frame is larger than socket.request.max.bytes (or negative); closing the connection");
             break;
         }
-        let mut frame = BytesMut::with_capacity(len as usize);
-        let mut complete = true;
-        while frame.len() < len as usize {
-            let want = (len as usize - frame.len()) as u64;
-            match (&mut rd).take(want).read_buf(&mut frame).await {
+        let need = 4 + len as usize;
+        if buf.len() < need {
+            buf.reserve(need.max(READ_BUFFER) - buf.len());
+        }
+        while buf.len() < need {
+            match rd.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => {
-                    complete = false;
-                    break;
+                    tracing::debug!(%peer, "connection closed in the middle of a request frame");
+                    return finish(peer, queue, writer).await;
                 }
                 Ok(_) => {}
             }
         }
-        if !complete {
-            tracing::debug!(%peer, "connection closed in the middle of a request frame");
-            break;
-        }
+        let _ = buf.split_to(4);
+        let frame = buf.split_to(len as usize);
         let pending: Pending = match protocol::decode_request(frame.freeze()) {
             Ok(req) => {
                 let (api, version, correlation) = (req.api_key, req.version, req.header.correlation_id);
@@ -100,7 +113,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
             break; // the writer stopped: the client is gone
         }
     }
-    // Responses already queued still go out, then the connection closes.
+    finish(peer, queue, writer).await
+}
+
+/// Responses already queued still go out, then the connection closes.
+async fn finish(peer: SocketAddr, queue: mpsc::Sender<Pending>, writer: tokio::task::JoinHandle<()>) {
     drop(queue);
     let _ = writer.await;
     tracing::debug!(%peer, "connection closed");

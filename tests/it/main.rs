@@ -1,6 +1,7 @@
 //! The one integration test binary (each extra binary relinks everything).
 
 mod admin;
+mod broker_crash;
 mod broker_support;
 mod groups;
 mod cli;
