@@ -10,6 +10,7 @@ mod list_offsets;
 mod metadata;
 mod partitions;
 mod produce;
+mod producer_ids;
 mod topics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -118,6 +119,7 @@ pub struct Broker {
     pub config: Config,
     pub logs: LogManager,
     pub groups: crate::group::Coordinator,
+    pub producer_ids: producer_ids::ProducerIds,
     pub cluster_id: String,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes topic creation and deletion.
@@ -170,7 +172,8 @@ impl Broker {
         }
         let offsets_log = Arc::clone(&topics[offsets_topic].partitions[0].log);
         let groups = crate::group::Coordinator::open(config.groups.clone(), offsets_log)?;
-        Ok(Broker { config, logs, groups, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
+        let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
+        Ok(Broker { config, logs, groups, producer_ids, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
     }
 
     /// Internal topics (`__consumer_offsets`) are written only by the broker.
@@ -351,6 +354,7 @@ impl Broker {
             RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(groups::offset_delete(self, r, v)),
             RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(groups::consumer_heartbeat(self, r, v, client())),
             RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(groups::consumer_describe(self, r, v)),
+            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_ids::init_producer_id(self, r, v)),
             other => {
                 // decode_request only lets through what SUPPORTED lists.
                 tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a decoded request");

@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::batch::{self, BatchHeader};
 use super::checkpoint::{self, Checkpoint};
+use super::producer::{self, Check, ProducerState};
 use super::segment::{self, PreparedBatch, Segment};
 use super::{now_ms, LogConfig, LogError, TimestampType};
 
@@ -29,6 +30,9 @@ pub struct AppendInfo {
     /// The broker time written into the batches, for `LogAppendTime` logs; -1 otherwise.
     pub log_append_time: i64,
     pub log_start_offset: u64,
+    /// The batches were already written (an idempotent producer's retry):
+    /// the offsets are the original ones and nothing new was appended.
+    pub duplicate: bool,
 }
 
 /// What a read returned, with the log's bounds at the time of the read.
@@ -43,6 +47,8 @@ struct Appender {
     active: Arc<Segment>,
     next_offset: u64,
     closed: bool,
+    /// Idempotent producers' recent batches (changed only with appends).
+    producers: ProducerState,
 }
 
 struct SyncState {
@@ -241,11 +247,12 @@ impl Log {
             // one later means damage.
             checkpoint.write(dir)?;
         }
+        let producers = rebuild_producers(dir, &segments, log_start_offset, log_end_offset)?;
         Ok(Log {
             dir: dir.to_path_buf(),
             config: RwLock::new(Arc::new(config)),
             segments: RwLock::new(segments),
-            appender: Mutex::new(Appender { active, next_offset: log_end_offset, closed: false }),
+            appender: Mutex::new(Appender { active, next_offset: log_end_offset, closed: false, producers }),
             sync: Mutex::new(SyncState { flushed_offset: log_end_offset, persisted_recovery_point }),
             log_end_offset: AtomicU64::new(log_end_offset),
             log_start_offset: AtomicU64::new(log_start_offset),
@@ -318,13 +325,42 @@ impl Log {
             }
         }
         let now = now_ms();
-        let total: u64 = batches.iter().map(|b| b.bytes.len() as u64).sum();
-        let records_total: u64 = batches.iter().map(|b| b.header.last_offset_delta as u64 + 1).sum();
 
         let mut app = self.appender.lock();
         if app.closed {
             return Err(LogError::Closed);
         }
+        // Idempotence: every batch is checked against the producers' state
+        // (and the batches before it in this request) before anything is
+        // written; retried batches are answered with their original offsets.
+        let mut overlay = ProducerState::default();
+        let mut duplicate: Option<(u64, u64)> = None;
+        let mut fresh = Vec::with_capacity(batches.len());
+        for b in batches {
+            let pid = b.header.producer_id;
+            if pid >= 0 && !overlay.producers.contains_key(&pid) {
+                if let Some(e) = app.producers.producers.get(&pid) {
+                    overlay.producers.insert(pid, e.clone());
+                }
+            }
+            match overlay.check(&b.header)? {
+                Check::Duplicate { base_offset, last_offset } => {
+                    duplicate = Some((duplicate.map_or(base_offset, |d| d.0), last_offset));
+                }
+                Check::Append => {
+                    // Offsets are assigned below; sequences are what matter here.
+                    overlay.record(&b.header, 0);
+                    fresh.push(b);
+                }
+            }
+        }
+        let batches = fresh;
+        if batches.is_empty() {
+            let (base_offset, last_offset) = duplicate.expect("every batch was a duplicate");
+            return Ok(AppendInfo { base_offset, last_offset, log_append_time: -1, log_start_offset: self.log_start_offset(), duplicate: true });
+        }
+        let total: u64 = batches.iter().map(|b| b.bytes.len() as u64).sum();
+        let records_total: u64 = batches.iter().map(|b| b.header.last_offset_delta as u64 + 1).sum();
         let incoming_max_ts = match config.timestamp_type {
             TimestampType::LogAppendTime => now,
             TimestampType::CreateTime => batches.iter().map(|b| b.header.max_timestamp).max().unwrap_or(-1),
@@ -349,6 +385,9 @@ impl Log {
             prepared.push(PreparedBatch { header, base_offset_bytes: (header.base_offset).to_be_bytes(), rest });
         }
         app.active.append(&prepared)?;
+        for b in &prepared {
+            app.producers.record(&b.header, b.header.base_offset as u64);
+        }
         app.next_offset = next;
         self.log_end_offset.store(next, Ordering::Release);
         let _ = self.first_unflushed_ms.compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Relaxed);
@@ -365,6 +404,7 @@ impl Log {
             last_offset: next - 1,
             log_append_time: if config.timestamp_type == TimestampType::LogAppendTime { now } else { -1 },
             log_start_offset: self.log_start_offset(),
+            duplicate: false,
         })
     }
 
@@ -396,6 +436,9 @@ impl Log {
             return Ok(());
         }
         app.active.seal()?;
+        // The producers' state as of the new segment's start, so recovery
+        // replays at most the active segment.
+        producer::write_snapshot(&self.dir, base, &app.producers)?;
         let seg = Arc::new(Segment::create(&self.dir, base, config.segment_index_bytes, config.index_interval_bytes)?);
         checkpoint::sync_dir(&self.dir)?;
         self.segments.write().insert(base, Arc::clone(&seg));
@@ -730,8 +773,31 @@ impl Log {
         }
         app.closed = true;
         app.active.close_active()?;
+        producer::write_snapshot(&self.dir, app.next_offset, &app.producers)?;
         Ok(())
     }
+}
+
+/// Rebuilds idempotent producers' state: the newest snapshot at or below
+/// the log end, then the headers of every batch after it.
+fn rebuild_producers(dir: &Path, segments: &BTreeMap<u64, Arc<Segment>>, log_start: u64, log_end: u64) -> Result<ProducerState, LogError> {
+    let (from, mut state) = match producer::load_snapshot(dir, log_end)? {
+        Some((offset, state)) => (offset, state),
+        None => (log_start, ProducerState::default()),
+    };
+    for seg in segments.values() {
+        if seg.next_offset() <= from {
+            continue;
+        }
+        let Some((mut pos, _)) = seg.locate(from)? else { continue };
+        while let Some(h) = seg.header_at(pos)? {
+            if h.base_offset as u64 >= from {
+                state.record(&h, h.base_offset as u64);
+            }
+            pos += h.total_len() as u64;
+        }
+    }
+    Ok(state)
 }
 
 /// Copies a batch with `LogAppendTime` set: the timestamp-type attribute, the

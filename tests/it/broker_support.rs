@@ -49,7 +49,9 @@ impl TestBroker {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
-                config.broker.advertised = Some(addr.to_string());
+                if config.broker.advertised.is_none() {
+                    config.broker.advertised = Some(addr.to_string());
+                }
                 let broker = Arc::new(Broker::open(config).unwrap());
                 addr_tx.send((addr, Arc::clone(&broker))).unwrap();
                 eddy::server::run(listener, Arc::clone(&broker), async {

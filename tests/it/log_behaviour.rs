@@ -289,3 +289,58 @@ fn a_multi_batch_append_never_overflows_the_time_index() {
     assert_eq!(ts, now);
     assert!(found < end - 1, "the record stamped now was deleted by retention");
 }
+
+#[test]
+fn idempotent_producer_state_survives_close_crash_and_rolls() {
+    use crate::log_support::with_producer;
+    let dir = scratch_dir();
+    let cfg = LogConfig { segment_bytes: 2000, ..small() };
+    let log = Log::open(dir.path(), cfg.clone(), false).unwrap();
+    let mut seq = 0;
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let b = with_producer(&simple_batch(3, 40, 1000 + i), 42, 0, seq);
+        let info = log.append(&b).unwrap();
+        assert!(!info.duplicate);
+        sent.push((b, info.base_offset));
+        seq += 3;
+    }
+    assert!(log.segment_bases().len() > 2, "rolled (snapshots written)");
+    // A retry of the last batch is answered with its original offset.
+    let (last, last_offset) = sent.last().unwrap().clone();
+    let end = log.log_end_offset();
+    let again = log.append(&last).unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.base_offset, log.log_end_offset()), (last_offset, end));
+    // Gaps, old epochs and unknown producers are refused.
+    assert_eq!(log.append(&with_producer(&simple_batch(1, 5, 1), 42, 0, seq + 1)).unwrap_err().kafka_code(), 45);
+    assert_eq!(log.append(&with_producer(&simple_batch(1, 5, 1), 77, 0, 9)).unwrap_err().kafka_code(), 59);
+    log.append(&with_producer(&simple_batch(1, 5, 1), 42, 1, 0)).unwrap();
+    assert_eq!(log.append(&with_producer(&simple_batch(1, 5, 1), 42, 0, seq)).unwrap_err().kafka_code(), 47);
+    let retry = with_producer(&simple_batch(2, 5, 1), 42, 1, 1);
+    let first = log.append(&retry).unwrap();
+
+    // Clean close and reopen: the state comes from the snapshot.
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), cfg.clone(), true).unwrap();
+    let dup = log.append(&retry).unwrap();
+    assert!(dup.duplicate && dup.base_offset == first.base_offset, "after a clean restart");
+    // Crash (no close) and reopen: rebuilt from snapshot + log.
+    let next = with_producer(&simple_batch(1, 5, 1), 42, 1, 3);
+    let n = log.append(&next).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), cfg.clone(), false).unwrap();
+    let dup = log.append(&next).unwrap();
+    assert!(dup.duplicate && dup.base_offset == n.base_offset, "after a crash");
+    // Without any snapshot the state is rebuilt from the batches alone.
+    drop(log);
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "snapshot") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let log = Log::open(dir.path(), cfg, false).unwrap();
+    assert!(log.append(&next).unwrap().duplicate, "rebuilt from the segments");
+}

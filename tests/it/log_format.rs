@@ -124,11 +124,12 @@ fn list_segments(dir: &Path) -> Vec<u64> {
         match segment {
             Some((s, "log")) => bases.push(s.parse::<u64>().unwrap()),
             Some(_) => {}
+            None if name.ends_with(".snapshot") => check_producer_snapshot(&dir.join(&name)),
             None => others.push(name),
         }
     }
     others.sort();
-    assert_eq!(others, ["checkpoint"], "files other than segments in {}", dir.display());
+    assert_eq!(others, ["checkpoint"], "files other than segments and snapshots in {}", dir.display());
     bases.sort_unstable();
     for &b in &bases {
         for ext in ["index", "timeindex"] {
@@ -376,4 +377,27 @@ fn data_directory_layout_and_clean_shutdown_marker() {
     assert_eq!(manager.partitions(), vec![("orders".to_string(), 0)]);
     assert_eq!(manager.topic("orders"), Some(meta));
     assert!(!manager.get("orders", 0).unwrap().was_recovered(), "a clean stop needs no recovery");
+}
+
+/// A producer snapshot, read with the layout in storage-format.md: "EDPS",
+/// u16 version 1, u64 offset (= the file name), u32 producer count, the
+/// producers, then a CRC-32 (IEEE) of everything before it.
+fn check_producer_snapshot(path: &Path) {
+    let b = fs::read(path).unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let offset: u64 = name.strip_suffix(".snapshot").unwrap().parse().unwrap();
+    assert_eq!(&b[..4], b"EDPS");
+    assert_eq!(u16::from_be_bytes([b[4], b[5]]), 1);
+    assert_eq!(u64::from_be_bytes(b[6..14].try_into().unwrap()), offset, "offset in the file = its name");
+    let (body, crc) = b.split_at(b.len() - 4);
+    assert_eq!(crc32fast::hash(body).to_be_bytes(), crc);
+    let count = u32::from_be_bytes(b[14..18].try_into().unwrap());
+    let mut pos = 18;
+    for _ in 0..count {
+        pos += 8 + 2 + 8; // producer id, epoch, last timestamp
+        let n = body[pos] as usize;
+        assert!(n <= 5, "at most five batches per producer");
+        pos += 1 + n * (4 + 4 + 8 + 8);
+    }
+    assert_eq!(pos, body.len(), "snapshot length matches its producers");
 }

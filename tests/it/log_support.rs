@@ -106,3 +106,14 @@ pub fn scratch_dir() -> tempfile::TempDir {
     }
     tempfile::tempdir().expect("a temporary directory")
 }
+
+/// The batch with idempotent-producer fields set (and its CRC fixed).
+pub fn with_producer(b: &Bytes, producer_id: i64, epoch: i16, base_sequence: i32) -> Bytes {
+    let mut v = b.to_vec();
+    v[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    v[51..53].copy_from_slice(&epoch.to_be_bytes());
+    v[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&v[21..]);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(v)
+}

@@ -81,7 +81,8 @@ fn api_versions_lists_what_is_served_and_answers_unknown_versions() {
         assert_eq!(r.error_code, 0, "v{v}");
         let produce = r.api_keys.iter().find(|k| k.api_key == 0).unwrap();
         assert_eq!((produce.min_version, produce.max_version), (0, 13));
-        assert!(r.api_keys.iter().all(|k| k.api_key != 22), "InitProducerId is not advertised before it exists");
+        assert!(r.api_keys.iter().any(|k| k.api_key == 22 && k.max_version == 6), "InitProducerId (idempotent producers)");
+        assert!(r.api_keys.iter().all(|k| k.api_key != 24), "AddPartitionsToTxn is not advertised before transactions exist");
     }
     // A version from the future: UNSUPPORTED_VERSION, with the list, as v0.
     s.write_all(&request_bytes(ApiKey::ApiVersions, 3, 7, &ApiVersionsRequest::default()).into_iter().enumerate().map(|(i, x)| if i == 7 { 99 } else { x }).collect::<Vec<u8>>()).unwrap();
