@@ -74,6 +74,9 @@ pub struct BrokerSection {
     /// `group.consumer.heartbeat.interval.ms`: heartbeat interval given to KIP-848 members. Default 5000.
     #[serde(rename = "group.consumer.heartbeat.interval.ms")]
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask for. Default 900000.
+    #[serde(rename = "transaction.max.timeout.ms")]
+    pub transaction_max_timeout_ms: i32,
 }
 
 impl Default for BrokerSection {
@@ -96,6 +99,7 @@ impl Default for BrokerSection {
             offset_metadata_max_bytes: 4096,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            transaction_max_timeout_ms: 900_000,
         }
     }
 }
@@ -175,6 +179,9 @@ impl Config {
         if b.group_min_session_timeout_ms < 1 || b.group_max_session_timeout_ms < b.group_min_session_timeout_ms {
             return Err(err("[broker] group.min.session.timeout.ms / group.max.session.timeout.ms: need 1 ≤ min ≤ max".into()));
         }
+        if b.transaction_max_timeout_ms < 1 {
+            return Err(err("[broker] transaction.max.timeout.ms: must be at least 1".into()));
+        }
         if b.offsets_retention_minutes < 1 {
             return Err(err("[broker] offsets.retention.minutes: must be at least 1".into()));
         }
@@ -239,6 +246,7 @@ impl Config {
         s.push_str(&format!("\"offset.metadata.max.bytes\" = {}\n", b.offset_metadata_max_bytes));
         s.push_str(&format!("\"group.consumer.session.timeout.ms\" = {}\n", b.group_consumer_session_timeout_ms));
         s.push_str(&format!("\"group.consumer.heartbeat.interval.ms\" = {}\n", b.group_consumer_heartbeat_interval_ms));
+        s.push_str(&format!("\"transaction.max.timeout.ms\" = {}\n", b.transaction_max_timeout_ms));
         s.push_str("\n[topic_defaults]\n");
         for (def, value, _) in topic_config::effective(&self.topic_defaults, &BTreeMap::new()) {
             s.push_str(&format!("{:?} = {:?}\n", def.name, value));
@@ -290,7 +298,7 @@ mod tests {
     #[test]
     fn the_example_documents_every_option() {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/eddy.toml")).unwrap();
-        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms"] {
+        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms"] {
             assert!(text.contains(key), "config/eddy.toml does not mention {key}");
         }
         for def in topic_config::TOPIC_CONFIGS {

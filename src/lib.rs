@@ -7,3 +7,4 @@ pub mod log;
 pub mod protocol;
 pub mod server;
 pub mod topic_config;
+pub mod txn;

@@ -74,11 +74,29 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
                 }
                 Some(p) => {
                     let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-                    match read_partition(&p, fp.fetch_offset, limit, total == 0) {
+                    // read_committed readers stop at the last stable offset
+                    // and are told which aborted transactions to skip.
+                    let upper = if read_committed { p.log.last_stable_offset() } else { p.high_watermark() as u64 };
+                    match read_partition(&p, fp.fetch_offset, limit, total == 0, upper) {
                         Ok(records) => {
                             total += records.len();
                             remaining = remaining.saturating_sub(records.len());
                             pd.error_code = code::NONE;
+                            if read_committed && !records.is_empty() {
+                                let from = u64::try_from(fp.fetch_offset).unwrap_or(0);
+                                pd.aborted_transactions = Some(
+                                    p.log
+                                        .aborted_transactions(from, upper)
+                                        .into_iter()
+                                        .map(|a| {
+                                            let mut t = kafka_protocol::messages::fetch_response::AbortedTransaction::default();
+                                            t.producer_id = kafka_protocol::messages::ProducerId(a.producer_id);
+                                            t.first_offset = a.first_offset as i64;
+                                            t
+                                        })
+                                        .collect(),
+                                );
+                            }
                             pd.records = Some(records);
                         }
                         Err(e) => {
@@ -90,7 +108,7 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
                         }
                     }
                     pd.high_watermark = p.high_watermark();
-                    pd.last_stable_offset = p.high_watermark();
+                    pd.last_stable_offset = p.log.last_stable_offset() as i64;
                     pd.log_start_offset = p.log.log_start_offset() as i64;
                 }
             }
@@ -107,10 +125,9 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
 
 /// Reads up to `limit` bytes of whole batches. Only the first partition
 /// with data may exceed the limit with a single oversized batch (KIP-74).
-fn read_partition(p: &Partition, offset: i64, limit: usize, first: bool) -> Result<Bytes, LogError> {
+fn read_partition(p: &Partition, offset: i64, limit: usize, first: bool, upper: u64) -> Result<Bytes, LogError> {
     let offset = u64::try_from(offset).map_err(|_| LogError::OffsetOutOfRange { offset: 0, log_start_offset: p.log.log_start_offset(), log_end_offset: p.log.log_end_offset() })?;
-    let hw = p.high_watermark() as u64;
-    let r = p.log.read(offset, limit, hw)?;
+    let r = p.log.read(offset, limit, upper)?;
     if !first && r.records.len() > limit {
         return Ok(Bytes::new());
     }

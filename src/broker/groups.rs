@@ -26,8 +26,8 @@ fn s(x: &str) -> StrBytes {
 pub fn find_coordinator(broker: &Broker, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
     let (host, port) = broker.config.advertised();
     let node = BrokerId(broker.config.broker.node_id);
-    // Key type 0 is a group; transactions (1) have no coordinator yet.
-    let error = if req.key_type == 0 { code::NONE } else { code::COORDINATOR_NOT_AVAILABLE };
+    // Key types 0 (group) and 1 (transaction): this node coordinates both.
+    let error = if req.key_type == 0 || req.key_type == 1 { code::NONE } else { code::INVALID_REQUEST };
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
         r.coordinators = req
@@ -44,7 +44,7 @@ pub fn find_coordinator(broker: &Broker, req: FindCoordinatorRequest, version: i
                 } else {
                     c.node_id = BrokerId(-1);
                     c.port = -1;
-                    c.error_message = Some(s("transactions are not supported yet"));
+                    c.error_message = Some(s("unknown coordinator key type"));
                 }
                 c
             })
@@ -58,7 +58,7 @@ pub fn find_coordinator(broker: &Broker, req: FindCoordinatorRequest, version: i
         } else {
             r.node_id = BrokerId(-1);
             r.port = -1;
-            r.error_message = Some(s("transactions are not supported yet"));
+            r.error_message = Some(s("unknown coordinator key type"));
         }
     }
     r

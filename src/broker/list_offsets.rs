@@ -29,7 +29,9 @@ pub fn handle(broker: &Broker, req: ListOffsetsRequest, _version: i16) -> ListOf
                 Some(p) => {
                     // One replica: the high watermark is also the last stable
                     // offset until transactions exist.
-                    let hw = p.high_watermark() as u64;
+                    // read_committed (isolation level 1) sees up to the last
+                    // stable offset only.
+                    let hw = if req.isolation_level == 1 { p.log.last_stable_offset() } else { p.high_watermark() as u64 };
                     let found = match lp.timestamp {
                         LATEST => Ok(Some((hw, -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((p.log.log_start_offset(), -1))),

@@ -11,6 +11,7 @@ mod metadata;
 mod partitions;
 mod produce;
 mod producer_ids;
+mod transactions;
 mod topics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -120,6 +121,7 @@ pub struct Broker {
     pub logs: LogManager,
     pub groups: crate::group::Coordinator,
     pub producer_ids: producer_ids::ProducerIds,
+    pub txns: crate::txn::TxnCoordinator,
     pub cluster_id: String,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes topic creation and deletion.
@@ -170,15 +172,39 @@ impl Broker {
             let t = make_topic(&logs, &config, offsets_topic, 1, configs).map_err(|e| LogError::BadTopicMeta { path: data_dir.clone(), reason: e.message })?;
             topics.insert(offsets_topic.to_string(), Arc::new(t));
         }
+        let txn_topic = crate::txn::TOPIC;
+        if !topics.contains_key(txn_topic) {
+            let configs: BTreeMap<String, String> = [("cleanup.policy", "compact"), ("retention.ms", "-1"), ("segment.bytes", "104857600")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let t = make_topic(&logs, &config, txn_topic, 1, configs).map_err(|e| LogError::BadTopicMeta { path: data_dir.clone(), reason: e.message })?;
+            topics.insert(txn_topic.to_string(), Arc::new(t));
+        }
+        let txns = crate::txn::TxnCoordinator::open(Arc::clone(&topics[txn_topic].partitions[0].log), config.broker.transaction_max_timeout_ms)?;
         let offsets_log = Arc::clone(&topics[offsets_topic].partitions[0].log);
         let groups = crate::group::Coordinator::open(config.groups.clone(), offsets_log)?;
         let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
-        Ok(Broker { config, logs, groups, producer_ids, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
+        Ok(Broker { config, logs, groups, producer_ids, txns, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
     }
 
     /// Internal topics (`__consumer_offsets`) are written only by the broker.
     pub fn is_internal(name: &str) -> bool {
-        name == crate::group::store::TOPIC
+        name == crate::group::store::TOPIC || name == crate::txn::TOPIC
+    }
+
+    /// The effects of ending transactions: markers in partition logs (and
+    /// waking their fetches), offsets in the group coordinator.
+    pub fn txn_tick(&self) {
+        self.with_txn_effects(|fx| self.txns.tick(fx));
+    }
+
+    pub(crate) fn with_txn_effects<R>(&self, f: impl FnOnce(&crate::txn::Effects<'_>) -> R) -> R {
+        let log = |t: &str, p: i32| self.partition(t, p).map(|part| Arc::clone(&part.log));
+        let wake = |t: &str, p: i32| {
+            if let Some(part) = self.partition(t, p) {
+                part.appended();
+            }
+        };
+        let commit_offsets = |offsets: &[crate::txn::PendingOffset]| self.groups.commit_now(offsets);
+        f(&crate::txn::Effects { log: &log, wake: &wake, commit_offsets: &commit_offsets })
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -355,6 +381,13 @@ impl Broker {
             RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(groups::consumer_heartbeat(self, r, v, client())),
             RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(groups::consumer_describe(self, r, v)),
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_ids::init_producer_id(self, r, v)),
+            RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(transactions::add_partitions(self, r, v)),
+            RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(transactions::add_offsets(self, r, v)),
+            RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(self, r, v)),
+            RequestKind::EndTxn(r) => {
+                let b = self;
+                ResponseKind::EndTxn(transactions::end_txn(b, r, v).await)
+            }
             other => {
                 // decode_request only lets through what SUPPORTED lists.
                 tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a decoded request");
@@ -370,6 +403,7 @@ impl Broker {
 
     /// Periodic upkeep of the logs (flush.ms, retention, checkpoints).
     pub fn maintain(&self) {
+        self.txn_tick();
         self.logs.maintain(crate::log::now_ms());
     }
 

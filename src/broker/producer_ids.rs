@@ -10,7 +10,6 @@ use parking_lot::Mutex;
 use super::Broker;
 use crate::log::checkpoint::sync_dir;
 use crate::log::LogError;
-use crate::protocol::code;
 
 const BLOCK: i64 = 1000;
 
@@ -54,9 +53,15 @@ pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest, _version: i
     let mut r = InitProducerIdResponse::default();
     r.producer_id = ProducerId(-1);
     r.producer_epoch = -1;
-    if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
-        // Transactions are not built yet: refuse clearly rather than pretend.
-        r.error_code = code::COORDINATOR_NOT_AVAILABLE;
+    if let Some(id) = req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+        let result = tokio::task::block_in_place(|| broker.with_txn_effects(|fx| broker.txns.init_producer(id.as_str(), req.transaction_timeout_ms, || broker.producer_ids.next(), fx)));
+        match result {
+            Ok((pid, epoch)) => {
+                r.producer_id = ProducerId(pid);
+                r.producer_epoch = epoch;
+            }
+            Err(code) => r.error_code = code,
+        }
         return r;
     }
     // An idempotent producer (no transactional id) always gets a fresh id,

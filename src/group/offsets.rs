@@ -110,6 +110,19 @@ impl Coordinator {
         errors
     }
 
+    /// Commits offsets without membership checks (a committed transaction's
+    /// offsets, checked when they were sent), durably.
+    pub fn commit_now(&self, offsets: &[(String, String, i32, Committed)]) -> Result<(), crate::log::LogError> {
+        let records: Vec<(Bytes, Option<Bytes>)> = offsets.iter().map(|(g, t, p, c)| (store::offset_key(g, t, *p), Some(store::offset_value(c)))).collect();
+        store::write(&self.log, &records)?;
+        let mut groups = self.groups.lock();
+        for (g, t, p, c) in offsets {
+            let group = groups.entry(g.clone()).or_insert_with(|| Group::new(g));
+            group.offsets.insert((t.clone(), *p), c.clone());
+        }
+        Ok(())
+    }
+
     /// Committed offsets of a group: for the given partitions, or all when
     /// `wanted` is None. Unknown partitions come back as offset -1.
     pub fn fetch_offsets(&self, group_id: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<TopicOffsets> {

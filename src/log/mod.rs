@@ -14,6 +14,7 @@ pub mod producer;
 pub mod records;
 pub mod segment;
 pub mod topic;
+pub mod txn;
 
 use std::io;
 use std::path::PathBuf;

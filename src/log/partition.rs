@@ -19,6 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use super::batch::{self, BatchHeader};
 use super::checkpoint::{self, Checkpoint};
 use super::producer::{self, Check, ProducerState};
+use super::txn::{self, AbortedTxn, TxnState};
 use super::segment::{self, PreparedBatch, Segment};
 use super::{now_ms, LogConfig, LogError, TimestampType};
 
@@ -49,6 +50,8 @@ struct Appender {
     closed: bool,
     /// Idempotent producers' recent batches (changed only with appends).
     producers: ProducerState,
+    /// Open and aborted transactions in this log.
+    txns: TxnState,
 }
 
 struct SyncState {
@@ -64,6 +67,8 @@ pub struct Log {
     appender: Mutex<Appender>,
     sync: Mutex<SyncState>,
     log_end_offset: AtomicU64,
+    /// First offset of the oldest open transaction, else the log end.
+    last_stable_offset: AtomicU64,
     log_start_offset: AtomicU64,
     recovery_point: AtomicU64,
     /// Wall time of the oldest append not yet fsynced; 0 when none.
@@ -248,13 +253,16 @@ impl Log {
             checkpoint.write(dir)?;
         }
         let producers = rebuild_producers(dir, &segments, log_start_offset, log_end_offset)?;
+        let txns = rebuild_txns(&segments, log_start_offset)?;
+        let last_stable_offset = txns.last_stable_offset(log_end_offset);
         Ok(Log {
             dir: dir.to_path_buf(),
             config: RwLock::new(Arc::new(config)),
             segments: RwLock::new(segments),
-            appender: Mutex::new(Appender { active, next_offset: log_end_offset, closed: false, producers }),
+            appender: Mutex::new(Appender { active, next_offset: log_end_offset, closed: false, producers, txns }),
             sync: Mutex::new(SyncState { flushed_offset: log_end_offset, persisted_recovery_point }),
             log_end_offset: AtomicU64::new(log_end_offset),
+            last_stable_offset: AtomicU64::new(last_stable_offset),
             log_start_offset: AtomicU64::new(log_start_offset),
             recovery_point: AtomicU64::new(recovery_point),
             first_unflushed_ms: AtomicI64::new(0),
@@ -278,6 +286,42 @@ impl Log {
 
     pub fn log_end_offset(&self) -> u64 {
         self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    /// Where `read_committed` readers stop: the oldest open transaction's
+    /// first offset, or the log end.
+    pub fn last_stable_offset(&self) -> u64 {
+        self.last_stable_offset.load(Ordering::Acquire)
+    }
+
+    /// Aborted transactions whose records lie in [from, to): what a
+    /// `read_committed` fetch of that range must tell the client to skip.
+    pub fn aborted_transactions(&self, from: u64, to: u64) -> Vec<AbortedTxn> {
+        self.appender.lock().txns.aborted_between(from, to)
+    }
+
+    /// Writes a transaction marker (commit or abort) for `producer_id`, as
+    /// the transaction coordinator does at the end of a transaction. Returns
+    /// the marker's offset.
+    pub fn append_marker(&self, producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Result<u64, LogError> {
+        let config = self.config();
+        let now = now_ms();
+        let bytes = txn::control_batch(producer_id, epoch, commit, coordinator_epoch, now);
+        let mut app = self.appender.lock();
+        if app.closed {
+            return Err(LogError::Closed);
+        }
+        self.maybe_roll(&mut app, &config, 1, bytes.len() as u64, 1, now, now)?;
+        let offset = app.next_offset;
+        let mut header = batch::BatchHeader::parse(&bytes).expect("a built batch");
+        header.base_offset = offset as i64;
+        app.active.append(&[PreparedBatch { header, base_offset_bytes: (offset as i64).to_be_bytes(), rest: bytes.slice(8..) }])?;
+        app.producers.record(&header, offset);
+        app.txns.observe(&header, offset, Some(commit));
+        app.next_offset = offset + 1;
+        self.log_end_offset.store(offset + 1, Ordering::Release);
+        self.last_stable_offset.store(app.txns.last_stable_offset(offset + 1), Ordering::Release);
+        Ok(offset)
     }
 
     pub fn log_start_offset(&self) -> u64 {
@@ -387,9 +431,11 @@ impl Log {
         app.active.append(&prepared)?;
         for b in &prepared {
             app.producers.record(&b.header, b.header.base_offset as u64);
+            app.txns.observe(&b.header, b.header.base_offset as u64, None);
         }
         app.next_offset = next;
         self.log_end_offset.store(next, Ordering::Release);
+        self.last_stable_offset.store(app.txns.last_stable_offset(next), Ordering::Release);
         let _ = self.first_unflushed_ms.compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Relaxed);
         drop(app);
 
@@ -797,6 +843,30 @@ fn rebuild_producers(dir: &Path, segments: &BTreeMap<u64, Arc<Segment>>, log_sta
             pos += h.total_len() as u64;
         }
     }
+    Ok(state)
+}
+
+/// Rebuilds the transactions' state from the whole log: transactional
+/// batch headers open a producer's transaction, markers (whose control
+/// record says commit or abort) close it.
+fn rebuild_txns(segments: &BTreeMap<u64, Arc<Segment>>, log_start: u64) -> Result<TxnState, LogError> {
+    let mut state = TxnState::default();
+    for seg in segments.values() {
+        if seg.next_offset() <= log_start {
+            continue;
+        }
+        let mut pos = 0;
+        while let Some(h) = seg.header_at(pos)? {
+            if h.is_transactional() {
+                let marker = if h.is_control() { txn::marker_type(&seg.read_batches(pos, 0, u64::MAX)?) } else { None };
+                if !h.is_control() || marker.is_some() {
+                    state.observe(&h, h.base_offset as u64, marker);
+                }
+            }
+            pos += h.total_len() as u64;
+        }
+    }
+    state.trim(log_start);
     Ok(state)
 }
 

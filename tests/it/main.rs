@@ -13,4 +13,5 @@ mod log_crash;
 mod log_format;
 mod log_model;
 mod log_support;
+mod transactions;
 mod wire;

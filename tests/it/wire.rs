@@ -82,7 +82,9 @@ fn api_versions_lists_what_is_served_and_answers_unknown_versions() {
         let produce = r.api_keys.iter().find(|k| k.api_key == 0).unwrap();
         assert_eq!((produce.min_version, produce.max_version), (0, 13));
         assert!(r.api_keys.iter().any(|k| k.api_key == 22 && k.max_version == 6), "InitProducerId (idempotent producers)");
-        assert!(r.api_keys.iter().all(|k| k.api_key != 24), "AddPartitionsToTxn is not advertised before transactions exist");
+        let txn = r.api_keys.iter().find(|k| k.api_key == 26).unwrap();
+        assert_eq!(txn.max_version, 4, "EndTxn v5 belongs to transactions v2, which is not finalized");
+        assert_eq!(r.finalized_features.len(), 0, "no features (transaction.version) finalized");
     }
     // A version from the future: UNSUPPORTED_VERSION, with the list, as v0.
     s.write_all(&request_bytes(ApiKey::ApiVersions, 3, 7, &ApiVersionsRequest::default()).into_iter().enumerate().map(|(i, x)| if i == 7 { 99 } else { x }).collect::<Vec<u8>>()).unwrap();
