@@ -17,6 +17,9 @@ pub struct TestBroker {
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Set before stopping to skip the clean close (a crash, as far as the
+    /// data directory can tell: no final flush, no clean-shutdown marker).
+    crash: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -44,6 +47,8 @@ impl TestBroker {
         tweak(&mut config);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let crash = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let crash_flag = Arc::clone(&crash);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
@@ -58,11 +63,13 @@ impl TestBroker {
                     let _ = stop_rx.await;
                 })
                 .await;
-                broker.shutdown().unwrap();
+                if !crash_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    broker.shutdown().unwrap();
+                }
             });
         });
         let (addr, broker) = addr_rx.recv_timeout(Duration::from_secs(30)).expect("the broker started");
-        TestBroker { addr, broker, data_dir: data_dir.to_path_buf(), _tmp: None, stop: Some(stop_tx), thread: Some(thread) }
+        TestBroker { addr, broker, data_dir: data_dir.to_path_buf(), _tmp: None, stop: Some(stop_tx), crash, thread: Some(thread) }
     }
 
     /// Keeps `tmp` alive as long as the broker.
@@ -85,6 +92,13 @@ impl TestBroker {
 
     /// Stops the server cleanly (as SIGTERM would) and waits for it.
     pub fn stop(mut self) -> Option<tempfile::TempDir> {
+        self.shutdown();
+        self._tmp.take()
+    }
+
+    /// Stops without the clean close: the next start recovers.
+    pub fn crash(mut self) -> Option<tempfile::TempDir> {
+        self.crash.store(true, std::sync::atomic::Ordering::SeqCst);
         self.shutdown();
         self._tmp.take()
     }

@@ -148,3 +148,64 @@ fn consume_transform_produce_survives_a_crash_mid_transaction() {
     let want: Vec<String> = (0..40).map(|i| format!("out-{i}")).collect();
     assert_eq!(got, want, "each input exactly once, in order");
 }
+
+#[test]
+fn transaction_timeouts_are_enforced() {
+    let b = TestBroker::start_in(&tempfile::tempdir().unwrap().keep(), |c| c.broker.transaction_max_timeout_ms = 5000);
+    create(&b, "late", 1);
+    // Above the broker's maximum: refused.
+    let too_long: BaseProducer = ClientConfig::new().set("bootstrap.servers", b.bootstrap()).set("transactional.id", "greedy").set("transaction.timeout.ms", "60000").create().unwrap();
+    let err = too_long.init_transactions(Duration::from_secs(30)).unwrap_err();
+    assert_eq!(err.rdkafka_error_code(), Some(rdkafka::error::RDKafkaErrorCode::InvalidTransactionTimeout), "{err}");
+
+    // An open transaction past its timeout is aborted by the broker, so it
+    // no longer holds read_committed readers back, and its producer is fenced.
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", b.bootstrap()).set("transactional.id", "slow").set("transaction.timeout.ms", "1500").create().unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    p.begin_transaction().unwrap();
+    p.send(BaseRecord::<str, str>::to("late").key("k").payload("never")).unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(p.commit_transaction(Duration::from_secs(10)).is_err(), "the timed-out transaction cannot commit");
+    let plain: BaseProducer = ClientConfig::new().set("bootstrap.servers", b.bootstrap()).create().unwrap();
+    plain.send(BaseRecord::<str, str>::to("late").key("k").payload("after")).unwrap();
+    plain.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(read_all(&b, "late", 1, "read_committed")[&0], vec!["after".to_string()]);
+}
+
+#[test]
+fn open_transactions_survive_broker_crashes_and_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    create(&b, "rt", 1);
+    let p1 = txn_producer(&b, "restart-app");
+    p1.begin_transaction().unwrap();
+    for i in 0..5 {
+        p1.send(BaseRecord::<str, str>::to("rt").key("k").payload(&format!("lost-{i}"))).unwrap();
+    }
+    p1.flush(Duration::from_secs(30)).unwrap();
+    // A second transactional id with a short timeout, also left open.
+    let p2: BaseProducer = ClientConfig::new().set("bootstrap.servers", b.bootstrap()).set("transactional.id", "short").set("transaction.timeout.ms", "2000").create().unwrap();
+    p2.init_transactions(Duration::from_secs(30)).unwrap();
+    p2.begin_transaction().unwrap();
+    p2.send(BaseRecord::<str, str>::to("rt").key("k").payload("timed-out")).unwrap();
+    p2.flush(Duration::from_secs(30)).unwrap();
+    drop(p1);
+    drop(p2);
+    b.crash();
+
+    // After the crash: the restored coordinator fences the old instance when
+    // a new one starts, and still times the other transaction out.
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    let p = txn_producer(&b, "restart-app");
+    p.begin_transaction().unwrap();
+    p.send(BaseRecord::<str, str>::to("rt").key("k").payload("kept")).unwrap();
+    p.commit_transaction(Duration::from_secs(30)).unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(read_all(&b, "rt", 1, "read_committed")[&0], vec!["kept".to_string()], "aborted before the crash's restart, committed after");
+    b.stop();
+    // And after a clean restart the same view.
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    assert_eq!(read_all(&b, "rt", 1, "read_committed")[&0], vec!["kept".to_string()]);
+    assert_eq!(read_all(&b, "rt", 1, "read_uncommitted")[&0].len(), 7, "every record is still stored");
+}
