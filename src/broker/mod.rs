@@ -57,10 +57,19 @@ impl Partition {
                 return Ok(());
             }
             if !self.syncing.swap(true, Ordering::AcqRel) {
+                // Clears the flag even if this future is dropped mid-fsync, so
+                // later waiters can never wait on a sync nobody runs.
+                struct Syncing<'a>(&'a std::sync::atomic::AtomicBool);
+                impl Drop for Syncing<'_> {
+                    fn drop(&mut self) {
+                        self.0.store(false, Ordering::Release);
+                    }
+                }
+                let guard = Syncing(&self.syncing);
                 let log = Arc::clone(&self.log);
                 let target = log.log_end_offset();
                 let done = tokio::task::spawn_blocking(move || log.sync_to(target)).await;
-                self.syncing.store(false, Ordering::Release);
+                drop(guard);
                 match done {
                     Ok(Ok(())) => {
                         self.durable.send_modify(|v| *v = (*v).max(target));

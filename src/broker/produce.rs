@@ -54,6 +54,7 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
                 (None, _) => fail(&mut pr, code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),
                 (Some(_), _) if topic.as_ref().is_some_and(|t| Broker::is_internal(&t.name)) => fail(&mut pr, code::INVALID_TOPIC_EXCEPTION, "internal topics are written by the broker only".into()),
                 (Some(_), None) => fail(&mut pr, code::CORRUPT_MESSAGE, "no records".into()),
+                (Some(_), Some(records)) if !single_batch(&records) => fail(&mut pr, code::INVALID_RECORD, "a produce request must carry exactly one record batch per partition".into()),
                 (Some(p), Some(records)) => {
                     let min_isr = topic.as_ref().and_then(|t| t.configs.get("min.insync.replicas").cloned()).or_else(|| broker.config.topic_defaults.get("min.insync.replicas").cloned());
                     if acks == -1 && min_isr.is_some_and(|m| m != "1") {
@@ -72,6 +73,8 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
                             Err(e) => {
                                 tracing::debug!(topic = %td.name.as_str(), partition = pd.index, error = %e, "produce rejected");
                                 fail(&mut pr, e.kafka_code(), e.to_string());
+                                // Clients read the log start offset on errors too.
+                                pr.log_start_offset = p.log.log_start_offset() as i64;
                             }
                         }
                     }
@@ -125,4 +128,14 @@ impl Appended {
     r.responses = responses;
     Some(r)
     }
+}
+
+/// False when a record set holds more than one batch (Produce v3+ allows
+/// one); damaged or short sets are left to batch validation.
+fn single_batch(records: &bytes::Bytes) -> bool {
+    if records.len() < 12 {
+        return true;
+    }
+    let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
+    len < 0 || 12 + len as usize >= records.len()
 }

@@ -61,7 +61,9 @@ fn new_member_id(client: &ClientInfo) -> String {
 }
 
 impl Coordinator {
-    pub async fn join(&self, a: JoinArgs, client: ClientInfo) -> JoinResult {
+    pub async fn join(&self, mut a: JoinArgs, client: ClientInfo) -> JoinResult {
+        // Copies: the request's bytes pin its connection's whole read buffer.
+        a.protocols = a.protocols.into_iter().map(|(n, m)| (n, Bytes::copy_from_slice(&m))).collect();
         let rx = {
             let mut groups = self.groups.lock();
             if a.group_id.is_empty() {
@@ -88,6 +90,7 @@ impl Coordinator {
     #[allow(clippy::result_large_err)] // the Err is the answer itself, sent at once
     fn join_locked(&self, g: &mut Group, a: JoinArgs, client: ClientInfo) -> Result<oneshot::Receiver<JoinResult>, JoinResult> {
         let now = Instant::now();
+        let mut static_rejoin = false;
         // Protocol type and protocols must fit the group's.
         if g.state != State::Empty {
             if g.protocol_type.as_deref() != Some(a.protocol_type.as_str()) {
@@ -151,7 +154,10 @@ impl Coordinator {
                                 return Err(result);
                             }
                             m.protocols = a.protocols.clone();
+                            // Not the fast path: its rejoin below must start a rebalance.
+                            m.assignment = Bytes::new();
                             g.members.insert(new_id.clone(), m);
+                            static_rejoin = true;
                         }
                     }
                     new_id
@@ -188,7 +194,7 @@ impl Coordinator {
                 m.last_seen = now;
                 m.joined = true;
                 m.join_waiter = Some((tx, a.version));
-                changed || g.state != State::Stable || g.leader.as_deref() == Some(member_id.as_str())
+                changed || static_rejoin || g.state != State::Stable || g.leader.as_deref() == Some(member_id.as_str())
             }
             None => {
                 let seq = g.next_seq;
@@ -276,14 +282,16 @@ impl Coordinator {
         if g.state != State::PreparingRebalance {
             return;
         }
-        let all_joined = g.members.values().all(|m| m.joined);
+        // Ids handed out with MEMBER_ID_REQUIRED are members on their way.
+        let all_joined = g.members.values().all(|m| m.joined) && g.pending.is_empty();
         let delay_over = g.initial_delay_until.is_none_or(|t| now >= t);
         let deadline_passed = g.join_deadline.is_some_and(|t| now >= t);
         if !(deadline_passed || all_joined && delay_over) {
             return;
         }
-        // Members that did not rejoin in time are out.
-        let gone: Vec<String> = g.members.values().filter(|m| !m.joined).map(|m| m.id.clone()).collect();
+        // Dynamic members that did not rejoin in time are out; static members
+        // stay (KIP-345) until their session times out.
+        let gone: Vec<String> = g.members.values().filter(|m| !m.joined && m.instance_id.is_none()).map(|m| m.id.clone()).collect();
         for id in gone {
             remove_member(g, &id);
         }
@@ -293,14 +301,15 @@ impl Coordinator {
         if g.members.is_empty() {
             g.state = State::Empty;
             g.protocol = None;
+            g.protocol_type = None;
             g.leader = None;
             g.empty_since_ms = crate::log::now_ms();
             self.persist_group(g);
             return;
         }
         g.protocol = select_protocol(g);
-        if g.leader.as_ref().is_none_or(|l| !g.members.contains_key(l)) {
-            g.leader = g.members.values().min_by_key(|m| m.seq).map(|m| m.id.clone());
+        if g.leader.as_ref().is_none_or(|l| !g.members.get(l).is_some_and(|m| m.joined)) {
+            g.leader = g.members.values().filter(|m| m.joined).min_by_key(|m| m.seq).map(|m| m.id.clone());
         }
         g.state = State::CompletingRebalance;
         let leader = g.leader.clone().unwrap_or_default();
@@ -359,7 +368,8 @@ impl Coordinator {
             if g.leader.as_deref() == Some(member_id) {
                 for (id, assignment) in assignments {
                     if let Some(m) = g.members.get_mut(&id) {
-                        m.assignment = assignment;
+                        // A copy: the request's bytes pin its whole read buffer.
+                        m.assignment = Bytes::copy_from_slice(&assignment);
                     }
                 }
                 g.state = State::Stable;
@@ -390,8 +400,8 @@ impl Coordinator {
         m.last_seen = Instant::now();
         match g.state {
             State::Empty | State::Dead => code::UNKNOWN_MEMBER_ID,
-            State::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
             _ if generation != g.generation => code::ILLEGAL_GENERATION,
+            State::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
             _ => code::NONE,
         }
     }
@@ -434,7 +444,7 @@ pub(crate) fn expire(c: &Coordinator, g: &mut Group, now: Instant) {
     let expired: Vec<String> = g
         .members
         .values()
-        .filter(|m| m.join_waiter.is_none() && now.duration_since(m.last_seen) > Duration::from_millis(m.session_timeout_ms.max(0) as u64))
+        .filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none() && now.duration_since(m.last_seen) > Duration::from_millis(m.session_timeout_ms.max(0) as u64))
         .map(|m| m.id.clone())
         .collect();
     for id in &expired {

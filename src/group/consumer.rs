@@ -107,7 +107,7 @@ impl Coordinator {
                     if let Some(old) = old {
                         let prev = cg.members.remove(&old).expect("found");
                         cg.target.remove(&old);
-                        cg.members.insert(id.clone(), CMember { id: id.clone(), epoch: 0, assigned: Assignment::new(), revoking: Assignment::new(), ..prev });
+                        cg.members.insert(id.clone(), CMember { id: id.clone(), epoch: 0, assigned: Assignment::new(), revoking: Assignment::new(), revoke_deadline: None, last_seen: now, ..prev });
                     }
                 }
                 let m = cg.members.entry(id.clone()).or_insert_with(|| CMember {

@@ -332,18 +332,23 @@ impl Coordinator {
     /// DeleteGroups: only an empty group (or one that only has offsets).
     /// Returns a Kafka error code.
     pub fn delete_group(&self, id: &str) -> i16 {
-        let mut groups = self.groups.lock();
-        let Some(g) = groups.get(id) else { return crate::protocol::code::GROUP_ID_NOT_FOUND };
-        if g.state != State::Empty || g.has_members() {
-            return crate::protocol::code::NON_EMPTY_GROUP;
-        }
+        // Taken out of the map first (so no one joins it meanwhile), written
+        // without holding the lock, put back if the write fails.
+        let g = {
+            let mut groups = self.groups.lock();
+            let Some(g) = groups.get(id) else { return crate::protocol::code::GROUP_ID_NOT_FOUND };
+            if g.state != State::Empty || g.has_members() {
+                return crate::protocol::code::NON_EMPTY_GROUP;
+            }
+            groups.remove(id).expect("present")
+        };
         let mut tombstones: Vec<(Bytes, Option<Bytes>)> = g.offsets.keys().map(|(t, p)| (store::offset_key(id, t, *p), None)).collect();
         tombstones.push((store::group_key(id), None));
         if let Err(e) = store::write(&self.log, &tombstones) {
             tracing::error!(group = id, error = %e, "could not delete a group");
+            self.groups.lock().entry(id.to_string()).or_insert(g);
             return e.kafka_code();
         }
-        groups.remove(id);
         crate::protocol::code::NONE
     }
 

@@ -40,7 +40,8 @@ impl Coordinator {
             // KIP-848 groups: the member's current epoch.
             return match cg.members.get(member_id) {
                 None => code::UNKNOWN_MEMBER_ID,
-                Some(m) if m.epoch != generation => code::STALE_MEMBER_EPOCH,
+                Some(m) if generation > m.epoch => code::FENCED_MEMBER_EPOCH,
+                Some(m) if generation < m.epoch => code::STALE_MEMBER_EPOCH,
                 Some(_) => code::NONE,
             };
         }
@@ -50,9 +51,14 @@ impl Coordinator {
         if !g.members.contains_key(member_id) {
             return code::UNKNOWN_MEMBER_ID;
         }
+        // As Kafka: the generation first; a member of the current generation
+        // may still commit while the group prepares a rebalance (consumers
+        // commit as they give partitions up), not while the leader assigns.
+        if generation != g.generation {
+            return code::ILLEGAL_GENERATION;
+        }
         match g.state {
-            State::PreparingRebalance | State::CompletingRebalance => code::REBALANCE_IN_PROGRESS,
-            _ if generation != g.generation => code::ILLEGAL_GENERATION,
+            State::CompletingRebalance => code::REBALANCE_IN_PROGRESS,
             _ => code::NONE,
         }
     }

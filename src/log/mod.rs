@@ -41,8 +41,6 @@ pub enum LogError {
     BadTopicMeta { path: PathBuf, reason: String },
     #[error("the log is closed")]
     Closed,
-    #[error("producer {0} is unknown here and its batch does not start at sequence 0")]
-    UnknownProducerId(i64),
     #[error("producer {producer_id} epoch {epoch} is older than its current epoch {current}")]
     InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
     #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
@@ -61,7 +59,6 @@ impl LogError {
             LogError::InvalidRecord(_) => 87,       // INVALID_RECORD
             LogError::OutOfOrderSequence { .. } => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
             LogError::InvalidProducerEpoch { .. } => 47, // INVALID_PRODUCER_EPOCH
-            LogError::UnknownProducerId(_) => 59,   // UNKNOWN_PRODUCER_ID
             LogError::CorruptLog { .. } | LogError::BadTopicMeta { .. } | LogError::Io(_) | LogError::Closed => 56, // KAFKA_STORAGE_ERROR
         }
     }

@@ -79,6 +79,10 @@ pub struct Log {
     dirty_open: AtomicBool,
     /// fsyncs of segment files done by `sync_to` (for metrics and tests).
     fsyncs: AtomicU64,
+    /// Set by a failed fsync: the kernel may have dropped the dirty pages, so
+    /// nothing written since can be called durable again (a retry would
+    /// "succeed"). The log refuses appends and syncs until reopened.
+    failed: AtomicBool,
 }
 
 /// Parses a segment file name `<20 digits>.log`.
@@ -269,6 +273,7 @@ impl Log {
             checkpoint_lock: Mutex::new(()),
             dirty_open: AtomicBool::new(dirty),
             fsyncs: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -338,6 +343,13 @@ impl Log {
         self.dirty_open.load(Ordering::Relaxed)
     }
 
+    fn check_not_failed(&self) -> Result<(), LogError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(LogError::Io(std::io::Error::other("an earlier fsync of this log failed; restart to recover it")));
+        }
+        Ok(())
+    }
+
     /// How many segment fsyncs `sync_to` has done since open.
     pub fn fsync_count(&self) -> u64 {
         self.fsyncs.load(Ordering::Relaxed)
@@ -370,6 +382,7 @@ impl Log {
         }
         let now = now_ms();
 
+        self.check_not_failed()?;
         let mut app = self.appender.lock();
         if app.closed {
             return Err(LogError::Closed);
@@ -513,6 +526,7 @@ impl Log {
         if s.flushed_offset >= offset {
             return Ok(());
         }
+        self.check_not_failed()?;
         self.first_unflushed_ms.store(0, Ordering::Release);
         let leo = self.log_end_offset();
         let segs: Vec<Arc<Segment>> = {
@@ -521,7 +535,11 @@ impl Log {
             map.range(from..).map(|(_, s)| Arc::clone(s)).collect()
         };
         for seg in &segs {
-            seg.sync_data()?;
+            if let Err(e) = seg.sync_data() {
+                self.failed.store(true, Ordering::Release);
+                tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; the log refuses writes until the broker restarts and recovers it");
+                return Err(e.into());
+            }
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         s.flushed_offset = leo;
@@ -715,6 +733,9 @@ impl Log {
         if app.closed {
             return Err(LogError::Closed);
         }
+        app.producers.expire(now - producer::EXPIRATION_MS);
+        let lso_now = self.log_start_offset();
+        app.txns.trim(lso_now);
         let segs = self.segment_list();
         let lso = self.log_start_offset();
         let mut excess = if config.retention_bytes >= 0 {

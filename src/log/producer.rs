@@ -18,6 +18,9 @@ use super::LogError;
 
 /// Batches remembered per producer (Kafka's max.in.flight bound).
 pub const REMEMBERED: usize = 5;
+/// Producers not heard from for this long are forgotten (Kafka's
+/// `producer.id.expiration.ms` default, one day).
+pub const EXPIRATION_MS: i64 = 24 * 3600 * 1000;
 const MAGIC: &[u8; 4] = b"EDPS";
 const VERSION: u16 = 1;
 
@@ -67,10 +70,8 @@ impl ProducerState {
         let first = h.base_sequence;
         let last = if first < 0 { first } else { ((first as i64 + h.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32 };
         let Some(entry) = self.producers.get(&h.producer_id) else {
-            // A producer we know nothing about must start at sequence 0.
-            if first != 0 && !h.is_transactional() {
-                return Err(LogError::UnknownProducerId(h.producer_id));
-            }
+            // A producer we know nothing about (new, or forgotten after
+            // expiry or retention) is taken at its word, as Kafka does.
             return Ok(Check::Append);
         };
         if h.producer_epoch < entry.epoch {
@@ -278,7 +279,7 @@ mod tests {
     #[test]
     fn sequences_duplicates_epochs() {
         let mut s = ProducerState::default();
-        assert!(matches!(s.check(&header(7, 0, 5, 1)), Err(LogError::UnknownProducerId(7))));
+        assert_eq!(s.check(&header(7, 0, 5, 1)).unwrap(), Check::Append, "an unknown producer is taken at its word");
         assert_eq!(s.check(&header(7, 0, 0, 3)).unwrap(), Check::Append);
         s.record(&header(7, 0, 0, 3), 100);
         assert_eq!(s.check(&header(7, 0, 0, 3)).unwrap(), Check::Duplicate { base_offset: 100, last_offset: 102 });

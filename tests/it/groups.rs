@@ -623,3 +623,54 @@ fn offset_delete_fencing_multi_group_fetch_and_offset_retention() {
     let r = offset_fetch_v8(&mut s, &["solo-a"]);
     assert!(r.groups[0].topics.is_empty(), "expired: {:?}", r.groups[0].topics);
 }
+
+#[test]
+fn a_member_may_commit_while_the_group_prepares_a_rebalance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| c.groups.initial_rebalance_delay_ms = 0);
+    b.keep_dir(tmp);
+    create_topic(&b, "edge-topic", 1);
+    let mut s = TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(""));
+    let member = r.member_id.to_string();
+    let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(&member));
+    let generation = r.generation_id;
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = GroupId(StrBytes::from_static_str("edges"));
+    sync.generation_id = generation;
+    sync.member_id = StrBytes::from_string(member.clone());
+    let r: SyncGroupResponse = call(&mut s, ApiKey::SyncGroup, 5, &sync);
+    assert_eq!(r.error_code, 0);
+    // A second member joins (on its own connection; its join waits for the
+    // first member to rejoin): the group is preparing a rebalance.
+    let addr = b.addr;
+    let joiner = std::thread::spawn(move || {
+        let mut s2 = TcpStream::connect(addr).unwrap();
+        s2.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut j = join_request("");
+        j.group_instance_id = Some(StrBytes::from_static_str("second"));
+        let r: JoinGroupResponse = call(&mut s2, ApiKey::JoinGroup, 9, &j);
+        r.error_code
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let d: DescribeGroupsResponse = call(&mut s, ApiKey::DescribeGroups, 5, &{
+        let mut d = DescribeGroupsRequest::default();
+        d.groups = vec![GroupId(StrBytes::from_static_str("edges"))];
+        d
+    });
+    assert_eq!(d.groups[0].group_state.as_str(), "PreparingRebalance");
+    let c: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &commit_request(generation, &member));
+    assert_eq!(c.topics[0].partitions[0].error_code, 0, "Kafka accepts commits of the current generation while preparing");
+    let h: HeartbeatResponse = call(&mut s, ApiKey::Heartbeat, 4, &{
+        let mut hb = HeartbeatRequest::default();
+        hb.group_id = GroupId(StrBytes::from_static_str("edges"));
+        hb.generation_id = generation;
+        hb.member_id = StrBytes::from_string(member.clone());
+        hb
+    });
+    assert_eq!(h.error_code, 27, "the heartbeat says: rejoin");
+    let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(&member));
+    assert_eq!((r.error_code, r.generation_id), (0, generation + 1));
+    assert_eq!(joiner.join().unwrap(), 0);
+}
