@@ -392,6 +392,9 @@ impl Broker {
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_ids::init_producer_id(self, r, v)),
             RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(transactions::add_partitions(self, r, v)),
             RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(transactions::add_offsets(self, r, v)),
+            RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(transactions::describe_producers(self, r, v)),
+            RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(transactions::describe_transactions(self, r, v)),
+            RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(transactions::list_transactions(self, r, v)),
             RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(self, r, v)),
             RequestKind::EndTxn(r) => {
                 let b = self;

@@ -91,3 +91,99 @@ pub async fn end_txn(broker: &Broker, req: EndTxnRequest, _version: i16) -> EndT
     r.producer_epoch = -1;
     r
 }
+
+pub fn describe_producers(broker: &Broker, req: DescribeProducersRequest, _version: i16) -> DescribeProducersResponse {
+    use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
+    let mut r = DescribeProducersResponse::default();
+    for t in &req.topics {
+        let mut tr = TopicResponse::default();
+        tr.name = t.name.clone();
+        for &p in &t.partition_indexes {
+            let mut pr = PartitionResponse::default();
+            pr.partition_index = p;
+            match broker.partition(t.name.as_str(), p) {
+                None => pr.error_code = crate::protocol::code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(part) => {
+                    pr.active_producers = part
+                        .log
+                        .producers()
+                        .into_iter()
+                        .map(|(pid, epoch, last_seq, last_ts, txn_start)| {
+                            let mut s = ProducerState::default();
+                            s.producer_id = ProducerId(pid);
+                            s.producer_epoch = epoch as i32;
+                            s.last_sequence = last_seq;
+                            s.last_timestamp = last_ts;
+                            s.coordinator_epoch = -1;
+                            s.current_txn_start_offset = txn_start;
+                            s
+                        })
+                        .collect();
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        r.topics.push(tr);
+    }
+    r
+}
+
+pub fn describe_transactions(broker: &Broker, req: DescribeTransactionsRequest, _version: i16) -> DescribeTransactionsResponse {
+    use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+    let mut r = DescribeTransactionsResponse::default();
+    for id in &req.transactional_ids {
+        let mut s = TransactionState::default();
+        s.transactional_id = id.clone();
+        match broker.txns.get(id.as_str()) {
+            None => s.error_code = crate::protocol::code::TRANSACTIONAL_ID_NOT_FOUND,
+            Some(m) => {
+                s.transaction_state = kafka_protocol::protocol::StrBytes::from_static_str(m.status.name());
+                s.transaction_timeout_ms = m.timeout_ms;
+                s.transaction_start_time_ms = if m.status == crate::txn::Status::Ongoing { m.start_ms } else { -1 };
+                s.producer_id = ProducerId(m.producer_id);
+                s.producer_epoch = m.epoch;
+                let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+                for (t, p) in &m.partitions {
+                    by_topic.entry(t).or_default().push(*p);
+                }
+                s.topics = by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        let mut d = TopicData::default();
+                        d.topic = TopicName(kafka_protocol::protocol::StrBytes::from_string(t.to_string()));
+                        d.partitions = ps;
+                        d
+                    })
+                    .collect();
+            }
+        }
+        r.transaction_states.push(s);
+    }
+    r
+}
+
+pub fn list_transactions(broker: &Broker, req: ListTransactionsRequest, _version: i16) -> ListTransactionsResponse {
+    use kafka_protocol::messages::list_transactions_response::TransactionState;
+    let known = ["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort"];
+    let mut r = ListTransactionsResponse::default();
+    r.unknown_state_filters = req.state_filters.iter().filter(|f| !known.contains(&f.as_str())).cloned().collect();
+    let now = crate::log::now_ms();
+    for (id, m) in broker.txns.list() {
+        if !req.state_filters.is_empty() && !req.state_filters.iter().any(|f| f.as_str() == m.status.name()) {
+            continue;
+        }
+        if !req.producer_id_filters.is_empty() && !req.producer_id_filters.iter().any(|p| p.0 == m.producer_id) {
+            continue;
+        }
+        // v1: only transactions running longer than this many ms.
+        if req.duration_filter >= 0 && !(m.status == crate::txn::Status::Ongoing && now - m.start_ms > req.duration_filter) {
+            continue;
+        }
+        let mut s = TransactionState::default();
+        s.transactional_id = TransactionalId(kafka_protocol::protocol::StrBytes::from_string(id));
+        s.producer_id = ProducerId(m.producer_id);
+        s.transaction_state = kafka_protocol::protocol::StrBytes::from_static_str(m.status.name());
+        r.transaction_states.push(s);
+    }
+    r
+}

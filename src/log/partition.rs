@@ -293,6 +293,18 @@ impl Log {
         self.log_end_offset.load(Ordering::Acquire)
     }
 
+    /// Active idempotent and transactional producers of this log:
+    /// (producer id, epoch, last sequence, last timestamp, first offset of
+    /// its open transaction or -1), for DescribeProducers.
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64, i64)> {
+        let app = self.appender.lock();
+        app.producers
+            .producers
+            .iter()
+            .map(|(pid, e)| (*pid, e.epoch, e.batches.back().map_or(-1, |b| b.last_seq), e.last_timestamp, app.txns.ongoing.get(pid).map_or(-1, |o| *o as i64)))
+            .collect()
+    }
+
     /// Where `read_committed` readers stop: the oldest open transaction's
     /// first offset, or the log end.
     pub fn last_stable_offset(&self) -> u64 {

@@ -44,6 +44,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddOffsetsToTxn, 0, 4),
     (ApiKey::EndTxn, 0, 4),
     (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The range served for an API, if any. Produce's real floor is 3.
@@ -161,5 +164,6 @@ pub mod code {
     pub const UNSUPPORTED_ASSIGNOR: i16 = 112;
     pub const STALE_MEMBER_EPOCH: i16 = 113;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
     pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 119;
 }

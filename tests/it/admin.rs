@@ -2,17 +2,13 @@
 //! cluster and log dirs — through librdkafka's admin client where it has the
 //! call, hand-built requests where it does not.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::{
-    ApiKey, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, RequestHeader,
-    ResponseHeader,
+    ApiKey, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -23,6 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::broker_support::TestBroker;
+use crate::wire_support::call_once;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -87,7 +84,7 @@ fn describe_alter_and_persist_topic_configs() {
         res.configs = vec![c];
         let mut req = kafka_protocol::messages::AlterConfigsRequest::default();
         req.resources = vec![res];
-        let r: kafka_protocol::messages::AlterConfigsResponse = call(&b, ApiKey::AlterConfigs, 2, &req);
+        let r: kafka_protocol::messages::AlterConfigsResponse = call_once(b.addr, ApiKey::AlterConfigs, 2, &req);
         r.responses[0].error_code
     };
     assert_eq!(alter_raw("conf", "retention.ms", "tomorrow"), 40, "INVALID_CONFIG");
@@ -110,29 +107,6 @@ fn describe_alter_and_persist_topic_configs() {
     assert_eq!(d["segment.ms"].1, ConfigSource::DynamicTopic);
 }
 
-fn call<R: Decodable>(b: &TestBroker, api: ApiKey, version: i16, body: &impl Encodable) -> R {
-    let mut h = RequestHeader::default();
-    h.request_api_key = api as i16;
-    h.request_api_version = version;
-    h.correlation_id = 9;
-    h.client_id = Some(StrBytes::from_static_str("admin-test"));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    h.encode(&mut buf, api.request_header_version(version)).unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    let mut s = TcpStream::connect(b.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&buf).unwrap();
-    let mut n = [0u8; 4];
-    s.read_exact(&mut n).unwrap();
-    let mut frame = vec![0u8; i32::from_be_bytes(n) as usize];
-    s.read_exact(&mut frame).unwrap();
-    let mut frame = bytes::Bytes::from(frame);
-    assert_eq!(ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap().correlation_id, 9);
-    R::decode(&mut frame, version).unwrap()
-}
 
 #[test]
 fn incremental_alter_configs_set_delete_append_subtract() {
@@ -154,18 +128,18 @@ fn incremental_alter_configs_set_delete_append_subtract() {
         r.resources = vec![res];
         r
     };
-    let r: IncrementalAlterConfigsResponse = call(&b, ApiKey::IncrementalAlterConfigs, 1, &request(vec![op("retention.ms", 1, None), op("segment.ms", 0, Some("99999")), op("cleanup.policy", 2, Some("compact"))]));
+    let r: IncrementalAlterConfigsResponse = call_once(b.addr, ApiKey::IncrementalAlterConfigs, 1, &request(vec![op("retention.ms", 1, None), op("segment.ms", 0, Some("99999")), op("cleanup.policy", 2, Some("compact"))]));
     assert_eq!(r.responses[0].error_code, 0, "{:?}", r.responses[0].error_message);
     let d = describe(&b, "inc");
     assert_eq!(d["retention.ms"].1, ConfigSource::StaticBroker, "DELETE removed the override: the broker default shows");
     assert_eq!(d["segment.ms"].0.as_deref(), Some("99999"));
     assert_eq!(d["cleanup.policy"].0.as_deref(), Some("delete,compact"), "APPEND adds to the current list");
-    let r: IncrementalAlterConfigsResponse = call(&b, ApiKey::IncrementalAlterConfigs, 1, &request(vec![op("cleanup.policy", 3, Some("delete"))]));
+    let r: IncrementalAlterConfigsResponse = call_once(b.addr, ApiKey::IncrementalAlterConfigs, 1, &request(vec![op("cleanup.policy", 3, Some("delete"))]));
     assert_eq!(r.responses[0].error_code, 0);
     assert_eq!(describe(&b, "inc")["cleanup.policy"].0.as_deref(), Some("compact"));
-    let r: IncrementalAlterConfigsResponse = call(&b, ApiKey::IncrementalAlterConfigs, 1, &request(vec![op("segment.ms", 2, Some("5"))]));
+    let r: IncrementalAlterConfigsResponse = call_once(b.addr, ApiKey::IncrementalAlterConfigs, 1, &request(vec![op("segment.ms", 2, Some("5"))]));
     assert_eq!(r.responses[0].error_code, 40, "APPEND on a non-list is INVALID_CONFIG");
-    let r: IncrementalAlterConfigsResponse = call(&b, ApiKey::IncrementalAlterConfigs, 1, &request(vec![op("segment.ms", 0, Some("-5"))]));
+    let r: IncrementalAlterConfigsResponse = call_once(b.addr, ApiKey::IncrementalAlterConfigs, 1, &request(vec![op("segment.ms", 0, Some("-5"))]));
     assert_eq!(r.responses[0].error_code, 40);
 }
 
@@ -227,7 +201,7 @@ fn delete_records_moves_the_low_watermark() {
 fn describe_cluster_and_log_dirs() {
     let b = TestBroker::start();
     create(&b, "dirs", 2, &[]);
-    let r: DescribeClusterResponse = call(&b, ApiKey::DescribeCluster, 1, &DescribeClusterRequest::default());
+    let r: DescribeClusterResponse = call_once(b.addr, ApiKey::DescribeCluster, 1, &DescribeClusterRequest::default());
     assert_eq!(r.error_code, 0);
     assert_eq!(r.brokers.len(), 1);
     assert_eq!(r.brokers[0].port, b.addr.port() as i32);
@@ -236,7 +210,7 @@ fn describe_cluster_and_log_dirs() {
 
     let mut all = DescribeLogDirsRequest::default();
     all.topics = None; // every topic
-    let r: DescribeLogDirsResponse = call(&b, ApiKey::DescribeLogDirs, 4, &all);
+    let r: DescribeLogDirsResponse = call_once(b.addr, ApiKey::DescribeLogDirs, 4, &all);
     assert_eq!(r.results.len(), 1);
     let dir = &r.results[0];
     assert_eq!(dir.log_dir.as_str(), b.data_dir.display().to_string());

@@ -3,16 +3,15 @@
 //! membership, restarts; and hand-built requests for the error edges.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -21,6 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::broker_support::TestBroker;
+use crate::wire_support::call;
 
 fn start() -> TestBroker {
     let tmp = tempfile::tempdir().unwrap();
@@ -304,27 +304,6 @@ fn committed_offsets_and_metadata_survive_a_broker_restart() {
 
 // ---- hand-built requests ----
 
-fn call<R: Decodable>(s: &mut TcpStream, api: ApiKey, version: i16, body: &impl Encodable) -> R {
-    let mut h = RequestHeader::default();
-    h.request_api_key = api as i16;
-    h.request_api_version = version;
-    h.correlation_id = 5;
-    h.client_id = Some(StrBytes::from_static_str("group-test"));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    h.encode(&mut buf, api.request_header_version(version)).unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    s.write_all(&buf).unwrap();
-    let mut n = [0u8; 4];
-    s.read_exact(&mut n).unwrap();
-    let mut frame = vec![0u8; i32::from_be_bytes(n) as usize];
-    s.read_exact(&mut frame).unwrap();
-    let mut frame = bytes::Bytes::from(frame);
-    ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
-    R::decode(&mut frame, version).unwrap()
-}
 
 fn join_request(member: &str) -> JoinGroupRequest {
     let mut p = join_group_request::JoinGroupRequestProtocol::default();
@@ -368,7 +347,7 @@ fn member_id_required_generations_and_commit_errors() {
     let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(""));
     assert_eq!(r.error_code, 79);
     let member = r.member_id.to_string();
-    assert!(member.starts_with("group-test-"));
+    assert!(member.starts_with("wire-test-"), "member ids start with the client id");
     let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(&member));
     assert_eq!(r.error_code, 0);
     assert_eq!(r.leader.as_str(), member, "the only member leads");

@@ -97,13 +97,13 @@ fn idempotent_producer_survives_connection_cuts_without_duplicates_or_gaps() {
         let t = rdkafka::admin::NewTopic::new("idem", 3, rdkafka::admin::TopicReplication::Fixed(1));
         assert!(rt.block_on(a.create_topics(&[t], &rdkafka::admin::AdminOptions::new())).unwrap()[0].is_ok());
     }
-    const N: usize = 20_000;
+    const N: usize = 40_000;
     let done = Arc::new(AtomicBool::new(false));
     let chaos = {
         let (proxy, done) = (Arc::clone(&proxy), Arc::clone(&done));
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(150));
+                std::thread::sleep(Duration::from_millis(80));
                 proxy.cut_all();
             }
         })

@@ -15,3 +15,4 @@ mod log_model;
 mod log_support;
 mod transactions;
 mod wire;
+mod wire_support;

@@ -209,3 +209,46 @@ fn open_transactions_survive_broker_crashes_and_restarts() {
     assert_eq!(read_all(&b, "rt", 1, "read_committed")[&0], vec!["kept".to_string()]);
     assert_eq!(read_all(&b, "rt", 1, "read_uncommitted")[&0].len(), 7, "every record is still stored");
 }
+
+#[test]
+fn describe_producers_and_transactions_and_list_transactions() {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    use crate::wire_support::call_once;
+    let b = TestBroker::start();
+    create(&b, "seen", 1);
+    let p = txn_producer(&b, "visible");
+    p.begin_transaction().unwrap();
+    p.send(BaseRecord::<str, str>::to("seen").key("k").payload("v")).unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+
+    let mut d = DescribeTransactionsRequest::default();
+    d.transactional_ids = vec![TransactionalId(StrBytes::from_static_str("visible")), TransactionalId(StrBytes::from_static_str("nobody"))];
+    let r: DescribeTransactionsResponse = call_once(b.addr, ApiKey::DescribeTransactions, 0, &d);
+    let t = &r.transaction_states[0];
+    assert_eq!((t.error_code, t.transaction_state.as_str()), (0, "Ongoing"));
+    assert_eq!(t.topics[0].topic.as_str(), "seen");
+    assert_eq!(t.topics[0].partitions, vec![0]);
+    assert_eq!(r.transaction_states[1].error_code, 105, "TRANSACTIONAL_ID_NOT_FOUND");
+
+    let mut dp = DescribeProducersRequest::default();
+    let mut tr = describe_producers_request::TopicRequest::default();
+    tr.name = TopicName(StrBytes::from_static_str("seen"));
+    tr.partition_indexes = vec![0];
+    dp.topics = vec![tr];
+    let r: DescribeProducersResponse = call_once(b.addr, ApiKey::DescribeProducers, 0, &dp);
+    let prods = &r.topics[0].partitions[0].active_producers;
+    assert_eq!(prods.len(), 1);
+    assert_eq!(prods[0].producer_id.0, t.producer_id.0);
+    assert_eq!(prods[0].current_txn_start_offset, 0, "the open transaction starts at offset 0");
+
+    let mut l = ListTransactionsRequest::default();
+    l.state_filters = vec![StrBytes::from_static_str("Ongoing"), StrBytes::from_static_str("Bogus")];
+    let r: ListTransactionsResponse = call_once(b.addr, ApiKey::ListTransactions, 1, &l);
+    assert_eq!(r.transaction_states.iter().map(|s| s.transactional_id.as_str()).collect::<Vec<_>>(), vec!["visible"]);
+    assert_eq!(r.unknown_state_filters.iter().map(|s| s.as_str()).collect::<Vec<_>>(), vec!["Bogus"]);
+    p.commit_transaction(Duration::from_secs(30)).unwrap();
+    let r: ListTransactionsResponse = call_once(b.addr, ApiKey::ListTransactions, 1, &l);
+    assert!(r.transaction_states.is_empty(), "no longer ongoing");
+}

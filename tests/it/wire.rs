@@ -6,12 +6,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use crate::broker_support::TestBroker;
+use crate::wire_support::{call, read_frame, request_bytes};
 use crate::log_support::{batch, Rec};
 
 fn connect(b: &TestBroker) -> TcpStream {
@@ -20,42 +21,13 @@ fn connect(b: &TestBroker) -> TcpStream {
     s
 }
 
-fn request_bytes(api: ApiKey, version: i16, correlation: i32, body: &impl Encodable) -> Vec<u8> {
-    let mut h = RequestHeader::default();
-    h.request_api_key = api as i16;
-    h.request_api_version = version;
-    h.correlation_id = correlation;
-    h.client_id = Some(StrBytes::from_static_str("wire-test"));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    h.encode(&mut buf, api.request_header_version(version)).unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    buf.to_vec()
-}
 
-/// Reads one response frame; None when the broker closed the connection.
-fn read_frame(s: &mut TcpStream) -> Option<Bytes> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).ok()?;
-    Some(Bytes::from(body))
-}
 
 fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
     matches!(s.read(&mut b), Ok(0) | Err(_))
 }
 
-fn call<R: Decodable>(s: &mut TcpStream, api: ApiKey, version: i16, body: &impl Encodable) -> R {
-    s.write_all(&request_bytes(api, version, 42, body)).unwrap();
-    let mut frame = read_frame(s).expect("a response");
-    let header = ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
-    assert_eq!(header.correlation_id, 42);
-    R::decode(&mut frame, version).unwrap()
-}
 
 /// The broker still answers a fresh connection.
 fn still_serving(b: &TestBroker) {
