@@ -231,29 +231,14 @@ pub fn write(log: &Arc<Log>, entries: &[(Bytes, Option<Bytes>)]) -> Result<(), L
 /// Every entry in the log, oldest first.
 pub fn replay(log: &Log) -> Result<Vec<Entry>, LogError> {
     let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
-    while offset < end {
-        let r = log.read(offset, 1 << 20, end)?;
-        if r.records.is_empty() {
-            break;
-        }
-        let mut pos = 0usize;
-        while pos + 61 <= r.records.len() {
-            let h = crate::log::batch::BatchHeader::parse(&r.records[pos..]).expect("61 bytes");
-            let len = h.total_len();
-            for rec in records::read_records(&r.records[pos..pos + len])? {
-                if let Some(key) = &rec.key {
-                    match decode(key, rec.value.as_ref()) {
-                        Some(e) => out.push(e),
-                        None => tracing::warn!(offset = rec.offset, "skipping a record of __consumer_offsets that does not decode"),
-                    }
-                }
+    records::for_each_record(log, |rec| {
+        if let Some(key) = &rec.key {
+            match decode(key, rec.value.as_ref()) {
+                Some(e) => out.push(e),
+                None => tracing::warn!(offset = rec.offset, "skipping a record of __consumer_offsets that does not decode"),
             }
-            offset = h.next_offset() as u64;
-            pos += len;
         }
-    }
+    })?;
     Ok(out)
 }
 

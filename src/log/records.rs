@@ -104,6 +104,30 @@ fn read_bytes(body: &Bytes, pos: &mut usize) -> Option<Option<Bytes>> {
     Some(Some(b))
 }
 
+/// Calls `f` with every record of `log`, from its start offset to its end,
+/// in order (the replay of the broker's internal topics at start-up).
+pub fn for_each_record(log: &super::Log, mut f: impl FnMut(Record)) -> Result<(), LogError> {
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    while offset < end {
+        let r = log.read(offset, 1 << 20, end)?;
+        if r.records.is_empty() {
+            break;
+        }
+        let mut pos = 0usize;
+        while pos + HEADER_LEN <= r.records.len() {
+            let h = BatchHeader::parse(&r.records[pos..]).expect("HEADER_LEN bytes");
+            let len = h.total_len();
+            for rec in read_records(&r.records[pos..pos + len])? {
+                f(rec);
+            }
+            offset = h.next_offset() as u64;
+            pos += len;
+        }
+    }
+    Ok(())
+}
+
 /// Reads every record of one stored batch (decompressing if needed).
 pub fn read_records(batch_bytes: &[u8]) -> Result<Vec<Record>, LogError> {
     let h = BatchHeader::parse(batch_bytes).ok_or_else(|| LogError::CorruptBatch("batch shorter than its header".into()))?;

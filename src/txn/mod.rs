@@ -186,33 +186,19 @@ pub fn decode(k: &Bytes, v: Option<&Bytes>) -> Option<(String, Option<TxnMeta>)>
 impl TxnCoordinator {
     pub fn open(log: Arc<Log>, max_timeout_ms: i32) -> Result<TxnCoordinator, LogError> {
         let mut txns = HashMap::new();
-        let mut offset = log.log_start_offset();
-        let end = log.log_end_offset();
-        while offset < end {
-            let r = log.read(offset, 1 << 20, end)?;
-            if r.records.is_empty() {
-                break;
-            }
-            let mut pos = 0;
-            while pos + 61 <= r.records.len() {
-                let h = crate::log::batch::BatchHeader::parse(&r.records[pos..]).expect("61 bytes");
-                for rec in records::read_records(&r.records[pos..pos + h.total_len()])? {
-                    if let Some(k) = &rec.key {
-                        match decode(k, rec.value.as_ref()) {
-                            Some((id, Some(m))) => {
-                                txns.insert(id, m);
-                            }
-                            Some((id, None)) => {
-                                txns.remove(&id);
-                            }
-                            None => tracing::warn!(offset = rec.offset, "skipping a record of __transaction_state that does not decode"),
-                        }
+        records::for_each_record(&log, |rec| {
+            if let Some(k) = &rec.key {
+                match decode(k, rec.value.as_ref()) {
+                    Some((id, Some(m))) => {
+                        txns.insert(id, m);
                     }
+                    Some((id, None)) => {
+                        txns.remove(&id);
+                    }
+                    None => tracing::warn!(offset = rec.offset, "skipping a record of __transaction_state that does not decode"),
                 }
-                offset = h.next_offset() as u64;
-                pos += h.total_len();
             }
-        }
+        })?;
         tracing::info!(transactional_ids = txns.len(), "restored transaction state");
         Ok(TxnCoordinator { log, txns: Mutex::new(txns), max_timeout_ms })
     }
