@@ -89,7 +89,16 @@ fn committed_and_aborted_transactions_across_partitions() {
     p.send(BaseRecord::<str, str>::to("tx").partition(0).key("open").payload("open")).unwrap();
     p.flush(Duration::from_secs(30)).unwrap();
     assert_eq!(read_all(&b, "tx", 2, "read_committed"), committed, "nothing of the open transaction");
+    // ListOffsets honours the isolation level: latest is the last stable
+    // offset for read_committed, the high watermark otherwise.
+    let watermark = |isolation: &str| {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", b.bootstrap()).set("isolation.level", isolation).create().unwrap();
+        c.fetch_watermarks("tx", 0, Duration::from_secs(10)).unwrap().1
+    };
+    let (stable, high) = (watermark("read_committed"), watermark("read_uncommitted"));
+    assert!(stable < high, "the open transaction holds the last stable offset back: {stable} vs {high}");
     p.commit_transaction(Duration::from_secs(30)).unwrap();
+    assert_eq!(watermark("read_committed"), watermark("read_uncommitted"), "committed: stable again");
     assert_eq!(read_all(&b, "tx", 2, "read_committed")[&0].last().map(String::as_str), Some("open"));
 }
 
@@ -251,4 +260,41 @@ fn describe_producers_and_transactions_and_list_transactions() {
     p.commit_transaction(Duration::from_secs(30)).unwrap();
     let r: ListTransactionsResponse = call_once(b.addr, ApiKey::ListTransactions, 1, &l);
     assert!(r.transaction_states.is_empty(), "no longer ongoing");
+}
+
+#[test]
+fn a_transaction_left_prepared_by_a_crash_is_completed_on_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    create(&b, "prep", 1);
+    let p = txn_producer(&b, "prepared");
+    p.begin_transaction().unwrap();
+    for i in 0..3 {
+        p.send(BaseRecord::<str, str>::to("prep").key("k").payload(&format!("p{i}"))).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    // The coordinator decided to commit and recorded it, then the broker died
+    // before writing the markers: append that decision, then crash.
+    let mut meta = b.broker.txns.get("prepared").expect("known to the coordinator");
+    assert_eq!(meta.status, eddy::txn::Status::Ongoing);
+    meta.status = eddy::txn::Status::PrepareCommit;
+    let state_log = std::sync::Arc::clone(&b.broker.partition(eddy::txn::TOPIC, 0).unwrap().log);
+    let rec = eddy::log::records::build_batch(&[eddy::log::records::NewRecord { key: Some(&eddy::txn::key("prepared")), value: Some(&eddy::txn::value(&meta)), timestamp: 1, headers: &[] }]);
+    let info = state_log.append(&rec).unwrap();
+    state_log.sync_to(info.last_offset + 1).unwrap();
+    drop(state_log);
+    drop(p);
+    b.crash();
+
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = read_all(&b, "prep", 1, "read_committed");
+        if seen.get(&0).is_some_and(|v| v.len() == 3) {
+            assert_eq!(seen[&0], vec!["p0", "p1", "p2"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the prepared commit was not completed: {seen:?}");
+    }
+    assert_eq!(b.broker.txns.get("prepared").unwrap().status, eddy::txn::Status::CompleteCommit);
 }
