@@ -27,21 +27,34 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     let max_frame = broker.config.broker.socket_request_max_bytes as usize;
     let mut connections = JoinSet::new();
 
+    // Log upkeep (blocking I/O, on its own task so that a slow retention
+    // pass never delays group session expiry) and the group ticker.
     let upkeep = {
         let broker = Arc::clone(&broker);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut group_tick = tokio::time::interval(crate::group::TICK);
-            group_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
                         let b = Arc::clone(&broker);
                         let _ = tokio::task::spawn_blocking(move || b.maintain()).await;
                     }
-                    _ = group_tick.tick() => broker.group_tick(),
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
+    let group_ticker = {
+        let broker = Arc::clone(&broker);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::group::TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => broker.group_tick(),
                     _ = stop.changed() => return,
                 }
             }
@@ -85,4 +98,5 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         connections.shutdown().await;
     }
     let _ = upkeep.await;
+    let _ = group_ticker.await;
 }
