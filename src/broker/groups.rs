@@ -172,10 +172,13 @@ pub async fn offset_commit(broker: &Broker, req: OffsetCommitRequest, version: i
         let mut tr = OffsetCommitResponseTopic::default();
         tr.name = name;
         tr.topic_id = id;
+        // v10 names topics by id: an id we do not know is UNKNOWN_TOPIC_ID.
+        let unknown_id = version >= 10 && broker.topic_by_id(id).is_none();
         for p in idx {
             let mut pr = OffsetCommitResponsePartition::default();
             pr.partition_index = p;
-            pr.error_code = it.next().unwrap_or(code::NONE);
+            let e = it.next().unwrap_or(code::NONE);
+            pr.error_code = if unknown_id && e == code::UNKNOWN_TOPIC_OR_PARTITION { code::UNKNOWN_TOPIC_ID } else { e };
             tr.partitions.push(pr);
         }
         r.topics.push(tr);
