@@ -41,6 +41,9 @@ pub(crate) struct CMember {
     pub rebalance_timeout_ms: i32,
     pub last_seen: Instant,
     pub revoke_deadline: Option<Instant>,
+    /// The epoch before the last bump, accepted while the member may not
+    /// have received the response that moved it (as Kafka does).
+    pub previous_epoch: i32,
 }
 
 /// A ConsumerGroupHeartbeat, decoded.
@@ -122,6 +125,7 @@ impl Coordinator {
                     rebalance_timeout_ms: a.rebalance_timeout_ms,
                     last_seen: now,
                     revoke_deadline: None,
+                    previous_epoch: -1,
                 });
                 m.epoch = 0;
                 m.subscribed = subscribed;
@@ -143,7 +147,12 @@ impl Coordinator {
             }
             epoch => {
                 let Some(m) = cg.members.get_mut(&a.member_id) else { return fail(code::UNKNOWN_MEMBER_ID, "unknown member") };
-                if epoch != m.epoch {
+                // A member whose last response was lost still sends the
+                // previous epoch; it may go on if it owns nothing it should
+                // not (Kafka's rule), and is simply told the current state.
+                let owns_only_assigned = a.owned.as_ref().is_some_and(|o| o.iter().all(|(t, ps)| m.assigned.get(t).is_some_and(|a| ps.is_subset(a))));
+                let tolerated = epoch == m.previous_epoch && epoch < m.epoch && owns_only_assigned;
+                if epoch != m.epoch && !tolerated {
                     // The member missed something: it must rejoin.
                     let id = a.member_id.clone();
                     cg.members.remove(&id);
@@ -238,6 +247,9 @@ fn reconcile(cg: &mut ConsumerGroup, id: &str, owned: Option<&Assignment>, now: 
                 m.assigned.entry(*t).or_default().insert(*p);
             }
         }
+    }
+    if m.epoch != assignment_epoch {
+        m.previous_epoch = m.epoch;
     }
     m.epoch = assignment_epoch;
     let changed = (m.epoch, &m.assigned) != (before.0, &before.1);
@@ -369,6 +381,7 @@ mod tests {
             rebalance_timeout_ms: 1000,
             last_seen: Instant::now(),
             revoke_deadline: None,
+            previous_epoch: -1,
         }
     }
 
@@ -431,6 +444,49 @@ mod tests {
         assert_eq!(r2.assignment.unwrap()[&t].len(), 2, "released partitions reach m2");
         assert_eq!(r2.member_epoch, 2);
     }
+
+    #[test]
+    fn a_lost_response_does_not_fence_a_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(crate::log::Log::open(dir.path(), crate::log::LogConfig::default(), false).unwrap());
+        let c = Coordinator::open(crate::group::GroupConfig::default(), log).unwrap();
+        let t = Uuid::from_u128(3);
+        let lookup = |_: &str| Some((t, 2));
+        let join = |member: &str, epoch: i32, owned: Option<Assignment>| HeartbeatArgs {
+            group_id: "g".into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: 60_000,
+            subscribed: if epoch == 0 { Some(vec!["x".into()]) } else { None },
+            owned,
+            ..HeartbeatArgs::default()
+        };
+        let r = c.consumer_heartbeat(join("m1", 0, None), ClientInfo::default(), &lookup);
+        let first_epoch = r.member_epoch;
+        let owned = r.assignment.clone().unwrap();
+        assert_eq!(owned[&t].len(), 2);
+        // Another member joins; m1's next heartbeat moves it on, but say that
+        // response is lost: m1 still sends the epoch it knew.
+        c.consumer_heartbeat(join("m2", 0, None), ClientInfo::default(), &lookup);
+        let r = c.consumer_heartbeat(join("m1", first_epoch, Some(owned.clone())), ClientInfo::default(), &lookup);
+        assert_eq!(r.error, 0);
+        let kept = r.assignment.clone().unwrap();
+        let r = c.consumer_heartbeat(join("m1", first_epoch, Some(kept.clone())), ClientInfo::default(), &lookup);
+        assert_eq!(r.error, 0);
+        let later = r.member_epoch;
+        assert!(later > first_epoch, "released: the member moves to the new epoch");
+        // That response is lost: m1 sends its old epoch again, owning only
+        // what it was left. Kafka tolerates the previous epoch.
+        let r = c.consumer_heartbeat(join("m1", first_epoch, Some(kept.clone())), ClientInfo::default(), &lookup);
+        assert_eq!((r.error, r.member_epoch), (0, later), "the previous epoch is tolerated: {:?}", r.message);
+        // Owning more than it has been assigned with the old epoch is fenced.
+        let r = c.consumer_heartbeat(join("m1", first_epoch, Some(owned.clone())), ClientInfo::default(), &lookup);
+        assert_eq!(r.error, crate::protocol::code::FENCED_MEMBER_EPOCH);
+        // (Fencing removed it; an epoch that was never its own is fenced too.)
+        let r = c.consumer_heartbeat(join("m2", later + 5, None), ClientInfo::default(), &lookup);
+        assert_eq!(r.error, crate::protocol::code::FENCED_MEMBER_EPOCH);
+    }
+
 }
 
 /// A KIP-848 group as ConsumerGroupDescribe shows it.
