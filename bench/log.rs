@@ -61,51 +61,14 @@ fn parse_args() -> Res<Opts> {
 
 // ---------------------------------------------------------------- batches
 
-fn zigzag(v: i64, out: &mut Vec<u8>) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
 /// An uncompressed RecordBatch v2 as a client sends it (base offset 0, no
 /// producer id): `n` records with key `k<i>`, `value_len` bytes of value, all
-/// stamped `ts`. The encoder of tests/it/log_support.rs. Batches are stamped
-/// with the current time, as a live producer's would be.
+/// stamped `ts` (the library's own batch builder).
 fn client_batch(n: usize, value_len: usize, ts: i64) -> Vec<u8> {
-    let mut body = Vec::new();
-    for i in 0..n {
-        let key = format!("k{i}");
-        let mut rec = vec![0u8];
-        zigzag(0, &mut rec);
-        zigzag(i as i64, &mut rec);
-        zigzag(key.len() as i64, &mut rec);
-        rec.extend_from_slice(key.as_bytes());
-        zigzag(value_len as i64, &mut rec);
-        rec.resize(rec.len() + value_len, b'x');
-        zigzag(0, &mut rec);
-        zigzag(rec.len() as i64, &mut body);
-        body.extend_from_slice(&rec);
-    }
-    let mut b = Vec::with_capacity(61 + body.len());
-    b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&((49 + body.len()) as i32).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.push(2);
-    b.extend_from_slice(&[0; 4]);
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&(n as i32 - 1).to_be_bytes());
-    b.extend_from_slice(&ts.to_be_bytes());
-    b.extend_from_slice(&ts.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.extend_from_slice(&(n as i32).to_be_bytes());
-    b.extend_from_slice(&body);
-    restamp(&mut b, ts);
-    b
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    let value = vec![b'x'; value_len];
+    let records: Vec<eddy::log::records::NewRecord<'_>> = keys.iter().map(|k| eddy::log::records::NewRecord { key: Some(k.as_bytes()), value: Some(&value), timestamp: ts, headers: &[] }).collect();
+    eddy::log::records::build_batch(&records).to_vec()
 }
 
 /// Sets the base and max timestamp of a batch whose records all have

@@ -34,6 +34,8 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
     let mut pending: Vec<Pending> = Vec::new();
     for (ti, td) in req.topic_data.into_iter().enumerate() {
         let topic = if version >= 13 { broker.topic_by_id(td.topic_id) } else { broker.topic(td.name.as_str()) };
+        // acks=all is impossible when the topic wants more than one in-sync replica.
+        let needs_replicas = topic.as_ref().and_then(|t| t.configs.get("min.insync.replicas")).or_else(|| broker.config.topic_defaults.get("min.insync.replicas")).is_some_and(|m| m != "1");
         let mut tr = TopicProduceResponse::default();
         tr.name = td.name.clone();
         tr.topic_id = td.topic_id;
@@ -56,8 +58,7 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
                 (Some(_), None) => fail(&mut pr, code::CORRUPT_MESSAGE, "no records".into()),
                 (Some(_), Some(records)) if !single_batch(&records) => fail(&mut pr, code::INVALID_RECORD, "a produce request must carry exactly one record batch per partition".into()),
                 (Some(p), Some(records)) => {
-                    let min_isr = topic.as_ref().and_then(|t| t.configs.get("min.insync.replicas").cloned()).or_else(|| broker.config.topic_defaults.get("min.insync.replicas").cloned());
-                    if acks == -1 && min_isr.is_some_and(|m| m != "1") {
+                    if acks == -1 && needs_replicas {
                         fail(&mut pr, code::NOT_ENOUGH_REPLICAS, "min.insync.replicas is above 1 and Eddy has one replica".into());
                     } else {
                         match p.log.append(&records) {

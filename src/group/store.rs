@@ -61,7 +61,8 @@ pub enum Entry {
     Group { group: String, value: Option<GroupRecord> },
 }
 
-fn put_str(b: &mut BytesMut, s: &str) {
+/// Kafka's non-flexible string: i16 length then UTF-8 bytes.
+pub(crate) fn put_str(b: &mut BytesMut, s: &str) {
     b.put_i16(s.len() as i16);
     b.put_slice(s.as_bytes());
 }
@@ -89,7 +90,8 @@ fn get_opt_str(b: &mut Bytes) -> Option<Option<String>> {
     }
     Some(Some(String::from_utf8_lossy(&b.split_to(n as usize)).into_owned()))
 }
-fn get_str(b: &mut Bytes) -> Option<String> {
+/// A non-null string; None when short or null.
+pub(crate) fn get_str(b: &mut Bytes) -> Option<String> {
     get_opt_str(b)?
 }
 fn get_bytes(b: &mut Bytes) -> Option<Bytes> {

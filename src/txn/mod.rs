@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 
-use crate::group::store::Committed;
+use crate::group::store::{get_str, put_str, Committed};
 use crate::log::records::{self, NewRecord};
 use crate::log::{now_ms, Log, LogError};
 use crate::protocol::code;
@@ -84,20 +84,6 @@ pub struct TxnCoordinator {
     pub max_timeout_ms: i32,
 }
 
-fn put_str(b: &mut BytesMut, s: &str) {
-    b.put_i16(s.len() as i16);
-    b.put_slice(s.as_bytes());
-}
-fn get_str(b: &mut Bytes) -> Option<String> {
-    if b.remaining() < 2 {
-        return None;
-    }
-    let n = b.get_i16();
-    if n < 0 || b.remaining() < n as usize {
-        return None;
-    }
-    Some(String::from_utf8_lossy(&b.split_to(n as usize)).into_owned())
-}
 fn get<T>(b: &mut Bytes, n: usize, f: impl FnOnce(&mut Bytes) -> T) -> Option<T> {
     (b.remaining() >= n).then(|| f(b))
 }

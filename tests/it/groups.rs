@@ -64,12 +64,17 @@ impl ConsumerContext for Counting {
     }
 }
 
+/// A classic-protocol consumer (session and heartbeat set by the client).
 fn consumer(b: &TestBroker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Counting> {
+    let mut all = vec![("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "300")];
+    all.extend_from_slice(extra);
+    group_consumer(b, group, &all)
+}
+
+fn group_consumer(b: &TestBroker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Counting> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", b.bootstrap())
         .set("group.id", group)
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "300")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
@@ -446,19 +451,11 @@ fn lag_is_committed_offset_against_log_end() {
     assert_eq!(end - committed[&("lagging".to_string(), 0)], 30);
 }
 
+/// A KIP-848 consumer (the broker sets session and heartbeat).
 fn consumer_protocol(b: &TestBroker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Counting> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", b.bootstrap())
-        .set("group.id", group)
-        .set("group.protocol", "consumer")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
-        .set("log_level", "3");
-    for (k, v) in extra {
-        c.set(*k, *v);
-    }
-    c.create_with_context(Counting::default()).unwrap()
+    let mut all = vec![("group.protocol", "consumer")];
+    all.extend_from_slice(extra);
+    group_consumer(b, group, &all)
 }
 
 #[test]
