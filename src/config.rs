@@ -77,6 +77,18 @@ pub struct BrokerSection {
     /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask for. Default 900000.
     #[serde(rename = "transaction.max.timeout.ms")]
     pub transaction_max_timeout_ms: i32,
+    /// `log.cleaner.enable`: run the cleaner of compacted topics. Default true.
+    #[serde(rename = "log.cleaner.enable")]
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.dedupe.buffer.size`: memory for the cleaner's key → offset map. Default 134217728.
+    #[serde(rename = "log.cleaner.dedupe.buffer.size")]
+    pub log_cleaner_dedupe_buffer_size: i64,
+    /// `log.cleaner.io.max.bytes.per.second`: cap on the cleaner's reads plus writes; 0 for none. Default 0.
+    #[serde(rename = "log.cleaner.io.max.bytes.per.second")]
+    pub log_cleaner_io_max_bytes_per_second: f64,
+    /// `log.cleaner.backoff.ms`: how long the cleaner sleeps when no log needs cleaning. Default 15000.
+    #[serde(rename = "log.cleaner.backoff.ms")]
+    pub log_cleaner_backoff_ms: i64,
 }
 
 impl Default for BrokerSection {
@@ -100,6 +112,10 @@ impl Default for BrokerSection {
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
             transaction_max_timeout_ms: 900_000,
+            log_cleaner_enable: true,
+            log_cleaner_dedupe_buffer_size: 134_217_728,
+            log_cleaner_io_max_bytes_per_second: 0.0,
+            log_cleaner_backoff_ms: 15_000,
         }
     }
 }
@@ -188,6 +204,15 @@ impl Config {
         if b.offset_metadata_max_bytes < 0 {
             return Err(err("[broker] offset.metadata.max.bytes: must be 0 or more".into()));
         }
+        if b.log_cleaner_dedupe_buffer_size < 1024 * 1024 {
+            return Err(err("[broker] log.cleaner.dedupe.buffer.size: must be at least 1048576".into()));
+        }
+        if b.log_cleaner_io_max_bytes_per_second.is_nan() || b.log_cleaner_io_max_bytes_per_second < 0.0 {
+            return Err(err("[broker] log.cleaner.io.max.bytes.per.second: must be 0 (no limit) or more".into()));
+        }
+        if b.log_cleaner_backoff_ms < 1 {
+            return Err(err("[broker] log.cleaner.backoff.ms: must be at least 1".into()));
+        }
         let groups = crate::group::GroupConfig {
             initial_rebalance_delay_ms: b.group_initial_rebalance_delay_ms,
             min_session_timeout_ms: b.group_min_session_timeout_ms,
@@ -214,6 +239,17 @@ impl Config {
             topic_defaults.insert(key.clone(), v);
         }
         Ok(Config { broker: file.broker, topic_defaults, groups })
+    }
+
+    /// The log cleaner's settings.
+    pub fn cleaner(&self) -> crate::log::cleaner::CleanerConfig {
+        let b = &self.broker;
+        crate::log::cleaner::CleanerConfig {
+            enabled: b.log_cleaner_enable,
+            dedupe_buffer_bytes: b.log_cleaner_dedupe_buffer_size as u64,
+            io_max_bytes_per_second: b.log_cleaner_io_max_bytes_per_second,
+            backoff_ms: b.log_cleaner_backoff_ms as u64,
+        }
     }
 
     /// The address advertised to clients.
@@ -247,6 +283,10 @@ impl Config {
         s.push_str(&format!("\"group.consumer.session.timeout.ms\" = {}\n", b.group_consumer_session_timeout_ms));
         s.push_str(&format!("\"group.consumer.heartbeat.interval.ms\" = {}\n", b.group_consumer_heartbeat_interval_ms));
         s.push_str(&format!("\"transaction.max.timeout.ms\" = {}\n", b.transaction_max_timeout_ms));
+        s.push_str(&format!("\"log.cleaner.enable\" = {}\n", b.log_cleaner_enable));
+        s.push_str(&format!("\"log.cleaner.dedupe.buffer.size\" = {}\n", b.log_cleaner_dedupe_buffer_size));
+        s.push_str(&format!("\"log.cleaner.io.max.bytes.per.second\" = {}\n", b.log_cleaner_io_max_bytes_per_second));
+        s.push_str(&format!("\"log.cleaner.backoff.ms\" = {}\n", b.log_cleaner_backoff_ms));
         s.push_str("\n[topic_defaults]\n");
         for (def, value, _) in topic_config::effective(&self.topic_defaults, &BTreeMap::new()) {
             s.push_str(&format!("{:?} = {:?}\n", def.name, value));

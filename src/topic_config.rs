@@ -34,7 +34,7 @@ const LONG_MAX: &str = "9223372036854775807";
 
 /// Every topic config Eddy accepts, sorted by name.
 pub const TOPIC_CONFIGS: &[Def] = &[
-    Def { name: "cleanup.policy", kind: Kind::List(&["delete", "compact"]), default: "delete", doc: "delete and/or compact old segments (compaction arrives with the cleaner)" },
+    Def { name: "cleanup.policy", kind: Kind::List(&["delete", "compact"]), default: "delete", doc: "delete old segments (retention) and/or compact them (keep the latest record per key)" },
     Def { name: "compression.type", kind: Kind::Choice(&["producer"]), default: "producer", doc: "batches are stored compressed as the producer sent them" },
     Def { name: "delete.retention.ms", kind: Kind::Long { min: 0 }, default: "86400000", doc: "how long tombstones are kept on compacted topics" },
     Def { name: "flush.messages", kind: Kind::Long { min: 1 }, default: LONG_MAX, doc: "fsync after this many records (acks=all is always fsynced)" },

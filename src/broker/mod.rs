@@ -191,6 +191,7 @@ impl Broker {
         let offsets_log = Arc::clone(&topics[offsets_topic].partitions[0].log);
         let groups = crate::group::Coordinator::open(config.groups.clone(), offsets_log)?;
         let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
+        logs.start_cleaner(config.cleaner())?;
         Ok(Broker { config, logs, groups, producer_ids, txns, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
     }
 

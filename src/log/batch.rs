@@ -241,14 +241,8 @@ pub fn record_stamps(batch: &[u8]) -> Result<Vec<RecordStamp>, LogError> {
         // Every record carries the broker's append time; offsets are still
         // needed for the compacted case where deltas have gaps.
     }
-    let raw = &batch[HEADER_LEN..];
-    let decompressed;
-    let body: &[u8] = if h.compression() == 0 {
-        raw
-    } else {
-        decompressed = compression::decompress(h.compression(), raw)?;
-        &decompressed
-    };
+    let body = compression::batch_body(batch)?;
+    let body: &[u8] = &body;
     let bad = || LogError::CorruptBatch("record inside the batch is malformed".into());
     let mut out = Vec::with_capacity(count.min(4096));
     let mut pos = 0usize;

@@ -1,8 +1,9 @@
 //! Decompression of record-batch bodies, for the few places that must look
-//! inside a batch (timestamp lookups; later compaction and processors). The
-//! produce and fetch paths never call this.
+//! inside a batch (timestamp lookups, compaction, processors), and
+//! compression for the batches the cleaner rewrites. The produce and fetch
+//! paths never call this.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use super::LogError;
 
@@ -67,6 +68,17 @@ fn snappy(data: &[u8]) -> Result<Vec<u8>, LogError> {
     Ok(out)
 }
 
+/// The records section of a stored batch (the bytes after its 61-byte
+/// header), decompressed when its codec says so.
+pub fn batch_body(batch: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, LogError> {
+    let h = super::batch::BatchHeader::parse(batch).ok_or_else(|| LogError::CorruptBatch("batch shorter than its header".into()))?;
+    let raw = &batch[super::batch::HEADER_LEN..];
+    Ok(match h.compression() {
+        0 => std::borrow::Cow::Borrowed(raw),
+        codec => std::borrow::Cow::Owned(decompress(codec, raw)?),
+    })
+}
+
 /// Decompresses a batch body (the bytes after the 61-byte header).
 pub fn decompress(codec: u8, data: &[u8]) -> Result<Vec<u8>, LogError> {
     match codec {
@@ -79,6 +91,48 @@ pub fn decompress(codec: u8, data: &[u8]) -> Result<Vec<u8>, LogError> {
                 .map_err(|e| LogError::CorruptBatch(format!("zstd body does not decompress: {e}")))?;
             read_capped(d, codec)
         }
+        other => Err(LogError::CorruptBatch(format!("unknown compression codec {other}"))),
+    }
+}
+
+/// Block size of the xerial framing written (snappy-java's default).
+const XERIAL_BLOCK: usize = 32 * 1024;
+
+/// Compresses a batch body with `codec` the way the Java client does: gzip,
+/// snappy in xerial (snappy-java) framing, an LZ4 frame of independent 64 KiB
+/// blocks without content size or checksum (what Kafka's LZ4 reader
+/// supports), zstd.
+pub fn compress(codec: u8, data: &[u8]) -> Result<Vec<u8>, LogError> {
+    let failed = |e: std::io::Error| LogError::CorruptBatch(format!("{} compression failed: {e}", codec_name(codec)));
+    match codec {
+        0 => Ok(data.to_vec()),
+        1 => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2), flate2::Compression::default());
+            gz.write_all(data).map_err(failed)?;
+            gz.finish().map_err(failed)
+        }
+        2 => {
+            let mut out = Vec::with_capacity(data.len() / 2 + 16);
+            out.extend_from_slice(&XERIAL_MAGIC);
+            out.extend_from_slice(&1i32.to_be_bytes()); // version
+            out.extend_from_slice(&1i32.to_be_bytes()); // compatible version
+            let mut enc = snap::raw::Encoder::new();
+            for chunk in data.chunks(XERIAL_BLOCK) {
+                let block = enc.compress_vec(chunk).map_err(|e| failed(std::io::Error::other(e)))?;
+                out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+                out.extend_from_slice(&block);
+            }
+            Ok(out)
+        }
+        3 => {
+            let info = lz4_flex::frame::FrameInfo::new()
+                .block_size(lz4_flex::frame::BlockSize::Max64KB)
+                .block_mode(lz4_flex::frame::BlockMode::Independent);
+            let mut lz = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::with_capacity(data.len() / 2));
+            lz.write_all(data).map_err(failed)?;
+            lz.finish().map_err(|e| failed(std::io::Error::other(e)))
+        }
+        4 => zstd::bulk::compress(data, 3).map_err(failed),
         other => Err(LogError::CorruptBatch(format!("unknown compression codec {other}"))),
     }
 }
@@ -118,6 +172,18 @@ mod tests {
             framed.extend_from_slice(&block);
         }
         assert_eq!(decompress(2, &framed).unwrap(), TEXT);
+    }
+
+    #[test]
+    fn every_codec_compresses_what_it_decompresses() {
+        let big: Vec<u8> = TEXT.iter().copied().cycle().take(200_000).collect();
+        for codec in 0..=4 {
+            for data in [TEXT, &big[..], &[][..]] {
+                let c = compress(codec, data).unwrap();
+                assert_eq!(decompress(codec, &c).unwrap(), data, "codec {codec}");
+            }
+        }
+        assert!(compress(2, TEXT).unwrap().starts_with(&XERIAL_MAGIC), "snappy uses the Java framing");
     }
 
     #[test]

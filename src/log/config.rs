@@ -30,6 +30,18 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// `message.timestamp.type`. Default CreateTime.
     pub timestamp_type: TimestampType,
+    /// `cleanup.policy` contains `delete`: retention applies. Default true.
+    pub delete: bool,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps the latest record per key. Default false.
+    pub compact: bool,
+    /// `min.cleanable.dirty.ratio`: dirty share of the log before it is cleaned. Default 0.5.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are never cleaned. Default 0.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log with dirty records older than this is cleaned whatever its ratio. Default i64::MAX.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long tombstones (and transaction markers) stay after their segment is first cleaned. Default 1 day.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -45,14 +57,20 @@ impl Default for LogConfig {
             flush_ms: None,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            delete: true,
+            compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 }
 
 impl LogConfig {
     /// This config with Kafka topic-config overrides applied. Keys the
-    /// storage layer does not use (`cleanup.policy`, ...) are left to the
-    /// broker; a bad value for a key it does use is an error naming both.
+    /// storage layer does not use (`min.insync.replicas`, ...) are left to
+    /// the broker; a bad value for a key it does use is an error naming both.
     pub fn with_overrides<'a>(&self, overrides: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<LogConfig, String> {
         let mut c = self.clone();
         for (key, value) in overrides {
@@ -76,6 +94,26 @@ impl LogConfig {
                 "flush.messages" => c.flush_messages = Some(at_least(1)? as u64).filter(|&n| n < i64::MAX as u64),
                 "flush.ms" => c.flush_ms = Some(at_least(0)? as u64).filter(|&n| n < i64::MAX as u64),
                 "max.message.bytes" => c.max_message_bytes = at_least(0)?.min(i32::MAX as i64) as usize,
+                "cleanup.policy" => {
+                    let (mut delete, mut compact) = (false, false);
+                    for p in value.split(',').map(str::trim) {
+                        match p {
+                            "delete" => delete = true,
+                            "compact" => compact = true,
+                            _ => return Err(bad("must be delete, compact or both")),
+                        }
+                    }
+                    (c.delete, c.compact) = (delete, compact);
+                }
+                "min.cleanable.dirty.ratio" => {
+                    c.min_cleanable_dirty_ratio = match value.trim().parse::<f64>() {
+                        Ok(x) if (0.0..=1.0).contains(&x) => x,
+                        _ => return Err(bad("must be a number in [0, 1]")),
+                    }
+                }
+                "min.compaction.lag.ms" => c.min_compaction_lag_ms = at_least(0)?,
+                "max.compaction.lag.ms" => c.max_compaction_lag_ms = at_least(1)?,
+                "delete.retention.ms" => c.delete_retention_ms = at_least(0)?,
                 "message.timestamp.type" => {
                     c.timestamp_type = match value.as_str() {
                         "CreateTime" => TimestampType::CreateTime,
@@ -108,6 +146,7 @@ mod tests {
         assert_eq!(c.segment_bytes, i32::MAX as u64);
         assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
         assert_eq!(c.flush_messages, None, "Kafka's Long.MAX_VALUE means never");
+        assert!(c.compact && !c.delete);
         let bad = [("retention.bytes".to_string(), "ten".to_string())];
         let e = LogConfig::default().with_overrides(bad.iter().map(|(k, v)| (k, v))).unwrap_err();
         assert!(e.contains("retention.bytes") && e.contains("ten"), "{e}");

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::checkpoint::sync_dir;
+use super::cleaner::{Cleaner, CleanerConfig, CleanerTotals, SharedLogs};
 use super::topic::{self, TopicMeta};
 use super::{now_ms, Log, LogConfig, LogError};
 
@@ -28,7 +29,8 @@ pub type PartitionKey = (String, u32);
 pub struct LogManager {
     data_dir: PathBuf,
     _lock: File,
-    logs: RwLock<HashMap<PartitionKey, Arc<Log>>>,
+    logs: SharedLogs,
+    cleaner: parking_lot::Mutex<Option<Cleaner>>,
     topics: RwLock<std::collections::BTreeMap<String, TopicMeta>>,
     default_config: LogConfig,
     checkpoint_interval_ms: i64,
@@ -144,12 +146,34 @@ impl LogManager {
         Ok(LogManager {
             data_dir: data_dir.to_path_buf(),
             _lock: lock,
-            logs: RwLock::new(logs),
+            logs: Arc::new(RwLock::new(logs)),
+            cleaner: parking_lot::Mutex::new(None),
             topics: RwLock::new(topics),
             default_config,
             checkpoint_interval_ms: 60_000,
             last_checkpoint_ms: parking_lot::Mutex::new(now_ms()),
         })
+    }
+
+    /// Starts the background cleaner of compacted logs (if enabled).
+    pub fn start_cleaner(&self, config: CleanerConfig) -> Result<(), LogError> {
+        let mut slot = self.cleaner.lock();
+        if config.enabled && slot.is_none() {
+            *slot = Some(Cleaner::start(Arc::clone(&self.logs), config)?);
+        }
+        Ok(())
+    }
+
+    /// Asks the cleaner to look for work now.
+    pub fn wake_cleaner(&self) {
+        if let Some(c) = &*self.cleaner.lock() {
+            c.wake();
+        }
+    }
+
+    /// The cleaner's totals since start, if it runs.
+    pub fn cleaner_totals(&self) -> Option<Arc<CleanerTotals>> {
+        self.cleaner.lock().as_ref().map(|c| Arc::clone(&c.totals))
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -261,6 +285,9 @@ impl LogManager {
 
     /// Closes every log and records the clean shutdown.
     pub fn shutdown(&self) -> Result<(), LogError> {
+        if let Some(c) = self.cleaner.lock().take() {
+            c.stop();
+        }
         let logs: Vec<Arc<Log>> = self.logs.read().values().cloned().collect();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
         let chunk = logs.len().div_ceil(threads).max(1);

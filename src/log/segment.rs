@@ -80,6 +80,9 @@ pub struct Segment {
     /// Wall time this segment object was made; `segment.ms` counts from it
     /// when batches carry no timestamps (as Kafka does).
     created_ms: i64,
+    /// Appended to the file names while the segment is not live: `.cleaned`
+    /// or `.swap` for a segment the cleaner is building (storage-format.md).
+    suffix: Mutex<&'static str>,
 }
 
 /// What a scan of a segment's batches found.
@@ -92,13 +95,20 @@ pub struct RecoveryReport {
 impl Segment {
     /// Creates a new empty segment (replacing any stale files of that name).
     pub fn create(dir: &Path, base_offset: u64, index_bytes: u64, index_interval: u64) -> io::Result<Segment> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(log_path(dir, base_offset))?;
+        Segment::create_with_suffix(dir, base_offset, "", index_bytes, index_interval)
+    }
+
+    /// Creates a new empty segment whose files carry `suffix` after their
+    /// usual names (the cleaner's `.cleaned` segments).
+    pub fn create_with_suffix(dir: &Path, base_offset: u64, suffix: &'static str, index_bytes: u64, index_interval: u64) -> io::Result<Segment> {
+        let named = |p: PathBuf| with_suffix(p, suffix);
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(named(log_path(dir, base_offset)))?;
         for p in [index_path(dir, base_offset), time_index_path(dir, base_offset)] {
-            remove_if_exists(&p)?;
+            remove_if_exists(&named(p))?;
         }
         let indexes = Indexes {
-            offset: OffsetIndex::open(&index_path(dir, base_offset), Some(index_bytes))?,
-            time: TimeIndex::open(&time_index_path(dir, base_offset), Some(index_bytes))?,
+            offset: OffsetIndex::open(&named(index_path(dir, base_offset)), Some(index_bytes))?,
+            time: TimeIndex::open(&named(time_index_path(dir, base_offset)), Some(index_bytes))?,
         };
         Ok(Segment {
             base_offset,
@@ -115,7 +125,43 @@ impl Segment {
             }),
             index_interval,
             created_ms: super::now_ms(),
+            suffix: Mutex::new(suffix),
         })
+    }
+
+    fn suffixed(&self, p: PathBuf) -> PathBuf {
+        with_suffix(p, &self.suffix.lock())
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.suffixed(log_path(&self.dir, self.base_offset))
+    }
+
+    fn index_file(&self) -> PathBuf {
+        self.suffixed(index_path(&self.dir, self.base_offset))
+    }
+
+    fn time_index_file(&self) -> PathBuf {
+        self.suffixed(time_index_path(&self.dir, self.base_offset))
+    }
+
+    /// Renames the segment's three files to carry `suffix` instead of the
+    /// current one: the indexes first, the log last (the log file's name is
+    /// what recovery goes by). The caller syncs the directory.
+    pub fn rename_suffix(&self, suffix: &'static str) -> io::Result<()> {
+        let mut current = self.suffix.lock();
+        for p in [index_path(&self.dir, self.base_offset), time_index_path(&self.dir, self.base_offset), log_path(&self.dir, self.base_offset)] {
+            std::fs::rename(with_suffix(p.clone(), &current), with_suffix(p, suffix))?;
+        }
+        *current = suffix;
+        Ok(())
+    }
+
+    /// Sets the log file's modification time (the cleaner keeps it as the
+    /// time a segment was first cleaned; see storage-format.md).
+    pub fn set_last_modified_ms(&self, ms: i64) -> io::Result<()> {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+        self.file.set_modified(t)
     }
 
     /// Opens an existing segment, trusting its indexes only after checking
@@ -159,6 +205,7 @@ impl Segment {
             }),
             index_interval,
             created_ms: super::now_ms(),
+            suffix: Mutex::new(""),
         };
         match seg.load_tail()? {
             true => Ok(Some(seg)),
@@ -242,6 +289,7 @@ impl Segment {
             }),
             index_interval,
             created_ms: super::now_ms(),
+            suffix: Mutex::new(""),
         };
         let mut pos = 0u64;
         let mut next = base_offset.max(min_offset);
@@ -406,7 +454,7 @@ impl Segment {
             match self.header_at(pos)? {
                 Some(h) if h.base_offset as u64 == self.base_offset + irel as u64 => {}
                 _ => {
-                    tracing::warn!(segment = %log_path(&self.dir, self.base_offset).display(), "offset index entry does not match the log; scanning from the segment start");
+                    tracing::warn!(segment = %self.log_file().display(), "offset index entry does not match the log; scanning from the segment start");
                     pos = 0;
                 }
             }
@@ -422,14 +470,14 @@ impl Segment {
             // (the base offset field lies outside the CRC).
             if len < (HEADER_LEN - batch::LOG_OVERHEAD) as i32 || delta < 0 || walk[16] as i8 != batch::MAGIC || base < expected_min {
                 return Err(LogError::CorruptLog {
-                    path: log_path(&self.dir, self.base_offset),
+                    path: self.log_file(),
                     position: pos,
                     reason: "invalid batch header".into(),
                 });
             }
             if (base + delta as i64) as u64 >= offset {
                 let h = self.header_at(pos)?.ok_or_else(|| LogError::CorruptLog {
-                    path: log_path(&self.dir, self.base_offset),
+                    path: self.log_file(),
                     position: pos,
                     reason: "batch header runs past the end of the segment".into(),
                 })?;
@@ -447,7 +495,7 @@ impl Segment {
     /// when it is the first).
     pub fn read_batches(&self, pos: u64, max_bytes: usize, upper_bound: u64) -> Result<Bytes, LogError> {
         let size = self.size();
-        let corrupt = |position: u64, reason: String| LogError::CorruptLog { path: log_path(&self.dir, self.base_offset), position, reason };
+        let corrupt = |position: u64, reason: String| LogError::CorruptLog { path: self.log_file(), position, reason };
         let first = match self.header_at(pos)? {
             Some(h) => h,
             None => return Ok(Bytes::new()),
@@ -504,6 +552,11 @@ impl Segment {
         self.tail.lock().max_timestamp_batch
     }
 
+    /// fsync of the log file, metadata included.
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
     /// fdatasync of the log file.
     pub fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
@@ -519,8 +572,8 @@ impl Segment {
         let (ol, tl) = (idx.offset.used_bytes(), idx.time.used_bytes());
         idx.offset.resize(ol)?;
         idx.time.resize(tl)?;
-        sync_path(&index_path(&self.dir, self.base_offset))?;
-        sync_path(&time_index_path(&self.dir, self.base_offset))?;
+        sync_path(&self.index_file())?;
+        sync_path(&self.time_index_file())?;
         Ok(())
     }
 
@@ -538,9 +591,9 @@ impl Segment {
     }
 
     pub fn delete_files(&self) -> io::Result<()> {
-        remove_if_exists(&log_path(&self.dir, self.base_offset))?;
-        remove_if_exists(&index_path(&self.dir, self.base_offset))?;
-        remove_if_exists(&time_index_path(&self.dir, self.base_offset))
+        remove_if_exists(&self.log_file())?;
+        remove_if_exists(&self.index_file())?;
+        remove_if_exists(&self.time_index_file())
     }
 
     /// The rolling position for `segment.ms` and the `bytes_since_index`
@@ -606,6 +659,13 @@ fn write_all_vectored(file: &File, at: u64, slices: &mut [IoSlice<'_>], total: u
         IoSlice::advance_slices(&mut bufs, n as usize);
     }
     Ok(())
+}
+
+/// `p` with `suffix` appended to its file name.
+pub fn with_suffix(p: PathBuf, suffix: &str) -> PathBuf {
+    let mut s = p.into_os_string();
+    s.push(suffix);
+    s.into()
 }
 
 pub fn remove_if_exists(p: &Path) -> io::Result<()> {

@@ -30,7 +30,9 @@ impl TxnState {
     /// Notes a batch written at `base_offset`; `marker` is Some(commit?) for
     /// a control batch.
     pub fn observe(&mut self, h: &BatchHeader, base_offset: u64, marker: Option<bool>) {
-        if !h.is_transactional() || h.producer_id < 0 {
+        // An empty batch is a header the cleaner kept for its offsets and
+        // producer state; it holds no data of any transaction.
+        if !h.is_transactional() || h.producer_id < 0 || (marker.is_none() && h.records_count == 0) {
             return;
         }
         match marker {

@@ -8,6 +8,7 @@ mod idempotence;
 mod cli;
 mod kafka_clients;
 mod log_behaviour;
+mod log_compaction;
 mod log_corruption;
 mod log_crash;
 mod log_format;

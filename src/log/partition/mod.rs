@@ -16,7 +16,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 
+mod compaction;
 mod retention;
+
+pub use compaction::Cleanable;
 
 use super::batch::{self, BatchHeader};
 use super::checkpoint::{self, Checkpoint};
@@ -85,6 +88,11 @@ pub struct Log {
     /// nothing written since can be called durable again (a retry would
     /// "succeed"). The log refuses appends and syncs until reopened.
     failed: AtomicBool,
+    /// Held while segments leave the log (retention, DeleteRecords) or are
+    /// swapped for cleaned ones, so the two never act on the same segment.
+    maintenance: Mutex<()>,
+    /// The first offset not covered by a completed clean (`cleaner.checkpoint`).
+    cleaner_checkpoint: AtomicU64,
 }
 
 /// Parses a segment file name `<20 digits>.log`.
@@ -107,6 +115,7 @@ impl Log {
                 checkpoint::sync_dir(parent)?;
             }
         }
+        let rescan: Vec<u64> = compaction::finish_interrupted_swaps(dir)?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
@@ -163,13 +172,16 @@ impl Log {
             }
             let is_last = i + 1 == bases.len();
             let below_recovery_point = bases.get(i + 1).is_some_and(|&next| next <= checkpoint.recovery_point);
-            let trusted = !recovering && (clean || below_recovery_point);
+            let swapped = rescan.contains(&base);
+            let trusted = !recovering && (clean || below_recovery_point) && !swapped;
             let prealloc = if is_last { Some(config.segment_index_bytes) } else { None };
             let opened = if trusted { Segment::open_trusted(dir, base, prealloc, config.index_interval_bytes)? } else { None };
             let (seg, sealed_form, truncated) = match opened {
                 Some(s) => (s, prealloc.is_none(), false),
                 None => {
-                    recovering = true;
+                    // A segment completed from a cleaner swap only needs its
+                    // indexes rebuilt; the ones after it are as they were.
+                    recovering |= !swapped;
                     dirty = true;
                     let (s, report) = Segment::recover(dir, base, config.segment_index_bytes, config.index_interval_bytes, prev_next)?;
                     if report.truncated_bytes > 0 {
@@ -276,6 +288,8 @@ impl Log {
             dirty_open: AtomicBool::new(dirty),
             fsyncs: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            maintenance: Mutex::new(()),
+            cleaner_checkpoint: AtomicU64::new(compaction::read_cleaner_checkpoint(dir)),
         })
     }
 
@@ -392,6 +406,16 @@ impl Log {
             }
             if b.header.is_control() {
                 return Err(LogError::InvalidRecord("clients may not write control batches".into()));
+            }
+            if config.compact {
+                let mut keyless = false;
+                super::cleaner::rewrite::filter_batch(&b.bytes, false, |r| {
+                    keyless |= r.key.is_none();
+                    true
+                })?;
+                if keyless {
+                    return Err(LogError::InvalidRecord("a compacted topic (cleanup.policy=compact) accepts only records with a key".into()));
+                }
             }
         }
         let now = now_ms();

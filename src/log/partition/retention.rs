@@ -17,6 +17,7 @@ impl Log {
     /// how many segments were deleted.
     pub fn apply_retention(&self, now: i64) -> Result<usize, LogError> {
         let config = self.config();
+        let _m = self.maintenance.lock();
         // Deciding and detaching happen under the appender lock, so a
         // concurrent delete_records or roll cannot shift what is chosen.
         let mut app = self.appender.lock();
@@ -40,8 +41,9 @@ impl Log {
             }
             let below_start = segs.get(i + 1).is_some_and(|n| n.base_offset <= lso);
             let newest = if seg.max_timestamp() >= 0 { seg.max_timestamp() } else { seg.last_modified_ms() };
-            let expired = config.retention_ms >= 0 && now - newest > config.retention_ms;
-            let too_big = excess >= seg.size() as i64;
+            // Time and size retention apply only with cleanup.policy=delete.
+            let expired = config.delete && config.retention_ms >= 0 && now - newest > config.retention_ms;
+            let too_big = config.delete && excess >= seg.size() as i64;
             if !(below_start || expired || too_big) {
                 break;
             }
@@ -98,6 +100,7 @@ impl Log {
     /// and deletes segments that fall wholly below it. Returns the new log
     /// start offset.
     pub fn delete_records(&self, offset: u64) -> Result<u64, LogError> {
+        let _m = self.maintenance.lock();
         let app = self.appender.lock();
         if app.closed {
             return Err(LogError::Closed);
