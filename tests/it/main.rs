@@ -6,6 +6,7 @@ mod broker_support;
 mod groups;
 mod idempotence;
 mod cli;
+mod compaction;
 mod kafka_clients;
 mod log_behaviour;
 mod log_compaction;

@@ -304,6 +304,9 @@ fn run(logs: SharedLogs, config: CleanerConfig, stop: Arc<AtomicBool>, wake: Arc
                         ms = started.elapsed().as_millis() as u64, stopped = s.stopped, "cleaned a log"
                     );
                 }
+                Err(super::LogError::Closed) => {
+                    tracing::debug!(topic, partition, "a log closed (deleted?) while it was being cleaned");
+                }
                 Err(e) => {
                     totals.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(topic, partition, error = %e, "cleaning failed; the log is left alone for a while");

@@ -287,7 +287,7 @@ impl Log {
     /// One pass; None when there was nothing to clean.
     fn clean_pass(&self, ctx: &mut CleanContext<'_>) -> Result<Option<CleanStats>, LogError> {
         let config = self.config();
-        if !config.compact {
+        if !config.compact || self.closed.load(Ordering::Acquire) {
             return Ok(None);
         }
         let segs = self.segment_list();
@@ -499,6 +499,10 @@ impl Log {
     /// waits meanwhile; if it removed a member first, the clean is dropped.
     fn swap_in(&self, group: &[Arc<Segment>], new: Segment) -> Result<(), LogError> {
         let _m = self.maintenance.lock();
+        if self.closed.load(Ordering::Acquire) {
+            new.delete_files()?;
+            return Err(LogError::Closed);
+        }
         let intact = {
             let map = self.segments.read();
             group.iter().all(|s| map.get(&s.base_offset).is_some_and(|m| Arc::ptr_eq(m, s)))

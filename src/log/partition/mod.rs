@@ -93,6 +93,8 @@ pub struct Log {
     maintenance: Mutex<()>,
     /// The first offset not covered by a completed clean (`cleaner.checkpoint`).
     cleaner_checkpoint: AtomicU64,
+    /// Set by `close`: the cleaner leaves the log alone from then on.
+    closed: AtomicBool,
 }
 
 /// Parses a segment file name `<20 digits>.log`.
@@ -290,6 +292,7 @@ impl Log {
             failed: AtomicBool::new(false),
             maintenance: Mutex::new(()),
             cleaner_checkpoint: AtomicU64::new(compaction::read_cleaner_checkpoint(dir)),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -763,6 +766,9 @@ impl Log {
     /// shutdown (see `LogManager`); a log closed without that is recovered
     /// from its recovery point on the next open.
     pub fn close(&self) -> Result<(), LogError> {
+        // After a swap in progress, and before any other.
+        let _m = self.maintenance.lock();
+        self.closed.store(true, Ordering::Release);
         self.sync_to(self.log_end_offset())?;
         let mut app = self.appender.lock();
         if app.closed {
