@@ -2,8 +2,9 @@
 //! I/O with the same fsync cadence, in one run. What each scenario does, the
 //! command and the measured numbers are in `bench/README.md`.
 //!
-//! `cargo bench --bench log -- [all|append|append-durable|read|lookup|partitions]...
-//!  [--mb N] [--durable-mb N] [--dir PATH] [--runs N] [--threads N] [--partitions N] [--partition-runs N] [--secs S]`
+//! `cargo bench --bench log -- [all|append|append-durable|read|lookup|partitions|compact]...
+//!  [--mb N] [--durable-mb N] [--dir PATH] [--runs N] [--threads N] [--partitions N] [--partition-runs N] [--secs S]
+//!  [--compact-records N] [--compact-keys N] [--map-mb N]`
 
 use std::fs::File;
 use std::io::Write;
@@ -35,10 +36,27 @@ struct Opts {
     partitions: u32,
     partition_runs: usize,
     secs: f64,
+    compact_records: u64,
+    compact_keys: u64,
+    /// The small offset map of the second compaction variant (forces passes).
+    map_mb: u64,
 }
 
 fn parse_args() -> Res<Opts> {
-    let mut o = Opts { scenarios: vec![], mb: 1024, durable_mb: 256, dir: None, runs: 2, threads: 4, partitions: 10_000, partition_runs: 1, secs: 20.0 };
+    let mut o = Opts {
+        scenarios: vec![],
+        mb: 1024,
+        durable_mb: 256,
+        dir: None,
+        runs: 2,
+        threads: 4,
+        partitions: 10_000,
+        partition_runs: 1,
+        secs: 20.0,
+        compact_records: 10_000_000,
+        compact_keys: 1_000_000,
+        map_mb: 16,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -52,6 +70,9 @@ fn parse_args() -> Res<Opts> {
             "--partitions" => o.partitions = value()?.parse()?,
             "--partition-runs" => o.partition_runs = value()?.parse::<usize>()?.max(1),
             "--secs" => o.secs = value()?.parse()?,
+            "--compact-records" => o.compact_records = value()?.parse()?,
+            "--compact-keys" => o.compact_keys = value()?.parse::<u64>()?.max(1),
+            "--map-mb" => o.map_mb = value()?.parse::<u64>()?.max(1),
             s if !s.starts_with('-') => o.scenarios.push(s.to_string()),
             s => return Err(format!("unknown option {s}").into()),
         }
@@ -552,6 +573,123 @@ fn scenario_partitions(o: &Opts, base: &Path, t: &mut Table) -> Res<()> {
 
 // ---------------------------------------------------------------- main
 
+// ---------------------------------------------------------------- compact
+
+const COMPACT_BATCH: u64 = 100;
+const COMPACT_VALUE: usize = 100;
+
+/// A compacted log of `records` keyed records (`COMPACT_VALUE`-byte values)
+/// over `keys` keys chosen at random, in uncompressed batches of 100, rolled
+/// so every record is cleanable, and fsynced.
+fn compact_fixture(dir: &Path, records: u64, keys: u64, seed: u64) -> Res<Log> {
+    let config = LogConfig { compact: true, delete: false, retention_ms: -1, segment_bytes: 256 * MIB, ..LogConfig::default() };
+    let log = Log::open(dir, config, false)?;
+    let mut rng = seed | 1;
+    let value = vec![b'v'; COMPACT_VALUE];
+    let mut written = 0;
+    while written < records {
+        let n = COMPACT_BATCH.min(records - written) as usize;
+        let names: Vec<String> = (0..n)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                format!("key-{:09}", rng % keys)
+            })
+            .collect();
+        let recs: Vec<eddy::log::records::NewRecord<'_>> = names.iter().map(|k| eddy::log::records::NewRecord { key: Some(k.as_bytes()), value: Some(&value), timestamp: now_ms(), headers: &[] }).collect();
+        log.append(&eddy::log::records::build_batch(&recs))?;
+        written += n as u64;
+    }
+    log.roll()?;
+    log.sync_to(log.log_end_offset())?;
+    Ok(log)
+}
+
+/// Peak RSS (VmHWM) of this process in MiB; `reset` first restarts it from
+/// the current RSS (Linux: `5` to `/proc/self/clear_refs`).
+fn peak_rss(reset: bool) -> f64 {
+    if reset {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+    kb_field(&std::fs::read_to_string("/proc/self/status").unwrap_or_default(), "VmHWM:")
+}
+
+/// The raw limit of a clean: read `input` bytes of the log's files in 1 MiB
+/// chunks and write `output` bytes to a new file, then fdatasync.
+fn copy_raw(log: &Log, output: u64, out_path: &Path) -> Res<()> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    for base in log.segment_bases() {
+        let f = File::open(log.dir().join(format!("{base:020}.log")))?;
+        let mut pos = 0;
+        loop {
+            let n = f.read_at(&mut buf, pos)?;
+            if n == 0 {
+                break;
+            }
+            pos += n as u64;
+        }
+    }
+    let mut out = File::create(out_path)?;
+    let mut left = output;
+    while left > 0 {
+        let n = left.min(READ_CHUNK as u64) as usize;
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    out.sync_data()?;
+    Ok(())
+}
+
+fn scenario_compact(o: &Opts, base: &Path, t: &mut Table) -> Res<()> {
+    use eddy::log::cleaner::{CleanContext, OffsetMap, Throttle};
+    println!("compact: {} records over {} keys, {COMPACT_VALUE}-byte values, batches of {COMPACT_BATCH}", o.compact_records, o.compact_keys);
+    for run in 0..o.runs {
+        for (variant, map_mb) in [("compact", 128u64), ("compact-small-map", o.map_mb)] {
+            let dir = base.join(format!("{variant}-{run}"));
+            let (log, build) = timed(|| compact_fixture(&dir, o.compact_records, o.compact_keys, 0x2545_f491_4f6c_dd1d + run as u64))?;
+            let input = log.size_bytes();
+            let rss_before = peak_rss(true);
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let mut map = OffsetMap::new(map_mb * MIB);
+            let mut throttle = Throttle::new(0.0);
+            let (stats, elapsed) = timed(|| Ok(log.compact(&mut CleanContext { map: &mut map, throttle: &mut throttle, stop: &stop, now: now_ms() })?))?;
+            let peak = peak_rss(false) - rss_before;
+            let output = log.size_bytes();
+            // What is left: one record per key that was written.
+            let mut left = 0u64;
+            let mut offset = log.log_start_offset();
+            while offset < log.log_end_offset() {
+                let r = log.read(offset, READ_CHUNK, u64::MAX)?;
+                let mut pos = 0;
+                while let Some(h) = r.records.get(pos..).and_then(BatchHeader::parse) {
+                    left += h.records_count as u64;
+                    offset = h.next_offset() as u64;
+                    pos += h.total_len();
+                }
+            }
+            let (_, raw) = timed(|| copy_raw(&log, output, &base.join("raw-copy")))?;
+            let _ = std::fs::remove_file(base.join("raw-copy"));
+            let log_mibps = input as f64 / MIB as f64 / elapsed.as_secs_f64();
+            let raw_mibps = input as f64 / MIB as f64 / raw.as_secs_f64();
+            println!("  ({variant}: fixture built in {:.1} s; map capacity {} keys)", build.as_secs_f64(), map.capacity());
+            t.add(variant, "input MiB", input as f64 / MIB as f64);
+            t.add(variant, "output MiB", output as f64 / MIB as f64);
+            t.add(variant, "records left (= distinct keys)", left as f64);
+            t.add(variant, "passes", stats.passes as f64);
+            t.add(variant, "clean s", elapsed.as_secs_f64());
+            t.add(variant, "log MiB cleaned/s", log_mibps);
+            t.add(variant, "raw read+write MiB/s", raw_mibps);
+            t.add(variant, "log/raw", log_mibps / raw_mibps);
+            t.add(variant, "peak RSS growth MiB", peak);
+            t.add(variant, "offset map MiB", map.allocated_bytes() as f64 / MIB as f64);
+            drop(log);
+            std::fs::remove_dir_all(&dir)?;
+        }
+    }
+    Ok(())
+}
+
 fn machine(dir: &Path) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu.lines().find_map(|l| l.strip_prefix("model name")).map_or("?", |m| m.trim_start_matches([' ', '\t', ':']));
@@ -574,7 +712,7 @@ fn machine(dir: &Path) -> String {
 
 fn main() -> Res<()> {
     let o = parse_args()?;
-    let known = ["all", "append", "append-durable", "read", "lookup", "partitions"];
+    let known = ["all", "append", "append-durable", "read", "lookup", "partitions", "compact"];
     if let Some(s) = o.scenarios.iter().find(|s| !known.contains(&s.as_str())) {
         return Err(format!("unknown scenario {s}; one of {known:?}").into());
     }
@@ -603,6 +741,9 @@ fn main() -> Res<()> {
     }
     if want("partitions") {
         scenario_partitions(&o, base, &mut t)?;
+    }
+    if want("compact") {
+        scenario_compact(&o, base, &mut t)?;
     }
     t.print();
     println!("\ntotal {:.0} s", started.elapsed().as_secs_f64());
