@@ -16,6 +16,7 @@ pub mod records;
 pub mod segment;
 pub mod topic;
 pub mod txn;
+pub mod txn_index;
 
 use std::io;
 use std::path::PathBuf;

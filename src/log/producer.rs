@@ -22,7 +22,7 @@ pub const REMEMBERED: usize = 5;
 /// `producer.id.expiration.ms` default, one day).
 pub const EXPIRATION_MS: i64 = 24 * 3600 * 1000;
 const MAGIC: &[u8; 4] = b"EDPS";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchRecord {
@@ -46,6 +46,16 @@ pub enum Check {
     Append,
     /// Already written: answer with this offset range, write nothing.
     Duplicate { base_offset: u64, last_offset: u64 },
+}
+
+/// A decoded snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every batch below this offset is reflected.
+    pub offset: u64,
+    pub state: ProducerState,
+    /// Transactions open at `offset`: producer id → first offset.
+    pub open_txns: BTreeMap<i64, u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -124,7 +134,9 @@ impl ProducerState {
         n - self.producers.len()
     }
 
-    pub fn encode(&self, offset: u64) -> Vec<u8> {
+    /// The snapshot bytes: this state and the transactions open in the log
+    /// (producer id → first offset), as of `offset`.
+    pub fn encode(&self, offset: u64, open_txns: &BTreeMap<i64, u64>) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(&VERSION.to_be_bytes());
@@ -142,13 +154,18 @@ impl ProducerState {
                 b.extend_from_slice(&x.last_offset.to_be_bytes());
             }
         }
+        b.extend_from_slice(&(open_txns.len() as u32).to_be_bytes());
+        for (pid, first) in open_txns {
+            b.extend_from_slice(&pid.to_be_bytes());
+            b.extend_from_slice(&first.to_be_bytes());
+        }
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_be_bytes());
         b
     }
 
-    /// Decodes a snapshot: (offset it covers up to, state).
-    pub fn decode(b: &[u8]) -> Result<(u64, ProducerState), &'static str> {
+    /// Decodes a snapshot: (offset it covers up to, state, open transactions).
+    pub fn decode(b: &[u8]) -> Result<Snapshot, &'static str> {
         if b.len() < 22 || &b[..4] != MAGIC {
             return Err("not a producer snapshot");
         }
@@ -184,10 +201,16 @@ impl ProducerState {
             }
             state.producers.insert(pid, ProducerEntry { epoch, last_timestamp, batches });
         }
+        let open = u32::from_be_bytes(take(&mut pos, 4)?.try_into().expect("4"));
+        let mut open_txns = BTreeMap::new();
+        for _ in 0..open {
+            let pid = i64::from_be_bytes(take(&mut pos, 8)?.try_into().expect("8"));
+            open_txns.insert(pid, u64::from_be_bytes(take(&mut pos, 8)?.try_into().expect("8")));
+        }
         if pos != body.len() {
             return Err("trailing bytes");
         }
-        Ok((offset, state))
+        Ok(Snapshot { offset, state, open_txns })
     }
 }
 
@@ -197,11 +220,11 @@ pub fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
 
 /// Writes a snapshot of the state as of `offset` (tmp → fsync → rename →
 /// fsync dir) and removes older snapshots.
-pub fn write_snapshot(dir: &Path, offset: u64, state: &ProducerState) -> std::io::Result<()> {
+pub fn write_snapshot(dir: &Path, offset: u64, state: &ProducerState, open_txns: &BTreeMap<i64, u64>) -> std::io::Result<()> {
     let path = snapshot_path(dir, offset);
     let tmp = path.with_extension("snapshot.tmp");
     let mut f = fs::File::create(&tmp)?;
-    f.write_all(&state.encode(offset))?;
+    f.write_all(&state.encode(offset, open_txns))?;
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, &path)?;
@@ -233,7 +256,7 @@ pub fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 
 /// The newest readable snapshot at or below `max_offset`; damaged or newer
 /// ones are deleted (they cannot be trusted for this log).
-pub fn load_snapshot(dir: &Path, max_offset: u64) -> std::io::Result<Option<(u64, ProducerState)>> {
+pub fn load_snapshot(dir: &Path, max_offset: u64) -> std::io::Result<Option<Snapshot>> {
     let mut found = None;
     for (o, p) in list_snapshots(dir)?.into_iter().rev() {
         if found.is_some() {
@@ -244,7 +267,7 @@ pub fn load_snapshot(dir: &Path, max_offset: u64) -> std::io::Result<Option<(u64
             continue;
         }
         match ProducerState::decode(&fs::read(&p)?) {
-            Ok((offset, state)) if offset == o => found = Some((offset, state)),
+            Ok(s) if s.offset == o => found = Some(s),
             _ => {
                 tracing::warn!(snapshot = %p.display(), "producer snapshot is damaged; rebuilding from the log");
                 fs::remove_file(&p)?;
@@ -302,16 +325,17 @@ mod tests {
         let mut s = ProducerState::default();
         s.record(&header(1, 0, 0, 2), 0);
         s.record(&header(2, 3, 0, 1), 2);
-        let b = s.encode(3);
-        assert_eq!(ProducerState::decode(&b), Ok((3, s.clone())));
+        let open: BTreeMap<i64, u64> = [(2, 1)].into();
+        let b = s.encode(3, &open);
+        assert_eq!(ProducerState::decode(&b), Ok(Snapshot { offset: 3, state: s.clone(), open_txns: open.clone() }));
         for i in 0..b.len() {
             let mut c = b.clone();
             c[i] ^= 0x40;
             assert!(ProducerState::decode(&c).is_err(), "flip at {i}");
         }
         let dir = tempfile::tempdir().unwrap();
-        write_snapshot(dir.path(), 3, &s).unwrap();
-        write_snapshot(dir.path(), 9, &s).unwrap();
+        write_snapshot(dir.path(), 3, &s, &open).unwrap();
+        write_snapshot(dir.path(), 9, &s, &open).unwrap();
         assert_eq!(list_snapshots(dir.path()).unwrap().len(), 1, "older snapshots are removed");
         assert_eq!(load_snapshot(dir.path(), 8).unwrap(), None, "a snapshot past the log end is dropped");
         assert!(list_snapshots(dir.path()).unwrap().is_empty());

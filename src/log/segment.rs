@@ -145,11 +145,22 @@ impl Segment {
         self.suffixed(time_index_path(&self.dir, self.base_offset))
     }
 
-    /// Renames the segment's three files to carry `suffix` instead of the
-    /// current one: the indexes first, the log last (the log file's name is
-    /// what recovery goes by). The caller syncs the directory.
+    /// The aborted-transaction index (`.txnindex`, which exists only once
+    /// the segment holds an abort marker).
+    pub fn txn_index_file(&self) -> PathBuf {
+        self.suffixed(super::txn_index::path(&self.dir, self.base_offset))
+    }
+
+    /// Renames the segment's files to carry `suffix` instead of the current
+    /// one: the indexes first (the `.txnindex` if there is one), the log last
+    /// (the log file's name is what recovery goes by). The caller syncs the
+    /// directory.
     pub fn rename_suffix(&self, suffix: &'static str) -> io::Result<()> {
         let mut current = self.suffix.lock();
+        let txn = super::txn_index::path(&self.dir, self.base_offset);
+        if with_suffix(txn.clone(), &current).exists() {
+            std::fs::rename(with_suffix(txn.clone(), &current), with_suffix(txn, suffix))?;
+        }
         for p in [index_path(&self.dir, self.base_offset), time_index_path(&self.dir, self.base_offset), log_path(&self.dir, self.base_offset)] {
             std::fs::rename(with_suffix(p.clone(), &current), with_suffix(p, suffix))?;
         }
@@ -574,7 +585,7 @@ impl Segment {
         idx.time.resize(tl)?;
         sync_path(&self.index_file())?;
         sync_path(&self.time_index_file())?;
-        Ok(())
+        super::txn_index::sync(&self.txn_index_file())
     }
 
     /// Prepares the still-active segment for a clean stop: the final time
@@ -587,13 +598,15 @@ impl Segment {
         idx.offset.flush()?;
         idx.time.flush()?;
         drop(idx);
+        super::txn_index::sync(&self.txn_index_file())?;
         self.file.sync_all()
     }
 
     pub fn delete_files(&self) -> io::Result<()> {
         remove_if_exists(&self.log_file())?;
         remove_if_exists(&self.index_file())?;
-        remove_if_exists(&self.time_index_file())
+        remove_if_exists(&self.time_index_file())?;
+        remove_if_exists(&self.txn_index_file())
     }
 
     /// The rolling position for `segment.ms` and the `bytes_since_index`

@@ -91,7 +91,7 @@ fn a_compacted_topic_is_cleaned_while_a_client_reads_it() {
         std::thread::spawn(move || {
             let rt = rt();
             let mut r = 1;
-            while !done.load(Ordering::Acquire) && r <= 60 {
+            while !done.load(Ordering::Acquire) && r <= 300 {
                 let value = format!("round-{r}-{}", "x".repeat(100));
                 let sends: Vec<_> = (0..KEYS)
                     .map(|k| {
@@ -131,7 +131,7 @@ fn a_compacted_topic_is_cleaned_while_a_client_reads_it() {
         }
         passes += 1;
         let cleans = b.broker.logs.cleaner_totals().unwrap().cleans.load(Ordering::Relaxed);
-        if (cleans >= 3 && passes >= 5) || started.elapsed() > Duration::from_secs(60) {
+        if (cleans >= 3 && passes >= 3) || started.elapsed() > Duration::from_secs(60) {
             done.store(true, Ordering::Release);
             break;
         }
@@ -142,21 +142,26 @@ fn a_compacted_topic_is_cleaned_while_a_client_reads_it() {
     assert!(cleans >= 3, "the cleaner ran {cleans} times");
     assert!(totals.records_removed.load(Ordering::Relaxed) > KEYS, "superseded records were removed");
 
-    // Once the writer stopped and one more clean ran, a full read holds each
-    // key about once (the active segment aside).
+    // Once the writer stopped and the cleaner caught up, a full read holds
+    // each key once, with the last round's value.
     let log = b.broker.partition("table", 0).unwrap().log.clone();
     log.roll().unwrap();
-    let before = totals.cleans.load(Ordering::Relaxed);
-    b.broker.logs.wake_cleaner();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while totals.cleans.load(Ordering::Relaxed) == before {
-        assert!(Instant::now() < deadline, "no clean after the roll");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let records = read_to(&b, "table", b.log_end("table", 0));
-    assert_eq!(records.len() as u64, KEYS, "one record per key after the final clean");
     let last = round.load(Ordering::Acquire);
-    assert!(records.iter().all(|(_, _, v)| v.as_ref().unwrap().starts_with(&format!("round-{last}-"))), "every key holds the last round");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let before = totals.cleans.load(Ordering::Relaxed);
+        b.broker.logs.wake_cleaner();
+        while totals.cleans.load(Ordering::Relaxed) == before {
+            assert!(Instant::now() < deadline, "no clean after the roll");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let records = read_to(&b, "table", b.log_end("table", 0));
+        if records.len() as u64 == KEYS {
+            assert!(records.iter().all(|(_, _, v)| v.as_ref().unwrap().starts_with(&format!("round-{last}-"))), "every key holds the last round");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} records left after the final cleans, not one per key", records.len());
+    }
 }
 
 #[test]

@@ -47,19 +47,14 @@ fn with_codec(b: &Bytes, codec: u8) -> Bytes {
     Bytes::from(v)
 }
 
-/// Sets producer fields (and the transactional flag) and fixes the CRC.
-fn with_producer(b: &Bytes, pid: i64, seq: i32, transactional: bool) -> Bytes {
-    let mut v = b.to_vec();
-    if transactional {
-        let attrs = i16::from_be_bytes([v[21], v[22]]) | 0x10;
-        v[21..23].copy_from_slice(&attrs.to_be_bytes());
+/// Sets producer fields (epoch 0, and the transactional flag if asked).
+fn with_producer(b: &Bytes, pid: i64, seq: i32, txn: bool) -> Bytes {
+    let b = crate::log_support::with_producer(b, pid, 0, seq);
+    if txn {
+        crate::log_support::transactional(&b)
+    } else {
+        b
     }
-    v[43..51].copy_from_slice(&pid.to_be_bytes());
-    v[51..53].copy_from_slice(&0i16.to_be_bytes());
-    v[53..57].copy_from_slice(&seq.to_be_bytes());
-    let crc = crc32c::crc32c(&v[21..]);
-    v[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(v)
 }
 
 fn clean(log: &Log, now: i64, map_bytes: u64) -> CleanStats {

@@ -380,14 +380,15 @@ fn data_directory_layout_and_clean_shutdown_marker() {
 }
 
 /// A producer snapshot, read with the layout in storage-format.md: "EDPS",
-/// u16 version 1, u64 offset (= the file name), u32 producer count, the
-/// producers, then a CRC-32 (IEEE) of everything before it.
+/// u16 version 2, u64 offset (= the file name), u32 producer count, the
+/// producers, u32 open transaction count, the open transactions, then a
+/// CRC-32 (IEEE) of everything before it.
 fn check_producer_snapshot(path: &Path) {
     let b = fs::read(path).unwrap();
     let name = path.file_name().unwrap().to_str().unwrap();
     let offset: u64 = name.strip_suffix(".snapshot").unwrap().parse().unwrap();
     assert_eq!(&b[..4], b"EDPS");
-    assert_eq!(u16::from_be_bytes([b[4], b[5]]), 1);
+    assert_eq!(u16::from_be_bytes([b[4], b[5]]), 2);
     assert_eq!(u64::from_be_bytes(b[6..14].try_into().unwrap()), offset, "offset in the file = its name");
     let (body, crc) = b.split_at(b.len() - 4);
     assert_eq!(crc32fast::hash(body).to_be_bytes(), crc);
@@ -399,5 +400,7 @@ fn check_producer_snapshot(path: &Path) {
         assert!(n <= 5, "at most five batches per producer");
         pos += 1 + n * (4 + 4 + 8 + 8);
     }
-    assert_eq!(pos, body.len(), "snapshot length matches its producers");
+    let open = u32::from_be_bytes(body[pos..pos + 4].try_into().unwrap()) as usize;
+    pos += 4 + open * (8 + 8); // producer id, first offset of its open transaction
+    assert_eq!(pos, body.len(), "snapshot length matches its producers and open transactions");
 }

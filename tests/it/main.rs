@@ -15,6 +15,7 @@ mod log_crash;
 mod log_format;
 mod log_model;
 mod log_support;
+mod log_txn_index;
 mod transactions;
 mod wire;
 mod wire_support;

@@ -33,6 +33,7 @@ use super::super::cleaner::rewrite::{self, Filtered};
 use super::super::cleaner::{CleanContext, CleanStats, Throttle};
 use super::super::segment::{self, PreparedBatch, Segment};
 use super::super::txn::AbortedTxn;
+use super::super::txn_index;
 use super::super::LogError;
 use super::Log;
 
@@ -123,9 +124,15 @@ pub(super) fn finish_interrupted_swaps(dir: &Path) -> io::Result<Vec<u64>> {
         let swap = segment::with_suffix(segment::log_path(dir, base), ".swap");
         let end = scan_end(&swap, base)?;
         for &b in live.iter().filter(|&&b| b > base && b < end) {
-            for p in [segment::log_path(dir, b), segment::index_path(dir, b), segment::time_index_path(dir, b)] {
+            for p in [segment::log_path(dir, b), segment::index_path(dir, b), segment::time_index_path(dir, b), txn_index::path(dir, b)] {
                 segment::remove_if_exists(&p)?;
             }
+        }
+        // The cleaned segment's transaction index is the one to keep: still
+        // a `.swap`, or already renamed over the live one.
+        let txn_swap = segment::with_suffix(txn_index::path(dir, base), ".swap");
+        if txn_swap.exists() {
+            fs::rename(&txn_swap, txn_index::path(dir, base))?;
         }
         for p in [segment::index_path(dir, base), segment::time_index_path(dir, base)] {
             segment::remove_if_exists(&segment::with_suffix(p.clone(), ".swap"))?;
@@ -476,6 +483,13 @@ impl Log {
             return Ok(true);
         }
         let ready = (|| -> io::Result<()> {
+            // The members' aborted transactions, all kept: an entry whose
+            // records are gone only tells readers to skip nothing.
+            let mut entries = Vec::new();
+            for s in group {
+                entries.extend(txn_index::read(&s.txn_index_file())?.map_err(io::Error::other)?);
+            }
+            txn_index::write(&new.txn_index_file(), &entries)?;
             new.seal()?;
             new.set_last_modified_ms(if any_dirty { ctx.now } else { newest_clean_mtime })?;
             new.sync_all()

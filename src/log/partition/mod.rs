@@ -25,6 +25,7 @@ use super::batch::{self, BatchHeader};
 use super::checkpoint::{self, Checkpoint};
 use super::producer::{self, Check, ProducerState};
 use super::txn::{self, AbortedTxn, TxnState};
+use super::txn_index;
 use super::segment::{self, PreparedBatch, Segment};
 use super::{now_ms, LogConfig, LogError, TimestampType};
 
@@ -133,7 +134,7 @@ impl Log {
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy().into_owned();
-            for ext in [".index", ".timeindex"] {
+            for ext in [".index", ".timeindex", ".txnindex"] {
                 if let Some(stem) = name.strip_suffix(ext) {
                     if segment_base(&format!("{stem}.log")).is_some_and(|b| bases.binary_search(&b).is_err()) {
                         segment::remove_if_exists(&dir.join(&name))?;
@@ -215,7 +216,7 @@ impl Log {
             dirty = true;
             for &base in &bases[from..] {
                 tracing::warn!(segment = %segment::log_path(dir, base).display(), "deleted a segment that no longer continues the log");
-                for p in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
+                for p in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base), txn_index::path(dir, base)] {
                     segment::remove_if_exists(&p)?;
                 }
             }
@@ -272,8 +273,7 @@ impl Log {
             // one later means damage.
             checkpoint.write(dir)?;
         }
-        let producers = rebuild_producers(dir, &segments, log_start_offset, log_end_offset)?;
-        let txns = rebuild_txns(&segments, log_start_offset)?;
+        let (producers, txns) = rebuild_state(dir, &segments, log_start_offset, log_end_offset)?;
         let last_stable_offset = txns.last_stable_offset(log_end_offset);
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -353,8 +353,14 @@ impl Log {
         header.base_offset = offset as i64;
         app.active.append(&[PreparedBatch { header, base_offset_bytes: (offset as i64).to_be_bytes(), rest: bytes.slice(8..) }])?;
         app.producers.record(&header, offset);
+        let aborted_before = app.txns.aborted.len();
         app.txns.observe(&header, offset, Some(commit));
         app.next_offset = offset + 1;
+        if app.txns.aborted.len() > aborted_before {
+            let txn = *app.txns.aborted.last().expect("just added");
+            let entry = txn_index::Entry { txn, last_stable_offset: app.txns.last_stable_offset(offset + 1) };
+            txn_index::append(&app.active.txn_index_file(), &entry)?;
+        }
         self.log_end_offset.store(offset + 1, Ordering::Release);
         self.last_stable_offset.store(app.txns.last_stable_offset(offset + 1), Ordering::Release);
         Ok(offset)
@@ -538,7 +544,7 @@ impl Log {
         app.active.seal()?;
         // The producers' state as of the new segment's start, so recovery
         // replays at most the active segment.
-        producer::write_snapshot(&self.dir, base, &app.producers)?;
+        producer::write_snapshot(&self.dir, base, &app.producers, &app.txns.ongoing)?;
         let seg = Arc::new(Segment::create(&self.dir, base, config.segment_index_bytes, config.index_interval_bytes)?);
         checkpoint::sync_dir(&self.dir)?;
         self.segments.write().insert(base, Arc::clone(&seg));
@@ -776,55 +782,78 @@ impl Log {
         }
         app.closed = true;
         app.active.close_active()?;
-        producer::write_snapshot(&self.dir, app.next_offset, &app.producers)?;
+        producer::write_snapshot(&self.dir, app.next_offset, &app.producers, &app.txns.ongoing)?;
         Ok(())
     }
 }
 
-/// Rebuilds idempotent producers' state: the newest snapshot at or below
-/// the log end, then the headers of every batch after it.
-fn rebuild_producers(dir: &Path, segments: &BTreeMap<u64, Arc<Segment>>, log_start: u64, log_end: u64) -> Result<ProducerState, LogError> {
-    let (from, mut state) = match producer::load_snapshot(dir, log_end)? {
-        Some((offset, state)) => (offset, state),
-        None => (log_start, ProducerState::default()),
+/// Rebuilds idempotent producers' state and the transactions' state on
+/// open: the newest snapshot at or below the log end gives the producers and
+/// the transactions open at its offset; the `.txnindex` files of the
+/// segments below it give the aborted transactions; the batch headers from
+/// the snapshot on (the active segment, usually) are replayed, markers read,
+/// and the `.txnindex` files from there on rewritten to match. Without a
+/// snapshot, or with a damaged `.txnindex`, everything is replayed from the
+/// log start.
+fn rebuild_state(dir: &Path, segments: &BTreeMap<u64, Arc<Segment>>, log_start: u64, log_end: u64) -> Result<(ProducerState, TxnState), LogError> {
+    let (from, mut producers, open_txns) = match producer::load_snapshot(dir, log_end)? {
+        Some(s) => (s.offset, s.state, s.open_txns),
+        None => (log_start, ProducerState::default(), BTreeMap::new()),
     };
+    let mut txns = TxnState { ongoing: open_txns, aborted: Vec::new() };
+    let mut txn_from = from;
     for seg in segments.values() {
-        if seg.next_offset() <= from {
+        if seg.base_offset >= from || seg.next_offset() <= log_start {
             continue;
         }
-        let Some((mut pos, _)) = seg.locate(from)? else { continue };
-        while let Some(h) = seg.header_at(pos)? {
-            if h.base_offset as u64 >= from {
-                state.record(&h, h.base_offset as u64);
+        match txn_index::read(&seg.txn_index_file())? {
+            Ok(entries) => txns.aborted.extend(entries.iter().map(|e| e.txn).filter(|a| a.last_offset < from)),
+            Err(reason) => {
+                tracing::warn!(file = %seg.txn_index_file().display(), reason, "damaged transaction index; rebuilding every one from the log");
+                txns = TxnState::default();
+                txn_from = log_start;
+                break;
             }
-            pos += h.total_len() as u64;
         }
     }
-    Ok(state)
-}
-
-/// Rebuilds the transactions' state from the whole log: transactional
-/// batch headers open a producer's transaction, markers (whose control
-/// record says commit or abort) close it.
-fn rebuild_txns(segments: &BTreeMap<u64, Arc<Segment>>, log_start: u64) -> Result<TxnState, LogError> {
-    let mut state = TxnState::default();
+    let walk_from = txn_from.min(from);
     for seg in segments.values() {
-        if seg.next_offset() <= log_start {
+        if seg.next_offset() <= walk_from {
             continue;
         }
-        let mut pos = 0;
+        // Entries of this segment below the replay stay; the rest are found again.
+        let mut entries: Vec<txn_index::Entry> = if seg.base_offset < walk_from {
+            txn_index::read(&seg.txn_index_file())?.unwrap_or_default().into_iter().filter(|e| e.txn.last_offset < walk_from).collect()
+        } else {
+            Vec::new()
+        };
+        let Some((mut pos, _)) = seg.locate(walk_from)? else { continue };
         while let Some(h) = seg.header_at(pos)? {
-            if h.is_transactional() {
+            let offset = h.base_offset as u64;
+            if offset >= from {
+                producers.record(&h, offset);
+            }
+            if offset >= walk_from && h.is_transactional() {
                 let marker = if h.is_control() { txn::marker_type(&seg.read_batches(pos, 0, u64::MAX)?) } else { None };
                 if !h.is_control() || marker.is_some() {
-                    state.observe(&h, h.base_offset as u64, marker);
+                    let before = txns.aborted.len();
+                    txns.observe(&h, offset, marker);
+                    if txns.aborted.len() > before {
+                        let txn = *txns.aborted.last().expect("just added");
+                        entries.push(txn_index::Entry { txn, last_stable_offset: txns.last_stable_offset(offset + 1) });
+                    }
                 }
             }
             pos += h.total_len() as u64;
         }
+        let path = seg.txn_index_file();
+        if txn_index::read(&path)?.ok().as_deref() != Some(&entries[..]) {
+            txn_index::write(&path, &entries)?;
+            checkpoint::sync_dir(dir)?;
+        }
     }
-    state.trim(log_start);
-    Ok(state)
+    txns.trim(log_start);
+    Ok((producers, txns))
 }
 
 /// Copies a batch with `LogAppendTime` set: the timestamp-type attribute, the
