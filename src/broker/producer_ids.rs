@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use super::Broker;
 use crate::log::checkpoint::sync_dir;
 use crate::log::LogError;
+use crate::protocol::code;
 
 const BLOCK: i64 = 1000;
 
@@ -49,17 +50,20 @@ impl ProducerIds {
     }
 }
 
-pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest, _version: i16) -> InitProducerIdResponse {
+pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest, version: i16) -> InitProducerIdResponse {
     let mut r = InitProducerIdResponse::default();
     r.producer_id = ProducerId(-1);
     r.producer_epoch = -1;
     if let Some(id) = req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
-        let result = tokio::task::block_in_place(|| broker.with_txn_effects(|fx| broker.txns.init_producer(id.as_str(), req.transaction_timeout_ms, || broker.producer_ids.next(), fx)));
+        let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
+        let result = tokio::task::block_in_place(|| broker.with_txn_effects(|fx| broker.txns.init_producer(id.as_str(), req.transaction_timeout_ms, expected, || broker.producer_ids.next(), fx)));
         match result {
             Ok((pid, epoch)) => {
                 r.producer_id = ProducerId(pid);
                 r.producer_epoch = epoch;
             }
+            // Clients before v4 know the fencing as INVALID_PRODUCER_EPOCH (as Kafka answers them).
+            Err(code::PRODUCER_FENCED) if version < 4 => r.error_code = code::INVALID_PRODUCER_EPOCH,
             Err(code) => r.error_code = code,
         }
         return r;

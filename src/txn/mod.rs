@@ -219,12 +219,25 @@ impl TxnCoordinator {
 
     /// InitProducerId for a transactional id: a new id, or the existing id
     /// with the next epoch after aborting whatever was open (fencing the
-    /// previous producer instance).
-    pub fn init_producer(&self, id: &str, timeout_ms: i32, new_id: impl FnOnce() -> Result<i64, LogError>, parts: &Effects<'_>) -> Result<(i64, i16), i16> {
+    /// previous producer instance). `expected` is the producer id and epoch
+    /// a client that already had them sends to bump its epoch (KIP-360,
+    /// InitProducerId v3+): they must be the current ones (else
+    /// PRODUCER_FENCED), and a retry of a bump that already happened gets the
+    /// same answer again.
+    pub fn init_producer(&self, id: &str, timeout_ms: i32, expected: Option<(i64, i16)>, new_id: impl FnOnce() -> Result<i64, LogError>, parts: &Effects<'_>) -> Result<(i64, i16), i16> {
         if timeout_ms <= 0 || timeout_ms > self.max_timeout_ms {
             return Err(code::INVALID_TRANSACTION_TIMEOUT);
         }
         let current = self.get(id);
+        if let (Some(m), Some((pid, epoch))) = (&current, expected) {
+            let settled = matches!(m.status, Status::Empty | Status::CompleteCommit | Status::CompleteAbort);
+            if pid == m.producer_id && epoch.checked_add(1) == Some(m.epoch) && settled {
+                return Ok((m.producer_id, m.epoch));
+            }
+            if pid != m.producer_id || epoch != m.epoch {
+                return Err(code::PRODUCER_FENCED);
+            }
+        }
         if let Some(m) = &current {
             match m.status {
                 Status::PrepareCommit | Status::PrepareAbort => return Err(code::CONCURRENT_TRANSACTIONS),

@@ -130,3 +130,110 @@ fn acks_all_records_survive_kill_9_of_the_broker() {
         broker.wait().unwrap();
     }
 }
+
+/// Everything readable at `isolation` in partition 0 of `topic`, read until
+/// the consumer has been idle for a while.
+fn read_isolated(addr: &str, topic: &str, isolation: &str) -> Vec<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", format!("verify-{isolation}"))
+        .set("isolation.level", isolation)
+        .set("enable.auto.commit", "false")
+        .set("log_level", "0")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_millis(1500) {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            out.push(String::from_utf8_lossy(m.unwrap().payload().unwrap()).into_owned());
+            idle_since = Instant::now();
+        }
+    }
+    out
+}
+
+fn txn_producer(addr: &str, id: &str, timeout_ms: u32) -> rdkafka::producer::BaseProducer {
+    use rdkafka::producer::Producer;
+    let p: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", timeout_ms.to_string())
+        .set("log_level", "0")
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    p
+}
+
+#[test]
+fn open_transactions_survive_kill_9_of_the_broker() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut broker = start(dir.path(), &addr);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let a: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &addr).create().unwrap();
+    let t = rdkafka::admin::NewTopic::new("txn-kill", 1, rdkafka::admin::TopicReplication::Fixed(1));
+    assert!(rt.block_on(a.create_topics(&[t], &rdkafka::admin::AdminOptions::new())).unwrap()[0].is_ok());
+
+    // One committed transaction, then two left open: a long one that a new
+    // instance of its producer must fence, and a short one the restarted
+    // broker must time out by itself.
+    let long = txn_producer(&addr, "kill-long", 60_000);
+    long.begin_transaction().unwrap();
+    long.send(BaseRecord::<str, str>::to("txn-kill").key("k").payload("committed")).unwrap();
+    long.commit_transaction(Duration::from_secs(30)).unwrap();
+    long.begin_transaction().unwrap();
+    for i in 0..5 {
+        long.send(BaseRecord::<str, str>::to("txn-kill").key("k").payload(&format!("open-long-{i}"))).unwrap();
+    }
+    long.flush(Duration::from_secs(30)).unwrap();
+    let short = txn_producer(&addr, "kill-short", 3_000);
+    short.begin_transaction().unwrap();
+    short.send(BaseRecord::<str, str>::to("txn-kill").key("k").payload("open-short")).unwrap();
+    short.flush(Duration::from_secs(30)).unwrap();
+    broker.kill().unwrap(); // SIGKILL
+    broker.wait().unwrap();
+    drop(long);
+    drop(short);
+
+    let mut broker = start(dir.path(), &addr);
+    // Both transactions are still open: read_committed sees only the commit.
+    assert_eq!(read_isolated(&addr, "txn-kill", "read_committed"), vec!["committed"]);
+    // The short one is aborted by the restarted broker's timeout...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = describe_txn(&addr, "kill-short");
+        if state == "CompleteAbort" || state == "Empty" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restored short transaction was never timed out (state {state})");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(describe_txn(&addr, "kill-long"), "Ongoing", "the long one is still open");
+    // ...and the long one is fenced and aborted when its producer comes back.
+    let again = txn_producer(&addr, "kill-long", 60_000);
+    again.begin_transaction().unwrap();
+    again.send(BaseRecord::<str, str>::to("txn-kill").key("k").payload("after")).unwrap();
+    again.commit_transaction(Duration::from_secs(30)).unwrap();
+    assert_eq!(read_isolated(&addr, "txn-kill", "read_committed"), vec!["committed", "after"]);
+    assert_eq!(read_isolated(&addr, "txn-kill", "read_uncommitted").len(), 8, "every record is stored");
+    // SAFETY: signalling our own child for a clean stop.
+    unsafe { libc::kill(broker.id() as i32, libc::SIGTERM) };
+    assert!(broker.wait().unwrap().success());
+}
+
+/// The state of a transactional id, by DescribeTransactions.
+fn describe_txn(addr: &str, id: &str) -> String {
+    use kafka_protocol::messages::{ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse, TransactionalId};
+    use kafka_protocol::protocol::StrBytes;
+    let mut d = DescribeTransactionsRequest::default();
+    d.transactional_ids = vec![TransactionalId(StrBytes::from_string(id.to_string()))];
+    let r: DescribeTransactionsResponse = crate::wire_support::call_once(addr.parse().unwrap(), ApiKey::DescribeTransactions, 0, &d);
+    r.transaction_states[0].transaction_state.to_string()
+}

@@ -298,3 +298,32 @@ fn a_transaction_left_prepared_by_a_crash_is_completed_on_restart() {
     }
     assert_eq!(b.broker.txns.get("prepared").unwrap().status, eddy::txn::Status::CompleteCommit);
 }
+
+#[test]
+fn init_producer_id_bumps_the_epoch_of_the_producer_it_was_given_kip_360() {
+    use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId, TransactionalId};
+    use kafka_protocol::protocol::StrBytes;
+
+    use crate::wire_support::call_once;
+    let b = TestBroker::start();
+    let init = |version: i16, pid: i64, epoch: i16| -> InitProducerIdResponse {
+        let mut r = InitProducerIdRequest::default();
+        r.transactional_id = Some(TransactionalId(StrBytes::from_static_str("kip360")));
+        r.transaction_timeout_ms = 10_000;
+        r.producer_id = ProducerId(pid);
+        r.producer_epoch = epoch;
+        call_once(b.addr, ApiKey::InitProducerId, version, &r)
+    };
+    let first = init(4, -1, -1);
+    assert_eq!((first.error_code, first.producer_epoch), (0, 0));
+    let pid = first.producer_id.0;
+    let bumped = init(4, pid, 0);
+    assert_eq!((bumped.error_code, bumped.producer_id.0, bumped.producer_epoch), (0, pid, 1), "the epoch is bumped");
+    let retried = init(4, pid, 0);
+    assert_eq!((retried.error_code, retried.producer_id.0, retried.producer_epoch), (0, pid, 1), "a retried bump gets the same answer");
+    assert_eq!(init(4, pid, 5).error_code, 90, "PRODUCER_FENCED: not the current epoch");
+    assert_eq!(init(4, pid + 1, 1).error_code, 90, "PRODUCER_FENCED: another producer id");
+    assert_eq!(init(3, pid, 7).error_code, 47, "INVALID_PRODUCER_EPOCH before v4");
+    let fresh = init(4, -1, -1);
+    assert_eq!((fresh.error_code, fresh.producer_id.0, fresh.producer_epoch), (0, pid, 2), "without an id, a new instance fences the old");
+}
