@@ -89,6 +89,8 @@ pub struct BrokerSection {
     /// `log.cleaner.backoff.ms`: how long the cleaner sleeps when no log needs cleaning. Default 15000.
     #[serde(rename = "log.cleaner.backoff.ms")]
     pub log_cleaner_backoff_ms: i64,
+    /// A directory of `*.toml` files with more `[processors.NAME]` tables; relative to the config file.
+    pub processors_dir: Option<PathBuf>,
 }
 
 impl Default for BrokerSection {
@@ -116,6 +118,7 @@ impl Default for BrokerSection {
             log_cleaner_dedupe_buffer_size: 134_217_728,
             log_cleaner_io_max_bytes_per_second: 0.0,
             log_cleaner_backoff_ms: 15_000,
+            processors_dir: None,
         }
     }
 }
@@ -127,6 +130,16 @@ struct File {
     broker: BrokerSection,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    processors: BTreeMap<String, toml::Value>,
+}
+
+/// A file of the processors directory: processors only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcessorsFile {
+    #[serde(default)]
+    processors: BTreeMap<String, toml::Value>,
 }
 
 /// The whole, validated configuration.
@@ -137,6 +150,8 @@ pub struct Config {
     pub topic_defaults: BTreeMap<String, String>,
     /// Group coordinator settings, from the `[broker]` table.
     pub groups: crate::group::GroupConfig,
+    /// Processors by name, from `[processors.NAME]` tables here and in `processors_dir`.
+    pub processors: BTreeMap<String, crate::processor::ProcessorSpec>,
 }
 
 impl Default for Config {
@@ -155,7 +170,45 @@ pub struct ConfigError {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError { file: path.display().to_string(), message: format!("cannot read: {e}") })?;
-        Config::from_toml(&text, &path.display().to_string())
+        let mut config = Config::from_toml(&text, &path.display().to_string())?;
+        if let Some(dir) = config.broker.processors_dir.clone() {
+            let dir = if dir.is_relative() { path.parent().unwrap_or(Path::new(".")).join(dir) } else { dir };
+            config.load_processors_dir(&dir)?;
+        }
+        Ok(config)
+    }
+
+    /// Adds the processors of every `*.toml` file in `dir` (in name order).
+    pub fn load_processors_dir(&mut self, dir: &Path) -> Result<(), ConfigError> {
+        let err = |file: &Path, message: String| ConfigError { file: file.display().to_string(), message };
+        let entries = std::fs::read_dir(dir).map_err(|e| err(dir, format!("cannot read the processors directory: {e}")))?;
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| err(&f, format!("cannot read: {e}")))?;
+            let pf: ProcessorsFile = toml::from_str(&text).map_err(|e| err(&f, e.to_string().trim_end().to_string()))?;
+            for (name, table) in pf.processors {
+                if self.processors.contains_key(&name) {
+                    return Err(err(&f, format!("[processors.{name}]: a processor of that name is already defined")));
+                }
+                let spec = crate::processor::config::parse(&name, &table).map_err(|e| err(&f, e.to_string()))?;
+                self.processors.insert(name, spec);
+            }
+        }
+        self.check_processors().map_err(|m| err(dir, m))
+    }
+
+    /// Checks across processors: no processor reads another's output or
+    /// dead-letter topic in a cycle is not detected, but two processors may
+    /// not write the same output topic.
+    fn check_processors(&self) -> Result<(), String> {
+        let mut outputs: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, p) in &self.processors {
+            if let Some(other) = outputs.insert(&p.output_topic, name) {
+                return Err(format!("[processors.{name}] output.topic: {:?} is also the output of processor {other:?}", p.output_topic));
+            }
+        }
+        Ok(())
     }
 
     /// Parses and validates a config file's text; `name` is used in errors.
@@ -238,7 +291,14 @@ impl Config {
             let v = topic_config::validate(key, &text).map_err(|e| err(format!("[topic_defaults] {e}")))?;
             topic_defaults.insert(key.clone(), v);
         }
-        Ok(Config { broker: file.broker, topic_defaults, groups })
+        let mut processors = BTreeMap::new();
+        for (pname, table) in &file.processors {
+            let spec = crate::processor::config::parse(pname, table).map_err(|e| err(e.to_string()))?;
+            processors.insert(pname.clone(), spec);
+        }
+        let config = Config { broker: file.broker, topic_defaults, groups, processors };
+        config.check_processors().map_err(err)?;
+        Ok(config)
     }
 
     /// The log cleaner's settings.
@@ -287,9 +347,15 @@ impl Config {
         s.push_str(&format!("\"log.cleaner.dedupe.buffer.size\" = {}\n", b.log_cleaner_dedupe_buffer_size));
         s.push_str(&format!("\"log.cleaner.io.max.bytes.per.second\" = {}\n", b.log_cleaner_io_max_bytes_per_second));
         s.push_str(&format!("\"log.cleaner.backoff.ms\" = {}\n", b.log_cleaner_backoff_ms));
+        if let Some(d) = &b.processors_dir {
+            s.push_str(&format!("processors_dir = {:?}\n", d.display().to_string()));
+        }
         s.push_str("\n[topic_defaults]\n");
         for (def, value, _) in topic_config::effective(&self.topic_defaults, &BTreeMap::new()) {
             s.push_str(&format!("{:?} = {:?}\n", def.name, value));
+        }
+        for (name, p) in &self.processors {
+            s.push_str(&format!("\n# processor {name}: {:?} window over {:?} -> {:?} (emit {:?})\n", p.window, p.topics, p.output_topic, p.emit));
         }
         s
     }

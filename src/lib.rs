@@ -4,6 +4,7 @@ pub mod broker;
 pub mod config;
 pub mod group;
 pub mod log;
+pub mod processor;
 pub mod protocol;
 pub mod server;
 pub mod topic_config;

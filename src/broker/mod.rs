@@ -92,6 +92,14 @@ impl Partition {
         }
     }
 
+    /// Appends records the broker itself writes (processor output), waking
+    /// fetches waiting on the partition as Produce does.
+    pub fn append_internal(&self, records: &bytes::Bytes) -> Result<crate::log::AppendInfo, LogError> {
+        let info = self.log.append(records)?;
+        self.appended();
+        Ok(info)
+    }
+
     /// Registers a waiting fetch; it is woken by the next append.
     fn watch(&self, waker: &Arc<Notify>) {
         let mut w = self.waiters.lock();
@@ -135,6 +143,8 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes topic creation and deletion.
     admin: tokio::sync::Mutex<()>,
+    /// Running processors (started by `start_processors`).
+    processors: parking_lot::Mutex<Vec<crate::processor::runtime::Running>>,
 }
 
 /// A request's outcome: answered, or answered later (acks=all produce).
@@ -192,7 +202,7 @@ impl Broker {
         let groups = crate::group::Coordinator::open(config.groups.clone(), offsets_log)?;
         let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
         logs.start_cleaner(config.cleaner())?;
-        Ok(Broker { config, logs, groups, producer_ids, txns, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
+        Ok(Broker { config, logs, groups, producer_ids, txns, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()), processors: parking_lot::Mutex::new(Vec::new()) })
     }
 
     /// Internal topics (`__consumer_offsets`) are written only by the broker.
@@ -275,6 +285,36 @@ impl Broker {
         let topic = Arc::new(make_topic(&self.logs, &self.config, name, partitions, configs)?);
         self.topics.write().insert(name.to_string(), Arc::clone(&topic));
         Ok(topic)
+    }
+
+    /// The topic, created with `partitions` and `configs` if it does not
+    /// exist (processors' output and dead-letter topics). For threads outside
+    /// the async runtime.
+    pub fn ensure_topic(&self, name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, TopicError> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        let _admin = self.admin.blocking_lock();
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        self.check_new_topic(name, partitions, 1, &[])?;
+        let topic = Arc::new(make_topic(&self.logs, &self.config, name, partitions, configs)?);
+        self.topics.write().insert(name.to_string(), Arc::clone(&topic));
+        Ok(topic)
+    }
+
+    /// Starts the configured processors (once).
+    pub fn start_processors(self: &Arc<Self>) {
+        let mut running = self.processors.lock();
+        if running.is_empty() {
+            *running = crate::processor::runtime::start_all(self);
+        }
+    }
+
+    /// Running processors' specs and counters.
+    pub fn processor_stats(&self) -> Vec<(Arc<crate::processor::ProcessorSpec>, Arc<crate::processor::runtime::Stats>)> {
+        self.processors.lock().iter().map(|r| (Arc::clone(&r.spec), Arc::clone(&r.stats))).collect()
     }
 
     /// Replaces a topic's config overrides (already validated): durably in
@@ -422,6 +462,9 @@ impl Broker {
 
     /// Flushes and closes every log and records the clean shutdown.
     pub fn shutdown(&self) -> Result<(), LogError> {
+        for p in std::mem::take(&mut *self.processors.lock()) {
+            p.stop();
+        }
         self.logs.shutdown()
     }
 }

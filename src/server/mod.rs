@@ -23,6 +23,7 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// returns. The caller closes the broker (`Broker::shutdown`).
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
     let (stop_tx, stop_rx) = watch::channel(false);
+    broker.start_processors();
     let limit = Arc::new(Semaphore::new(broker.config.broker.max_connections as usize));
     let max_frame = broker.config.broker.socket_request_max_bytes as usize;
     let mut connections = JoinSet::new();

@@ -16,7 +16,7 @@ use eddy::log::cleaner::{CleanContext, CleanStats, OffsetMap, Throttle};
 use eddy::log::records::{build_batch, read_records, NewRecord};
 use eddy::log::{compression, Log, LogConfig, LogManager};
 
-use crate::log_support::{crc_ok, scratch_dir, split_batches};
+use crate::log_support::{crc_ok, scratch_dir, split_batches, Rng};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -87,18 +87,6 @@ fn read_all(log: &Log) -> (Records, Vec<BatchHeader>) {
     (out, headers)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// What was written, by offset.
 type History = BTreeMap<u64, (Bytes, Option<Bytes>)>;

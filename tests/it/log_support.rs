@@ -127,3 +127,19 @@ pub fn with_producer(b: &Bytes, producer_id: i64, epoch: i16, base_sequence: i32
     v[17..21].copy_from_slice(&crc.to_be_bytes());
     Bytes::from(v)
 }
+
+/// A small deterministic random generator (xorshift64) for tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

@@ -1,0 +1,425 @@
+//! The windowing engine of one processor: records in (key, event time,
+//! aggregate inputs), the watermark advanced from outside, output records
+//! out. Pure and synchronous: no I/O, no clock (the runtime drives it), so
+//! tests feed it directly.
+//!
+//! Windows are keyed by (key, start, end). A time window (tumbling, hopping
+//! with exclusive end; sliding with inclusive end) is open while
+//! `end > W − grace` and final once `end ≤ W − grace`. A session window
+//! `[start, end]` (inclusive) is final once `end < W − grace − gap`; a record
+//! is late for sessions when the session it would make ends before
+//! `W − grace` (Kafka Streams' rule, which keeps a final session from ever
+//! being extended). State of a window goes when `W ≥ end + retention`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::aggregate::{AggState, Input};
+use super::config::{Emit, KeyFormat, ProcessorSpec, WindowKind};
+
+/// A key: the JSON text of the key value (a string, a number, or an array
+/// for composite keys).
+pub type Key = String;
+type WinId = (Key, i64, i64);
+/// A sliding-window record kept for recomputing windows: (event time, sequence, inputs).
+pub type KeptRecord = (i64, u64, Vec<Input>);
+
+/// One window's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Win {
+    pub aggs: Vec<AggState>,
+    /// The largest event time among its records (the output timestamp).
+    pub max_ts: i64,
+    /// A value was written to the output for it (so removing it needs a tombstone).
+    pub emitted: bool,
+    /// Its final value was written (emit = final).
+    pub finalized: bool,
+}
+
+/// A record the engine emits for the output topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Emission {
+    pub key: Vec<u8>,
+    /// None: a tombstone.
+    pub value: Option<Vec<u8>>,
+    pub timestamp: i64,
+    /// The bytes the output partition is chosen by: the inner key.
+    pub partition_key: Vec<u8>,
+}
+
+/// Everything the engine knows, as checkpointed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineState {
+    pub watermark: Option<i64>,
+    pub seq: u64,
+    pub windows: Vec<(Key, i64, i64, Win)>,
+    /// Sliding windows: each key's records still inside an open window.
+    pub records: Vec<(Key, Vec<KeptRecord>)>,
+    pub dirty: Vec<WinId>,
+    pub superseded: Vec<(Key, i64, i64, i64)>,
+    pub late: u64,
+}
+
+pub struct Engine {
+    spec: Arc<ProcessorSpec>,
+    watermark: Option<i64>,
+    seq: u64,
+    windows: BTreeMap<WinId, Win>,
+    /// (watermark at which it is final, window), emit = final only.
+    pending_final: BTreeSet<(i64, WinId)>,
+    /// (watermark at which its state goes, window).
+    expiry: BTreeSet<(i64, WinId)>,
+    records: BTreeMap<Key, BTreeMap<(i64, u64), Vec<Input>>>,
+    /// Windows changed since the last flush (emit = changes).
+    dirty: BTreeSet<WinId>,
+    /// Sessions merged away since the last flush, with their timestamp: tombstones.
+    superseded: BTreeSet<(Key, i64, i64, i64)>,
+    /// Records that fell in no open window.
+    pub late: u64,
+}
+
+fn floor_div(a: i64, b: i64) -> i64 {
+    a.div_euclid(b)
+}
+
+impl Engine {
+    pub fn new(spec: Arc<ProcessorSpec>) -> Engine {
+        Engine {
+            spec,
+            watermark: None,
+            seq: 0,
+            windows: BTreeMap::new(),
+            pending_final: BTreeSet::new(),
+            expiry: BTreeSet::new(),
+            records: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            superseded: BTreeSet::new(),
+            late: 0,
+        }
+    }
+
+    pub fn from_state(spec: Arc<ProcessorSpec>, s: EngineState) -> Engine {
+        let mut e = Engine::new(spec);
+        e.watermark = s.watermark;
+        e.seq = s.seq;
+        e.late = s.late;
+        for (k, start, end, w) in s.windows {
+            e.index((k.clone(), start, end), &w);
+            e.windows.insert((k, start, end), w);
+        }
+        for (k, recs) in s.records {
+            e.records.insert(k, recs.into_iter().map(|(t, seq, i)| ((t, seq), i)).collect());
+        }
+        e.dirty = s.dirty.into_iter().collect();
+        e.superseded = s.superseded.into_iter().collect();
+        e
+    }
+
+    pub fn state(&self) -> EngineState {
+        EngineState {
+            watermark: self.watermark,
+            seq: self.seq,
+            windows: self.windows.iter().map(|((k, s, e), w)| (k.clone(), *s, *e, w.clone())).collect(),
+            records: self.records.iter().map(|(k, r)| (k.clone(), r.iter().map(|((t, s), i)| (*t, *s, i.clone())).collect())).collect(),
+            dirty: self.dirty.iter().cloned().collect(),
+            superseded: self.superseded.iter().cloned().collect(),
+            late: self.late,
+        }
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    pub fn window_count(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// The current windows of `key` overlapping [from, to]: (start, end, window).
+    pub fn windows_of(&self, key: &str, from: i64, to: i64) -> Vec<(i64, i64, &Win)> {
+        self.windows
+            .range((key.to_string(), i64::MIN, i64::MIN)..=(key.to_string(), i64::MAX, i64::MAX))
+            .filter(|((_, s, e), _)| *e >= from && *s <= to)
+            .map(|((_, s, e), w)| (*s, *e, w))
+            .collect()
+    }
+
+    fn grace(&self) -> i64 {
+        self.spec.grace_ms
+    }
+
+    /// `W − grace`: time windows with `end` above it are open.
+    fn close_time(&self) -> i64 {
+        self.watermark.map_or(i64::MIN, |w| w.saturating_sub(self.grace()))
+    }
+
+    /// The watermark at which a window becomes final.
+    fn final_at(&self, end: i64) -> i64 {
+        match self.spec.window {
+            WindowKind::Session { gap } => end.saturating_add(self.grace()).saturating_add(gap).saturating_add(1),
+            _ => end.saturating_add(self.grace()),
+        }
+    }
+
+    fn index(&mut self, id: WinId, w: &Win) {
+        if self.spec.emit == Emit::Final && !w.finalized {
+            self.pending_final.insert((self.final_at(id.2), id.clone()));
+        }
+        self.expiry.insert((id.2.saturating_add(self.spec.retention_ms), id));
+    }
+
+    fn unindex(&mut self, id: &WinId) {
+        self.pending_final.remove(&(self.final_at(id.2), id.clone()));
+        self.expiry.remove(&(id.2.saturating_add(self.spec.retention_ms), id.clone()));
+        self.dirty.remove(id);
+    }
+
+    fn new_win(&self) -> Win {
+        Win { aggs: self.spec.aggregates.iter().map(|a| AggState::new(&a.func)).collect(), max_ts: i64::MIN, emitted: false, finalized: false }
+    }
+
+    fn add_to(&self, w: &mut Win, t: i64, seq: u64, inputs: &[Input]) {
+        for ((agg, spec), input) in w.aggs.iter_mut().zip(&self.spec.aggregates).zip(inputs) {
+            if AggState::accepts(&spec.func, input) {
+                agg.update(input, t, seq);
+            }
+        }
+        w.max_ts = w.max_ts.max(t);
+    }
+
+    /// Adds a record. `inputs` has one entry per aggregate, in the spec's
+    /// order. Returns false when the record was late (it changed nothing).
+    pub fn process(&mut self, key: Key, t: i64, inputs: Vec<Input>) -> bool {
+        self.seq += 1;
+        let seq = self.seq;
+        let close = self.close_time();
+        let accepted = match self.spec.window {
+            WindowKind::Hopping { size, advance } => {
+                let mut any = false;
+                let kmin = floor_div(t.saturating_sub(size), advance) + 1;
+                let kmax = floor_div(t, advance);
+                for k in kmin..=kmax {
+                    let start = k * advance;
+                    let end = start + size;
+                    if end <= close {
+                        continue;
+                    }
+                    any = true;
+                    self.update_window((key.clone(), start, end), t, seq, &inputs);
+                }
+                any
+            }
+            WindowKind::Session { gap } => self.process_session(key, t, seq, inputs, gap, close),
+            WindowKind::Sliding { difference } => self.process_sliding(key, t, seq, inputs, difference, close),
+        };
+        if !accepted {
+            self.late += 1;
+        }
+        accepted
+    }
+
+    fn update_window(&mut self, id: WinId, t: i64, seq: u64, inputs: &[Input]) {
+        let mut w = match self.windows.remove(&id) {
+            Some(w) => w,
+            None => {
+                let w = self.new_win();
+                self.index(id.clone(), &w);
+                w
+            }
+        };
+        self.add_to(&mut w, t, seq, inputs);
+        self.windows.insert(id.clone(), w);
+        if self.spec.emit == Emit::Changes {
+            self.dirty.insert(id);
+        }
+    }
+
+    fn process_session(&mut self, key: Key, t: i64, seq: u64, inputs: Vec<Input>, gap: i64, close: i64) -> bool {
+        let (lo, hi) = (t.saturating_sub(gap), t.saturating_add(gap));
+        let merging: Vec<WinId> = self
+            .windows
+            .range((key.clone(), i64::MIN, i64::MIN)..=(key.clone(), i64::MAX, i64::MAX))
+            .filter(|((_, s, e), _)| *e >= lo && *s <= hi)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let start = merging.iter().map(|id| id.1).min().unwrap_or(t).min(t);
+        let end = merging.iter().map(|id| id.2).max().unwrap_or(t).max(t);
+        if end < close {
+            return false;
+        }
+        let mut merged = self.new_win();
+        for id in &merging {
+            let old = self.windows.remove(id).expect("listed above");
+            self.unindex(id);
+            for (a, b) in merged.aggs.iter_mut().zip(&old.aggs) {
+                a.merge(b);
+            }
+            merged.max_ts = merged.max_ts.max(old.max_ts);
+            if *id != (key.clone(), start, end) && (old.emitted || self.spec.emit == Emit::Changes) {
+                self.superseded.insert((id.0.clone(), id.1, id.2, old.max_ts));
+            }
+            merged.emitted |= old.emitted && *id == (key.clone(), start, end);
+        }
+        self.add_to(&mut merged, t, seq, &inputs);
+        let id = (key, start, end);
+        self.superseded.retain(|(k, s, e, _)| (k, *s, *e) != (&id.0, id.1, id.2));
+        self.index(id.clone(), &merged);
+        self.windows.insert(id.clone(), merged);
+        if self.spec.emit == Emit::Changes {
+            self.dirty.insert(id);
+        }
+        true
+    }
+
+    fn process_sliding(&mut self, key: Key, t: i64, seq: u64, inputs: Vec<Input>, d: i64, close: i64) -> bool {
+        let recs = self.records.entry(key.clone()).or_default();
+        recs.insert((t, seq), inputs);
+        // Windows whose records change or that come to exist: the new
+        // record's own left window [t − d, t] and right window [t + 1,
+        // t + 1 + d]; the left windows of records in [t, t + d] and the right
+        // windows of records in [t − d − 1, t − 1], which now hold it.
+        let mut candidates: BTreeSet<(i64, i64)> = BTreeSet::new();
+        candidates.insert((t - d, t));
+        for (&(rt, _), _) in recs.range((t, 0)..=(t.saturating_add(d), u64::MAX)) {
+            candidates.insert((rt - d, rt));
+        }
+        for (&(rt, _), _) in recs.range((t.saturating_sub(d + 1), 0)..=(t - 1, u64::MAX)) {
+            candidates.insert((rt + 1, rt + 1 + d));
+        }
+        let has_after = recs.range((t + 1, 0)..=(t.saturating_add(d + 1), u64::MAX)).next().is_some();
+        if has_after {
+            candidates.insert((t + 1, t + 1 + d));
+        }
+        let holds_t = |s: i64, e: i64| s <= t && t <= e;
+        if !candidates.iter().any(|&(s, e)| holds_t(s, e) && e > close) {
+            recs.remove(&(t, seq));
+            if recs.is_empty() {
+                self.records.remove(&key);
+            }
+            return false;
+        }
+        for (s, e) in candidates {
+            if e <= close {
+                continue;
+            }
+            let mut w = self.new_win();
+            let recs = &self.records[&key];
+            let mut any = false;
+            for (&(rt, rseq), inp) in recs.range((s, 0)..=(e, u64::MAX)) {
+                self.add_to(&mut w, rt, rseq, inp);
+                any = true;
+            }
+            if !any {
+                continue;
+            }
+            let id = (key.clone(), s, e);
+            match self.windows.get_mut(&id) {
+                Some(old) => {
+                    old.aggs = w.aggs;
+                    old.max_ts = w.max_ts;
+                }
+                None => {
+                    self.index(id.clone(), &w);
+                    self.windows.insert(id.clone(), w);
+                }
+            }
+            if self.spec.emit == Emit::Changes {
+                self.dirty.insert(id);
+            }
+        }
+        true
+    }
+
+    /// Raises the watermark (never lowers it): emits final windows (emit =
+    /// final), drops expired state (with tombstones if configured).
+    pub fn advance(&mut self, w: i64, out: &mut Vec<Emission>) {
+        if self.watermark.is_some_and(|cur| w <= cur) {
+            return;
+        }
+        self.watermark = Some(w);
+        while let Some((at, _)) = self.pending_final.first() {
+            if *at > w {
+                break;
+            }
+            let (_, id) = self.pending_final.pop_first().expect("just seen");
+            if let Some(win) = self.windows.get_mut(&id) {
+                win.finalized = true;
+                win.emitted = true;
+                let win = win.clone();
+                out.push(self.emission(&id, Some(&win), win.max_ts));
+            }
+        }
+        while let Some((at, _)) = self.expiry.first() {
+            if *at > w {
+                break;
+            }
+            let (_, id) = self.expiry.pop_first().expect("just seen");
+            if let Some(win) = self.windows.remove(&id) {
+                self.unindex(&id);
+                if self.spec.tombstones_on_expire && win.emitted {
+                    out.push(self.emission(&id, None, win.max_ts));
+                }
+            }
+        }
+        if let WindowKind::Sliding { difference } = self.spec.window {
+            let keep_from = w.saturating_sub(self.grace()).saturating_sub(difference);
+            self.records.retain(|_, recs| {
+                *recs = recs.split_off(&(keep_from, 0));
+                !recs.is_empty()
+            });
+        }
+    }
+
+    /// Emits the current value of every window changed since the last flush,
+    /// and tombstones for sessions merged away (emit = changes).
+    pub fn flush(&mut self, out: &mut Vec<Emission>) {
+        for (k, s, e, ts) in std::mem::take(&mut self.superseded) {
+            out.push(self.emission(&(k, s, e), None, ts));
+        }
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(win) = self.windows.get_mut(&id) {
+                win.emitted = true;
+                let win = win.clone();
+                out.push(self.emission(&id, Some(&win), win.max_ts));
+            }
+        }
+    }
+
+    /// The output record of a window (or its tombstone).
+    fn emission(&self, id: &WinId, win: Option<&Win>, timestamp: i64) -> Emission {
+        let (key, start, end) = id;
+        let inner = inner_key(key);
+        let key_bytes = match self.spec.key_format {
+            KeyFormat::Json => format!("{{\"key\":{key},\"start\":{start},\"end\":{end}}}").into_bytes(),
+            KeyFormat::KafkaStreamsWindowed => {
+                let mut b = inner.clone();
+                if matches!(self.spec.window, WindowKind::Session { .. }) {
+                    b.extend_from_slice(&end.to_be_bytes());
+                }
+                b.extend_from_slice(&start.to_be_bytes());
+                b
+            }
+        };
+        let value = win.map(|w| {
+            let mut m = serde_json::Map::new();
+            m.insert("window_start".into(), Value::from(*start));
+            m.insert("window_end".into(), Value::from(*end));
+            for (spec, agg) in self.spec.aggregates.iter().zip(&w.aggs) {
+                m.insert(spec.name.clone(), agg.result());
+            }
+            serde_json::to_vec(&Value::Object(m)).expect("JSON values serialize")
+        });
+        Emission { key: key_bytes, value, timestamp, partition_key: inner }
+    }
+}
+
+/// The key's own bytes: a string's UTF-8, anything else its JSON text.
+pub fn inner_key(key: &str) -> Vec<u8> {
+    match serde_json::from_str::<Value>(key) {
+        Ok(Value::String(s)) => s.into_bytes(),
+        _ => key.as_bytes().to_vec(),
+    }
+}

@@ -1,0 +1,15 @@
+//! Processors: TOML-declared, event-time windowed aggregations running
+//! inside the broker, materialized as compacted topics. The semantics are
+//! `shared/processing.md`'s: `config` parses and validates a processor,
+//! `extract` turns a record into key, event time and aggregate inputs,
+//! `engine` keeps windows and emits results, `aggregate` holds the
+//! aggregate functions, `runtime` runs a processor on the broker's logs with
+//! checkpoints.
+
+pub mod aggregate;
+pub mod config;
+pub mod engine;
+pub mod extract;
+pub mod runtime;
+
+pub use config::{ProcessorSpec, SpecError};

@@ -1,0 +1,579 @@
+//! Running a processor inside the broker: one thread per processor reads its
+//! source partitions straight from the logs (committed records only), drives
+//! the engine, appends the output through the same path as Produce (so
+//! fetches long-polling the output wake up), dead-letters bad and late
+//! records, and checkpoints engine state, source positions and watermark
+//! together every `commit_interval` (storage-format.md §14).
+//!
+//! A failure (an I/O error, a missing source topic) is logged; the processor
+//! drops its in-memory state, waits, and starts again from its last
+//! checkpoint. The broker keeps serving.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::config::{BadAction, Emit, ProcessorSpec, Start};
+use super::engine::{Emission, Engine, EngineState};
+use super::extract;
+use crate::broker::{Broker, Partition};
+use crate::log::batch::{BatchHeader, HEADER_LEN};
+use crate::log::records::{self, NewRecord};
+use crate::log::{now_ms, LogError};
+
+const CHECKPOINT_MAGIC: &[u8; 4] = b"EDPC";
+const CHECKPOINT_VERSION: u16 = 1;
+/// Bytes read from a source partition at a time.
+const READ_BYTES: usize = 512 * 1024;
+/// Records per output batch.
+const OUTPUT_BATCH: usize = 500;
+/// Pause when every source is caught up.
+const IDLE_SLEEP: Duration = Duration::from_millis(10);
+/// Pause before restarting a failed processor.
+const RETRY_SLEEP: Duration = Duration::from_secs(1);
+
+/// Counters of one processor, readable while it runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub late: AtomicU64,
+    pub bad: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub restarts: AtomicU64,
+    /// The watermark (i64::MIN before the first record).
+    pub watermark: std::sync::atomic::AtomicI64,
+}
+
+/// A running processor.
+pub struct Running {
+    pub spec: Arc<ProcessorSpec>,
+    pub stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Running {
+    /// Stops the processor after a last checkpoint and waits for it.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts every configured processor.
+pub fn start_all(broker: &Arc<Broker>) -> Vec<Running> {
+    broker
+        .config
+        .processors
+        .values()
+        .map(|spec| {
+            let spec = Arc::new(spec.clone());
+            let stats = Arc::new(Stats { watermark: std::sync::atomic::AtomicI64::new(i64::MIN), ..Default::default() });
+            let stop = Arc::new(AtomicBool::new(false));
+            let (b, s, st, sp) = (Arc::downgrade(broker), Arc::clone(&stop), Arc::clone(&stats), Arc::clone(&spec));
+            let thread = std::thread::Builder::new().name(format!("processor-{}", spec.name)).spawn(move || supervise(b, sp, s, st)).expect("spawn a processor thread");
+            Running { spec, stats, stop, thread: Mutex::new(Some(thread)) }
+        })
+        .collect()
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let until = std::time::Instant::now() + d;
+    while std::time::Instant::now() < until && !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the processor, restarting it from its checkpoint after a failure.
+fn supervise(broker: Weak<Broker>, spec: Arc<ProcessorSpec>, stop: Arc<AtomicBool>, stats: Arc<Stats>) {
+    let mut last_error = String::new();
+    while !stop.load(Ordering::Acquire) {
+        let Some(b) = broker.upgrade() else { return };
+        let result = Task::open(&b, &spec, &stats).and_then(|mut t| {
+            drop(b);
+            t.run(&broker, &stop)
+        });
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                let msg = e.to_string();
+                if msg != last_error {
+                    tracing::error!(processor = spec.name, error = %msg, "processor failed; restarting from its last checkpoint");
+                    last_error = msg;
+                }
+                stats.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        sleep_unless_stopped(RETRY_SLEEP, &stop);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    #[error("{0}")]
+    Log(#[from] LogError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Per source partition: the log, the next offset to read, and the
+/// watermark inputs.
+struct Source {
+    topic: String,
+    index: i32,
+    part: Arc<Partition>,
+    next: u64,
+    /// Largest event time seen (None before any record).
+    high: Option<i64>,
+    /// Wall time of its last record (or of the task start).
+    last_seen_ms: i64,
+}
+
+/// What a checkpoint holds (JSON inside the envelope, see storage-format.md §14).
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    fingerprint: String,
+    /// (topic, partition, next offset, high event time)
+    sources: Vec<(String, i32, u64, Option<i64>)>,
+    engine: EngineState,
+}
+
+struct Task {
+    spec: Arc<ProcessorSpec>,
+    stats: Arc<Stats>,
+    engine: Engine,
+    sources: Vec<Source>,
+    output: Vec<Arc<Partition>>,
+    dead_letter: Option<Vec<Arc<Partition>>>,
+    /// Output partitions written since the last checkpoint (to fsync):
+    /// (dead-letter topic?, partition).
+    written: std::collections::BTreeSet<(bool, usize)>,
+    path: PathBuf,
+    started_ms: i64,
+    watermark: Option<i64>,
+}
+
+fn fingerprint(spec: &ProcessorSpec) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{spec:?}").as_bytes()))
+}
+
+pub fn checkpoint_path(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("processors").join(format!("{name}.checkpoint"))
+}
+
+fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, String> {
+    let b = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if b.len() < 10 || &b[..4] != CHECKPOINT_MAGIC {
+        return Err("not a processor checkpoint".into());
+    }
+    if u16::from_be_bytes([b[4], b[5]]) != CHECKPOINT_VERSION {
+        return Err("unknown checkpoint version".into());
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32fast::hash(body).to_be_bytes() != crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(&body[6..]).map(Some).map_err(|e| e.to_string())
+}
+
+fn write_checkpoint(path: &Path, c: &Checkpoint) -> std::io::Result<()> {
+    let dir = path.parent().expect("a processors directory");
+    std::fs::create_dir_all(dir)?;
+    let mut b = Vec::with_capacity(4096);
+    b.extend_from_slice(CHECKPOINT_MAGIC);
+    b.extend_from_slice(&CHECKPOINT_VERSION.to_be_bytes());
+    serde_json::to_writer(&mut b, c).map_err(std::io::Error::other)?;
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_be_bytes());
+    let tmp = crate::log::segment::with_suffix(path.to_path_buf(), ".tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&b)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    crate::log::checkpoint::sync_dir(dir)
+}
+
+/// Kafka's default partitioner hash (murmur2 of the key bytes).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    if !tail.is_empty() {
+        for (i, &byte) in tail.iter().enumerate().rev() {
+            h ^= (byte as u32) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Kafka's default partitioner picks for a key.
+pub fn partition_for(key: &[u8], partitions: usize) -> usize {
+    ((murmur2(key) & 0x7fff_ffff) as usize) % partitions.max(1)
+}
+
+impl Task {
+    fn open(broker: &Arc<Broker>, spec: &Arc<ProcessorSpec>, stats: &Arc<Stats>) -> Result<Task, TaskError> {
+        let mut sources = Vec::new();
+        for t in &spec.topics {
+            let topic = broker.topic(t).ok_or_else(|| TaskError::Setup(format!("source topic {t:?} does not exist")))?;
+            for p in &topic.partitions {
+                sources.push(Source { topic: t.clone(), index: p.index, part: Arc::clone(p), next: 0, high: None, last_seen_ms: now_ms() });
+            }
+        }
+        let partitions = sources.iter().map(|s| s.index + 1).max().unwrap_or(1);
+        let compacted: BTreeMap<String, String> = [("cleanup.policy".to_string(), "compact".to_string())].into();
+        let output = broker.ensure_topic(&spec.output_topic, partitions, compacted).map_err(|e| TaskError::Setup(format!("output topic {:?}: {}", spec.output_topic, e.message)))?;
+        let dead_letter = match &spec.dead_letter_topic {
+            Some(t) => Some(broker.ensure_topic(t, 1, BTreeMap::new()).map_err(|e| TaskError::Setup(format!("dead-letter topic {t:?}: {}", e.message)))?.partitions.clone()),
+            None => None,
+        };
+        let path = checkpoint_path(&broker.config.broker.data_dir, &spec.name);
+        let fp = fingerprint(spec);
+        let mut engine = Engine::new(Arc::clone(spec));
+        let restored = match read_checkpoint(&path) {
+            Ok(Some(c)) if c.fingerprint == fp => Some(c),
+            Ok(Some(_)) => {
+                tracing::warn!(processor = spec.name, "the processor's configuration changed since its checkpoint; starting over from its sources");
+                None
+            }
+            Ok(None) => None,
+            Err(reason) => {
+                tracing::warn!(processor = spec.name, reason, "processor checkpoint is damaged; starting over from its sources");
+                None
+            }
+        };
+        match restored {
+            Some(c) => {
+                let positions: HashMap<(String, i32), (u64, Option<i64>)> = c.sources.into_iter().map(|(t, p, o, h)| ((t, p), (o, h))).collect();
+                for s in &mut sources {
+                    if let Some(&(o, h)) = positions.get(&(s.topic.clone(), s.index)) {
+                        s.next = o;
+                        s.high = h;
+                    } else {
+                        s.next = initial_offset(spec, &s.part);
+                    }
+                }
+                engine = Engine::from_state(Arc::clone(spec), c.engine);
+            }
+            None => {
+                for s in &mut sources {
+                    s.next = initial_offset(spec, &s.part);
+                }
+            }
+        }
+        let watermark = engine.watermark();
+        Ok(Task {
+            spec: Arc::clone(spec),
+            stats: Arc::clone(stats),
+            engine,
+            sources,
+            output: output.partitions.clone(),
+            dead_letter,
+            written: std::collections::BTreeSet::new(),
+            path,
+            started_ms: now_ms(),
+            watermark,
+        })
+    }
+
+    fn run(&mut self, broker: &Weak<Broker>, stop: &AtomicBool) -> Result<(), TaskError> {
+        let mut last_commit = now_ms();
+        let mut last_flush = now_ms();
+        let mut out: Vec<Emission> = Vec::new();
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        loop {
+            if stop.load(Ordering::Acquire) || broker.strong_count() == 0 {
+                self.flush_and_commit(&mut out, &mut dead)?;
+                return Ok(());
+            }
+            let mut progressed = false;
+            for i in 0..self.sources.len() {
+                progressed |= self.poll_source(i, &mut out, &mut dead)?;
+            }
+            let now = now_ms();
+            let w = self.compute_watermark(now);
+            if let Some(w) = w {
+                self.engine.advance(w, &mut out);
+            }
+            if self.spec.emit == Emit::Changes && now - last_flush >= self.spec.flush_interval_ms {
+                self.engine.flush(&mut out);
+                last_flush = now;
+            }
+            self.write(&mut out, &mut dead)?;
+            if now - last_commit >= self.spec.commit_interval_ms {
+                self.commit()?;
+                last_commit = now;
+            }
+            self.stats.watermark.store(self.engine.watermark().unwrap_or(i64::MIN), Ordering::Relaxed);
+            if !progressed {
+                std::thread::sleep(IDLE_SLEEP);
+            }
+        }
+    }
+
+    /// Reads what is new in one source partition. True when it read something.
+    fn poll_source(&mut self, i: usize, out: &mut Vec<Emission>, dead: &mut Vec<DeadLetter>) -> Result<bool, TaskError> {
+        let log = Arc::clone(&self.sources[i].part.log);
+        let start = log.log_start_offset();
+        if self.sources[i].next < start {
+            tracing::warn!(processor = self.spec.name, topic = self.sources[i].topic, partition = self.sources[i].index, from = self.sources[i].next, to = start, "source records were deleted before they were processed; skipping ahead");
+            self.sources[i].next = start;
+        }
+        let upper = log.last_stable_offset();
+        let from = self.sources[i].next;
+        if from >= upper {
+            return Ok(false);
+        }
+        let read = log.read(from, READ_BYTES, upper)?;
+        if read.records.is_empty() {
+            return Ok(false);
+        }
+        let aborted = log.aborted_transactions(from, upper);
+        let bytes = read.records;
+        let mut pos = 0usize;
+        while pos + HEADER_LEN <= bytes.len() {
+            let h = BatchHeader::parse(&bytes[pos..]).expect("HEADER_LEN bytes");
+            let len = h.total_len();
+            let batch = &bytes[pos..pos + len];
+            pos += len;
+            let base = h.base_offset as u64;
+            let skip = h.is_control() || (h.is_transactional() && aborted.iter().any(|a| a.producer_id == h.producer_id && a.first_offset <= base && base <= a.last_offset));
+            if !skip {
+                for rec in records::read_records(batch)? {
+                    if (rec.offset as u64) < from {
+                        continue;
+                    }
+                    self.handle(i, rec.offset as u64, rec.key.as_deref(), rec.value.as_deref(), rec.timestamp, out, dead);
+                }
+            }
+            self.sources[i].next = h.next_offset() as u64;
+        }
+        Ok(true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle(&mut self, i: usize, offset: u64, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64, out: &mut Vec<Emission>, dead: &mut Vec<DeadLetter>) {
+        self.stats.records_in.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let (topic, partition) = (self.sources[i].topic.clone(), self.sources[i].index);
+        let dl = |reason: String, event_time: Option<i64>, watermark: Option<i64>| DeadLetter {
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+            timestamp,
+            reason,
+            topic: topic.clone(),
+            partition,
+            offset,
+            event_time,
+            watermark,
+        };
+        match extract::extract(&self.spec, key, value, timestamp) {
+            Err(bad) => {
+                self.stats.bad.fetch_add(1, Ordering::Relaxed);
+                if self.spec.on_missing == BadAction::DeadLetter {
+                    dead.push(dl(bad.reason(), None, self.engine.watermark()));
+                }
+            }
+            Ok(x) => {
+                let s = &mut self.sources[i];
+                s.high = Some(s.high.map_or(x.time, |h| h.max(x.time)));
+                s.last_seen_ms = now;
+                if let Some(w) = self.compute_watermark(now) {
+                    self.engine.advance(w, out);
+                }
+                let time = x.time;
+                if !self.engine.process(x.key, x.time, x.inputs) {
+                    self.stats.late.fetch_add(1, Ordering::Relaxed);
+                    if self.spec.late_action == BadAction::DeadLetter {
+                        dead.push(dl("late".into(), Some(time), self.engine.watermark()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `W = min over active partitions of their high event time −
+    /// max_out_of_orderness`; a partition idle for `idle_timeout` does not
+    /// hold it back (one that never had a record, from the task start); when
+    /// all are idle, the highest one counts, or the wall clock with
+    /// `idle_advance`. Never lower than before.
+    fn compute_watermark(&mut self, now: i64) -> Option<i64> {
+        let idle = self.spec.idle_timeout_ms;
+        let mut active_min: Option<i64> = None;
+        let mut any_active = false;
+        let mut highest: Option<i64> = None;
+        for s in &self.sources {
+            let seen = if s.high.is_some() { s.last_seen_ms } else { self.started_ms };
+            let is_active = now - seen < idle;
+            if let Some(h) = s.high {
+                highest = Some(highest.map_or(h, |x| x.max(h)));
+            }
+            if is_active {
+                any_active = true;
+                match s.high {
+                    Some(h) => active_min = Some(active_min.map_or(h, |m| m.min(h))),
+                    // An active partition with nothing yet holds W back entirely.
+                    None => return self.watermark,
+                }
+            }
+        }
+        let candidate = if any_active {
+            active_min
+        } else if self.spec.idle_advance {
+            Some(now)
+        } else {
+            highest
+        };
+        let candidate = candidate.map(|c| c.saturating_sub(self.spec.max_out_of_orderness_ms));
+        if let Some(c) = candidate {
+            if self.watermark.is_none_or(|w| c > w) {
+                self.watermark = Some(c);
+            }
+        }
+        self.watermark
+    }
+
+    /// Appends pending output and dead letters.
+    fn write(&mut self, out: &mut Vec<Emission>, dead: &mut Vec<DeadLetter>) -> Result<(), TaskError> {
+        if !out.is_empty() {
+            let n = self.output.len();
+            let mut by_part: BTreeMap<usize, Vec<Emission>> = BTreeMap::new();
+            for e in out.drain(..) {
+                by_part.entry(partition_for(&e.partition_key, n)).or_default().push(e);
+            }
+            for (p, es) in by_part {
+                for chunk in es.chunks(OUTPUT_BATCH) {
+                    let recs: Vec<NewRecord> = chunk.iter().map(|e| NewRecord { key: Some(&e.key), value: e.value.as_deref(), timestamp: e.timestamp, headers: &[] }).collect();
+                    self.output[p].append_internal(&records::build_batch(&recs))?;
+                    self.stats.records_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                self.written.insert((false, p));
+            }
+        }
+        if !dead.is_empty() {
+            if let Some(parts) = &self.dead_letter {
+                for chunk in dead.chunks(OUTPUT_BATCH) {
+                    let headers: Vec<Vec<(String, Vec<u8>)>> = chunk.iter().map(DeadLetter::headers).collect();
+                    type Header<'a> = (&'a str, Option<&'a [u8]>);
+                    let hrefs: Vec<Vec<Header>> = headers.iter().map(|h| h.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))).collect()).collect();
+                    let recs: Vec<NewRecord> = chunk.iter().zip(&hrefs).map(|(d, h)| NewRecord { key: d.key.as_deref(), value: d.value.as_deref(), timestamp: d.timestamp, headers: h }).collect();
+                    parts[0].append_internal(&records::build_batch(&recs))?;
+                }
+                self.stats.dead_lettered.fetch_add(dead.len() as u64, Ordering::Relaxed);
+                self.written.insert((true, 0));
+            }
+            dead.clear();
+        }
+        Ok(())
+    }
+
+    /// Makes the outputs written so far durable, then checkpoints.
+    fn commit(&mut self) -> Result<(), TaskError> {
+        for &(is_dead, p) in &self.written {
+            let part = if is_dead { &self.dead_letter.as_ref().expect("written")[p] } else { &self.output[p] };
+            part.log.sync_to(part.log.log_end_offset())?;
+        }
+        self.written.clear();
+        let c = Checkpoint {
+            fingerprint: fingerprint(&self.spec),
+            sources: self.sources.iter().map(|s| (s.topic.clone(), s.index, s.next, s.high)).collect(),
+            engine: self.engine.state(),
+        };
+        write_checkpoint(&self.path, &c)?;
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn flush_and_commit(&mut self, out: &mut Vec<Emission>, dead: &mut Vec<DeadLetter>) -> Result<(), TaskError> {
+        if self.spec.emit == Emit::Changes {
+            self.engine.flush(out);
+        }
+        self.write(out, dead)?;
+        self.commit()
+    }
+}
+
+fn initial_offset(spec: &ProcessorSpec, part: &Partition) -> u64 {
+    match spec.start {
+        Start::Earliest => part.log.log_start_offset(),
+        Start::Latest => part.log.log_end_offset(),
+    }
+}
+
+/// A record for the dead-letter topic: the original record with headers
+/// saying why and where from.
+struct DeadLetter {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    timestamp: i64,
+    reason: String,
+    topic: String,
+    partition: i32,
+    offset: u64,
+    event_time: Option<i64>,
+    watermark: Option<i64>,
+}
+
+impl DeadLetter {
+    fn headers(&self) -> Vec<(String, Vec<u8>)> {
+        let mut h = vec![
+            ("reason".to_string(), self.reason.clone().into_bytes()),
+            ("source.topic".to_string(), self.topic.clone().into_bytes()),
+            ("source.partition".to_string(), self.partition.to_string().into_bytes()),
+            ("source.offset".to_string(), self.offset.to_string().into_bytes()),
+        ];
+        if let Some(t) = self.event_time {
+            h.push(("event.time".to_string(), t.to_string().into_bytes()));
+        }
+        if let Some(w) = self.watermark {
+            h.push(("watermark".to_string(), w.to_string().into_bytes()));
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Values from Kafka's UtilsTest.
+        assert_eq!(murmur2(b"21"), -973_932_308);
+        assert_eq!(murmur2(b"foobar"), -790_332_482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985_981_536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1_486_304_829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58_897_971);
+        assert_eq!(murmur2(b"abc"), 479_470_107);
+    }
+}
