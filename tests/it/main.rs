@@ -17,6 +17,7 @@ mod log_model;
 mod log_support;
 mod log_txn_index;
 mod processor_engine;
+mod processors;
 mod transactions;
 mod wire;
 mod wire_support;

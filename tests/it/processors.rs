@@ -1,0 +1,174 @@
+//! Processors inside the broker, driven by librdkafka: JSON records in,
+//! windowed aggregates out on a compacted topic any client reads, bad and
+//! late records dead-lettered with their headers, state resumed across
+//! restarts.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+use crate::broker_support::TestBroker;
+
+fn client(b: &TestBroker) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", b.bootstrap()).set("broker.address.family", "v4").set("log_level", "3");
+    c
+}
+
+fn create(b: &TestBroker, name: &str, partitions: i32) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin: AdminClient<DefaultClientContext> = client(b).create().unwrap();
+    let r = rt.block_on(admin.create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+}
+
+fn produce(b: &TestBroker, topic: &str, records: &[(Option<&str>, String)]) {
+    let p: BaseProducer = client(b).set("linger.ms", "5").create().unwrap();
+    for (k, v) in records {
+        let mut r = BaseRecord::<str, str>::to(topic).payload(v);
+        if let Some(k) = k {
+            r = r.key(k);
+        }
+        p.send(r).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A consumed record: key, value (None for a tombstone), headers.
+type Got = (Vec<u8>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+/// Reads `topic` from the beginning until `enough` says so (or 30 s pass).
+fn consume_until(b: &TestBroker, topic: &str, mut enough: impl FnMut(&[Got]) -> bool) -> Vec<Got> {
+    let c: BaseConsumer = client(b).set("group.id", format!("read-{topic}")).set("enable.auto.commit", "false").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The output topic appears once the processor has started.
+    loop {
+        let md = c.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+        let parts = md.topics()[0].partitions().len();
+        if parts > 0 {
+            for p in 0..parts as i32 {
+                tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "topic {topic} never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    while !enough(&out) {
+        assert!(Instant::now() < deadline, "{topic}: only {} records within 30 s", out.len());
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let headers = m.headers().map(|h| h.iter().map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec())).collect()).unwrap_or_default();
+            out.push((m.key().map(<[u8]>::to_vec).unwrap_or_default(), m.payload().map(<[u8]>::to_vec), headers));
+        }
+    }
+    out
+}
+
+fn processor(config: &mut eddy::config::Config, name: &str, toml_text: &str) {
+    let table: toml::Value = toml::from_str(toml_text).unwrap();
+    config.processors.insert(name.to_string(), eddy::processor::config::parse(name, &table).unwrap());
+}
+
+const CLICKS: &str = r#"
+    commit_interval = "100ms"
+    [source]
+    topics = ["clicks"]
+    [key]
+    fields = ["user"]
+    on_missing = "dead_letter"
+    [time]
+    field = "ts"
+    [window]
+    type = "tumbling"
+    size = "1s"
+    grace = "0s"
+    [aggregates]
+    clicks = { fn = "count" }
+    spent = { fn = "sum", field = "amount" }
+    [output]
+    topic = "clicks-per-second"
+    emit = "final"
+    [late]
+    action = "dead_letter"
+    topic = "clicks-dead"
+"#;
+
+fn click(user: &str, ts: i64, amount: i64) -> String {
+    json!({ "user": user, "ts": ts, "amount": amount }).to_string()
+}
+
+/// Final windows as (user, start) → (clicks, spent), from the output records.
+fn windows(got: &[Got]) -> BTreeMap<(String, i64), (i64, i64)> {
+    let mut m = BTreeMap::new();
+    for (k, v, _) in got {
+        let k: Value = serde_json::from_slice(k).unwrap();
+        let v: Value = serde_json::from_slice(v.as_ref().unwrap()).unwrap();
+        assert_eq!(v["window_start"], k["start"]);
+        assert_eq!(v["window_end"].as_i64().unwrap() - v["window_start"].as_i64().unwrap(), 1000);
+        let id = (k["key"].as_str().unwrap().to_string(), k["start"].as_i64().unwrap());
+        assert!(m.insert(id.clone(), (v["clicks"].as_i64().unwrap(), v["spent"].as_i64().unwrap())).is_none(), "window {id:?} emitted twice");
+    }
+    m
+}
+
+#[test]
+fn a_tumbling_processor_materializes_final_windows_and_dead_letters_bad_and_late_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", CLICKS));
+    b.keep_dir(tmp);
+    create(&b, "clicks", 1);
+    let mut records: Vec<(Option<&str>, String)> = vec![
+        (None, click("ann", 1_000, 5)),
+        (None, click("bob", 1_200, 7)),
+        (None, click("ann", 1_999, 1)),
+        (None, click("ann", 2_000, 10)), // the next window
+        (None, r#"{"ts": 2100, "amount": 3}"#.to_string()), // no user: dead-lettered
+        (None, "not json".to_string()),
+        (None, click("bob", 3_500, 2)),
+        (None, click("ann", 1_500, 100)), // late: W is 3500 and its window ended at 2000
+    ];
+    records.push((None, click("cid", 5_000, 0))); // closes everything before 5000
+    produce(&b, "clicks", &records);
+    let got = consume_until(&b, "clicks-per-second", |g| g.len() >= 4);
+    let expected: BTreeMap<(String, i64), (i64, i64)> =
+        [(("ann".into(), 1000), (2, 6)), (("bob".into(), 1000), (1, 7)), (("ann".into(), 2000), (1, 10)), (("bob".into(), 3000), (1, 2))].into();
+    assert_eq!(windows(&got), expected);
+
+    let dead = consume_until(&b, "clicks-dead", |g| g.len() >= 3);
+    let reasons: Vec<String> = dead.iter().map(|(_, _, h)| String::from_utf8(h.iter().find(|x| x.0 == "reason").unwrap().1.clone()).unwrap()).collect();
+    assert_eq!(reasons, vec!["missing_key", "unparseable", "late"]);
+    let late = &dead[2].2;
+    let header = |name: &str| String::from_utf8(late.iter().find(|x| x.0 == name).unwrap_or_else(|| panic!("{name} header")).1.clone()).unwrap();
+    assert_eq!((header("source.topic").as_str(), header("source.partition").as_str(), header("source.offset").as_str()), ("clicks", "0", "7"));
+    assert_eq!((header("event.time").as_str(), header("watermark").as_str()), ("1500", "3500"));
+    assert_eq!(dead[2].1.as_deref(), Some(click("ann", 1_500, 100).as_bytes()), "the original value");
+
+    let (_, stats) = b.broker.processor_stats().into_iter().next().unwrap();
+    assert_eq!(stats.late.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(stats.bad.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+    // A restart resumes from the checkpoint: no window is emitted twice, and
+    // the open window of cid continues.
+    let tmp = b.stop().unwrap();
+    b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", CLICKS));
+    b.keep_dir(tmp);
+    produce(&b, "clicks", &[(None, click("cid", 5_100, 4)), (None, click("dan", 7_000, 1))]);
+    let got = consume_until(&b, "clicks-per-second", |g| g.len() >= 5);
+    std::thread::sleep(Duration::from_millis(500));
+    let got_more = consume_until(&b, "clicks-per-second", |g| g.len() >= got.len());
+    let w = windows(&got_more);
+    assert_eq!(w.len(), 5, "{w:?}");
+    assert_eq!(w[&("cid".to_string(), 5000)], (2, 4), "the window open at the restart kept its first record");
+}
