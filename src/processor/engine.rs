@@ -3,9 +3,12 @@
 //! out. Pure and synchronous: no I/O, no clock (the runtime drives it), so
 //! tests feed it directly.
 //!
-//! Windows are keyed by (key, start, end). A time window (tumbling, hopping
-//! with exclusive end; sliding with inclusive end) is open while
-//! `end > W − grace` and final once `end ≤ W − grace`. A session window
+//! Windows are keyed by (key, start, end). A time window is open while its
+//! exclusive end is above `W − grace` and final once it is not: for
+//! tumbling and hopping windows `[start, end)` that is `end > W − grace`;
+//! sliding windows `[start, end]` include their end, so they are open while
+//! `end + 1 > W − grace` (otherwise a record's own window, which ends at its
+//! time, would close the moment it arrives with no grace). A session window
 //! `[start, end]` (inclusive) is final once `end < W − grace − gap`; a record
 //! is late for sessions when the session it would make ends before
 //! `W − grace` (Kafka Streams' rule, which keeps a final session from ever
@@ -160,7 +163,8 @@ impl Engine {
     fn final_at(&self, end: i64) -> i64 {
         match self.spec.window {
             WindowKind::Session { gap } => end.saturating_add(self.grace()).saturating_add(gap).saturating_add(1),
-            _ => end.saturating_add(self.grace()),
+            WindowKind::Sliding { .. } => end.saturating_add(1).saturating_add(self.grace()),
+            WindowKind::Hopping { .. } => end.saturating_add(self.grace()),
         }
     }
 
@@ -294,7 +298,7 @@ impl Engine {
             candidates.insert((t + 1, t + 1 + d));
         }
         let holds_t = |s: i64, e: i64| s <= t && t <= e;
-        if !candidates.iter().any(|&(s, e)| holds_t(s, e) && e > close) {
+        if !candidates.iter().any(|&(s, e)| holds_t(s, e) && e >= close) {
             recs.remove(&(t, seq));
             if recs.is_empty() {
                 self.records.remove(&key);
@@ -302,7 +306,7 @@ impl Engine {
             return false;
         }
         for (s, e) in candidates {
-            if e <= close {
+            if e < close {
                 continue;
             }
             let mut w = self.new_win();
@@ -365,7 +369,10 @@ impl Engine {
             }
         }
         if let WindowKind::Sliding { difference } = self.spec.window {
-            let keep_from = w.saturating_sub(self.grace()).saturating_sub(difference);
+            // An open window [s, e] has e + 1 > W − grace, so it holds only
+            // records at or after W − grace − difference; a right window
+            // [r + 1, r + 1 + difference] is open for r ≥ W − grace − difference − 1.
+            let keep_from = w.saturating_sub(self.grace()).saturating_sub(difference).saturating_sub(1);
             self.records.retain(|_, recs| {
                 *recs = recs.split_off(&(keep_from, 0));
                 !recs.is_empty()

@@ -16,6 +16,7 @@ mod log_format;
 mod log_model;
 mod log_support;
 mod log_txn_index;
+mod processor_cases;
 mod processor_engine;
 mod processors;
 mod transactions;
