@@ -16,9 +16,16 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 fn start(dir: &std::path::Path, addr: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["serve", "--listen", addr, "--data-dir"])
-        .arg(dir)
+    start_with(dir, addr, None)
+}
+
+fn start_with(dir: &std::path::Path, addr: &str, config: Option<&std::path::Path>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    cmd.args(["serve", "--listen", addr, "--data-dir"]).arg(dir);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -236,4 +243,118 @@ fn describe_txn(addr: &str, id: &str) -> String {
     d.transactional_ids = vec![TransactionalId(StrBytes::from_string(id.to_string()))];
     let r: DescribeTransactionsResponse = crate::wire_support::call_once(addr.parse().unwrap(), ApiKey::DescribeTransactions, 0, &d);
     r.transaction_states[0].transaction_state.to_string()
+}
+
+const WINDOWED: &str = r#"
+[processors.per_key]
+commit_interval = "50ms"
+[processors.per_key.source]
+topics = ["events"]
+[processors.per_key.key]
+fields = ["k"]
+[processors.per_key.time]
+field = "t"
+idle_timeout = "1h"
+[processors.per_key.window]
+type = "tumbling"
+size = "100ms"
+grace = "0ms"
+[processors.per_key.aggregates]
+n = { fn = "count" }
+total = { fn = "sum", field = "v" }
+[processors.per_key.output]
+topic = "per-key"
+emit = "final"
+"#;
+
+#[test]
+fn a_processor_killed_at_random_points_materializes_the_reference() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("eddy.toml");
+    std::fs::write(&config, WINDOWED).unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut broker = start_with(&data, &addr, Some(&config));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let a: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &addr).create().unwrap();
+    let t = rdkafka::admin::NewTopic::new("events", 2, rdkafka::admin::TopicReplication::Fixed(1));
+    assert!(rt.block_on(a.create_topics(&[t], &rdkafka::admin::AdminOptions::new())).unwrap()[0].is_ok());
+
+    // Event times rise within each partition, so no record is ever late and
+    // the final windows are exactly the windows of all records.
+    let mut reference: std::collections::BTreeMap<(String, i64), (i64, i64)> = std::collections::BTreeMap::new();
+    let mut seq = 0i64;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut send_chunk = |addr: &str, n: usize, reference: &mut std::collections::BTreeMap<(String, i64), (i64, i64)>| {
+        let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", addr).set("enable.idempotence", "true").set("linger.ms", "2").set("log_level", "0").create().unwrap();
+        for _ in 0..n {
+            seq += 1;
+            let key = format!("k{}", seq % 7);
+            let t = 1_000 + seq * 3;
+            let v = seq % 10;
+            let e = reference.entry((key.clone(), t - t.rem_euclid(100))).or_insert((0, 0));
+            e.0 += 1;
+            e.1 += v;
+            let value = format!(r#"{{"k":"{key}","t":{t},"v":{v}}}"#);
+            p.send(BaseRecord::<str, str>::to("events").partition((seq % 2) as i32).key(&key).payload(&value)).unwrap();
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+    };
+    for _ in 0..5 {
+        send_chunk(&addr, 2_000, &mut reference);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Soon after the chunk: the processor is usually still working on it.
+        std::thread::sleep(Duration::from_millis(rng % 60));
+        broker.kill().unwrap(); // SIGKILL, whatever the processor is doing
+        broker.wait().unwrap();
+        broker = start_with(&data, &addr, Some(&config));
+    }
+    // Two records far ahead (one per partition) close every window.
+    {
+        let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", &addr).set("log_level", "0").create().unwrap();
+        for part in 0..2 {
+            p.send(BaseRecord::<str, str>::to("events").partition(part).key("end").payload(r#"{"k":"end","t":100000000,"v":0}"#)).unwrap();
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+    }
+    // The compacted output, read as a table (the latest value per key), is the reference.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let table = loop {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &addr).set("group.id", "verify-table").set("enable.auto.commit", "false").set("log_level", "0").create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for p in 0..2 {
+            tpl.add_partition_offset("per-key", p, Offset::Beginning).unwrap();
+            ends.insert(p, c.fetch_watermarks("per-key", p, Duration::from_secs(10)).map(|w| w.1).unwrap_or(0));
+        }
+        c.assign(&tpl).unwrap();
+        let mut table: std::collections::BTreeMap<(String, i64), (i64, i64)> = std::collections::BTreeMap::new();
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        let read_deadline = Instant::now() + Duration::from_secs(20);
+        while ends.iter().any(|(p, e)| next.get(p).copied().unwrap_or(0) < *e) && Instant::now() < read_deadline {
+            if let Some(m) = c.poll(Duration::from_millis(100)) {
+                let m = m.unwrap();
+                next.insert(m.partition(), m.offset() + 1);
+                let k: serde_json::Value = serde_json::from_slice(m.key().unwrap()).unwrap();
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                table.insert((k["key"].as_str().unwrap().to_string(), k["start"].as_i64().unwrap()), (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap()));
+            }
+        }
+        if table == reference || Instant::now() > deadline {
+            break table;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let missing = reference.keys().filter(|k| !table.contains_key(*k)).count();
+    let wrong = reference.iter().filter(|(k, v)| table.get(*k).is_some_and(|t| t != *v)).count();
+    assert_eq!(table.len(), reference.len(), "{missing} windows missing, {wrong} wrong");
+    assert!(table == reference, "{wrong} windows differ from the reference");
+    eprintln!("processor crash test: {} windows over {seq} records, 5 kills", reference.len());
+    // SAFETY: signalling our own child for a clean stop.
+    unsafe { libc::kill(broker.id() as i32, libc::SIGTERM) };
+    assert!(broker.wait().unwrap().success());
 }
