@@ -130,9 +130,14 @@ pub fn for_each_record(log: &super::Log, mut f: impl FnMut(Record)) -> Result<()
 
 /// Reads every record of one stored batch (decompressing if needed).
 pub fn read_records(batch_bytes: &[u8]) -> Result<Vec<Record>, LogError> {
+    read_records_shared(&Bytes::copy_from_slice(batch_bytes))
+}
+
+/// `read_records` of a batch held in shared bytes: the keys and values of
+/// an uncompressed batch are slices of it, not copies.
+pub fn read_records_shared(batch_bytes: &Bytes) -> Result<Vec<Record>, LogError> {
     let h = BatchHeader::parse(batch_bytes).ok_or_else(|| LogError::CorruptBatch("batch shorter than its header".into()))?;
-    let raw = &batch_bytes[HEADER_LEN..];
-    let body = Bytes::from(if h.compression() == 0 { raw.to_vec() } else { compression::decompress(h.compression(), raw)? });
+    let body = if h.compression() == 0 { batch_bytes.slice(HEADER_LEN..) } else { Bytes::from(compression::decompress(h.compression(), &batch_bytes[HEADER_LEN..])?) };
     let bad = || LogError::CorruptBatch("record inside the batch is malformed".into());
     let mut out = Vec::with_capacity(h.records_count.clamp(0, 4096) as usize);
     let mut pos = 0usize;

@@ -14,7 +14,7 @@
 //! `W − grace` (Kafka Streams' rule, which keeps a final session from ever
 //! being extended). State of a window goes when `W ≥ end + retention`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -66,11 +66,57 @@ pub struct EngineState {
     pub late: u64,
 }
 
+/// Windows by key (hashed: one lookup per record), then by (start, end)
+/// (ordered: sessions look at a key's neighbours).
+#[derive(Default)]
+struct Windows {
+    by_key: HashMap<Key, BTreeMap<(i64, i64), Win>, xxhash_rust::xxh3::Xxh3Builder>,
+    len: usize,
+}
+
+impl Windows {
+    fn get_mut(&mut self, key: &str, start: i64, end: i64) -> Option<&mut Win> {
+        self.by_key.get_mut(key)?.get_mut(&(start, end))
+    }
+
+    fn insert(&mut self, key: &str, start: i64, end: i64, w: Win) {
+        let m = match self.by_key.get_mut(key) {
+            Some(m) => m,
+            None => self.by_key.entry(key.to_string()).or_default(),
+        };
+        if m.insert((start, end), w).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &str, start: i64, end: i64) -> Option<Win> {
+        let m = self.by_key.get_mut(key)?;
+        let w = m.remove(&(start, end))?;
+        if m.is_empty() {
+            self.by_key.remove(key);
+        }
+        self.len -= 1;
+        Some(w)
+    }
+
+    /// A key's windows, by (start, end).
+    fn of_key(&self, key: &str) -> impl Iterator<Item = (&(i64, i64), &Win)> {
+        self.by_key.get(key).into_iter().flat_map(|m| m.iter())
+    }
+
+    /// Every window, keys in order (for checkpoints).
+    fn sorted(&self) -> Vec<(&Key, &(i64, i64), &Win)> {
+        let mut keys: Vec<&Key> = self.by_key.keys().collect();
+        keys.sort();
+        keys.into_iter().flat_map(|k| self.by_key[k].iter().map(move |(se, w)| (k, se, w))).collect()
+    }
+}
+
 pub struct Engine {
     spec: Arc<ProcessorSpec>,
     watermark: Option<i64>,
     seq: u64,
-    windows: BTreeMap<WinId, Win>,
+    windows: Windows,
     /// (watermark at which it is final, window), emit = final only.
     pending_final: BTreeSet<(i64, WinId)>,
     /// (watermark at which its state goes, window).
@@ -94,7 +140,7 @@ impl Engine {
             spec,
             watermark: None,
             seq: 0,
-            windows: BTreeMap::new(),
+            windows: Windows::default(),
             pending_final: BTreeSet::new(),
             expiry: BTreeSet::new(),
             records: BTreeMap::new(),
@@ -111,7 +157,7 @@ impl Engine {
         e.late = s.late;
         for (k, start, end, w) in s.windows {
             e.index((k.clone(), start, end), &w);
-            e.windows.insert((k, start, end), w);
+            e.windows.insert(&k, start, end, w);
         }
         for (k, recs) in s.records {
             e.records.insert(k, recs.into_iter().map(|(t, seq, i)| ((t, seq), i)).collect());
@@ -125,7 +171,7 @@ impl Engine {
         EngineState {
             watermark: self.watermark,
             seq: self.seq,
-            windows: self.windows.iter().map(|((k, s, e), w)| (k.clone(), *s, *e, w.clone())).collect(),
+            windows: self.windows.sorted().into_iter().map(|(k, (s, e), w)| (k.clone(), *s, *e, w.clone())).collect(),
             records: self.records.iter().map(|(k, r)| (k.clone(), r.iter().map(|((t, s), i)| (*t, *s, i.clone())).collect())).collect(),
             dirty: self.dirty.iter().cloned().collect(),
             superseded: self.superseded.iter().cloned().collect(),
@@ -138,16 +184,12 @@ impl Engine {
     }
 
     pub fn window_count(&self) -> usize {
-        self.windows.len()
+        self.windows.len
     }
 
     /// The current windows of `key` overlapping [from, to]: (start, end, window).
     pub fn windows_of(&self, key: &str, from: i64, to: i64) -> Vec<(i64, i64, &Win)> {
-        self.windows
-            .range((key.to_string(), i64::MIN, i64::MIN)..=(key.to_string(), i64::MAX, i64::MAX))
-            .filter(|((_, s, e), _)| *e >= from && *s <= to)
-            .map(|((_, s, e), w)| (*s, *e, w))
-            .collect()
+        self.windows.of_key(key).filter(|((s, e), _)| *e >= from && *s <= to).map(|((s, e), w)| (*s, *e, w)).collect()
     }
 
     fn grace(&self) -> i64 {
@@ -185,8 +227,8 @@ impl Engine {
         Win { aggs: self.spec.aggregates.iter().map(|a| AggState::new(&a.func)).collect(), max_ts: i64::MIN, emitted: false, finalized: false }
     }
 
-    fn add_to(&self, w: &mut Win, t: i64, seq: u64, inputs: &[Input]) {
-        for ((agg, spec), input) in w.aggs.iter_mut().zip(&self.spec.aggregates).zip(inputs) {
+    fn add_to(spec: &ProcessorSpec, w: &mut Win, t: i64, seq: u64, inputs: &[Input]) {
+        for ((agg, spec), input) in w.aggs.iter_mut().zip(&spec.aggregates).zip(inputs) {
             if AggState::accepts(&spec.func, input) {
                 agg.update(input, t, seq);
             }
@@ -212,7 +254,7 @@ impl Engine {
                         continue;
                     }
                     any = true;
-                    self.update_window((key.clone(), start, end), t, seq, &inputs);
+                    self.update_window(&key, start, end, t, seq, &inputs);
                 }
                 any
             }
@@ -225,30 +267,25 @@ impl Engine {
         accepted
     }
 
-    fn update_window(&mut self, id: WinId, t: i64, seq: u64, inputs: &[Input]) {
-        let mut w = match self.windows.remove(&id) {
-            Some(w) => w,
+    fn update_window(&mut self, key: &Key, start: i64, end: i64, t: i64, seq: u64, inputs: &[Input]) {
+        let spec = Arc::clone(&self.spec);
+        match self.windows.get_mut(key, start, end) {
+            Some(w) => Self::add_to(&spec, w, t, seq, inputs),
             None => {
-                let w = self.new_win();
-                self.index(id.clone(), &w);
-                w
+                let mut w = self.new_win();
+                Self::add_to(&spec, &mut w, t, seq, inputs);
+                self.index((key.clone(), start, end), &w);
+                self.windows.insert(key, start, end, w);
             }
-        };
-        self.add_to(&mut w, t, seq, inputs);
-        self.windows.insert(id.clone(), w);
-        if self.spec.emit == Emit::Changes {
-            self.dirty.insert(id);
+        }
+        if spec.emit == Emit::Changes {
+            self.dirty.insert((key.clone(), start, end));
         }
     }
 
     fn process_session(&mut self, key: Key, t: i64, seq: u64, inputs: Vec<Input>, gap: i64, close: i64) -> bool {
         let (lo, hi) = (t.saturating_sub(gap), t.saturating_add(gap));
-        let merging: Vec<WinId> = self
-            .windows
-            .range((key.clone(), i64::MIN, i64::MIN)..=(key.clone(), i64::MAX, i64::MAX))
-            .filter(|((_, s, e), _)| *e >= lo && *s <= hi)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let merging: Vec<WinId> = self.windows.of_key(&key).filter(|((s, e), _)| *e >= lo && *s <= hi).map(|((s, e), _)| (key.clone(), *s, *e)).collect();
         let start = merging.iter().map(|id| id.1).min().unwrap_or(t).min(t);
         let end = merging.iter().map(|id| id.2).max().unwrap_or(t).max(t);
         if end < close {
@@ -256,7 +293,7 @@ impl Engine {
         }
         let mut merged = self.new_win();
         for id in &merging {
-            let old = self.windows.remove(id).expect("listed above");
+            let old = self.windows.remove(&id.0, id.1, id.2).expect("listed above");
             self.unindex(id);
             for (a, b) in merged.aggs.iter_mut().zip(&old.aggs) {
                 a.merge(b);
@@ -267,11 +304,11 @@ impl Engine {
             }
             merged.emitted |= old.emitted && *id == (key.clone(), start, end);
         }
-        self.add_to(&mut merged, t, seq, &inputs);
+        Self::add_to(&self.spec, &mut merged, t, seq, &inputs);
         let id = (key, start, end);
         self.superseded.retain(|(k, s, e, _)| (k, *s, *e) != (&id.0, id.1, id.2));
         self.index(id.clone(), &merged);
-        self.windows.insert(id.clone(), merged);
+        self.windows.insert(&id.0, start, end, merged);
         if self.spec.emit == Emit::Changes {
             self.dirty.insert(id);
         }
@@ -313,21 +350,21 @@ impl Engine {
             let recs = &self.records[&key];
             let mut any = false;
             for (&(rt, rseq), inp) in recs.range((s, 0)..=(e, u64::MAX)) {
-                self.add_to(&mut w, rt, rseq, inp);
+                Self::add_to(&self.spec, &mut w, rt, rseq, inp);
                 any = true;
             }
             if !any {
                 continue;
             }
             let id = (key.clone(), s, e);
-            match self.windows.get_mut(&id) {
+            match self.windows.get_mut(&key, s, e) {
                 Some(old) => {
                     old.aggs = w.aggs;
                     old.max_ts = w.max_ts;
                 }
                 None => {
                     self.index(id.clone(), &w);
-                    self.windows.insert(id.clone(), w);
+                    self.windows.insert(&key, s, e, w);
                 }
             }
             if self.spec.emit == Emit::Changes {
@@ -349,7 +386,7 @@ impl Engine {
                 break;
             }
             let (_, id) = self.pending_final.pop_first().expect("just seen");
-            if let Some(win) = self.windows.get_mut(&id) {
+            if let Some(win) = self.windows.get_mut(&id.0, id.1, id.2) {
                 win.finalized = true;
                 win.emitted = true;
                 let win = win.clone();
@@ -361,7 +398,7 @@ impl Engine {
                 break;
             }
             let (_, id) = self.expiry.pop_first().expect("just seen");
-            if let Some(win) = self.windows.remove(&id) {
+            if let Some(win) = self.windows.remove(&id.0, id.1, id.2) {
                 self.unindex(&id);
                 if self.spec.tombstones_on_expire && win.emitted {
                     out.push(self.emission(&id, None, win.max_ts));
@@ -387,7 +424,7 @@ impl Engine {
             out.push(self.emission(&(k, s, e), None, ts));
         }
         for id in std::mem::take(&mut self.dirty) {
-            if let Some(win) = self.windows.get_mut(&id) {
+            if let Some(win) = self.windows.get_mut(&id.0, id.1, id.2) {
                 win.emitted = true;
                 let win = win.clone();
                 out.push(self.emission(&id, Some(&win), win.max_ts));

@@ -1,6 +1,7 @@
 //! From a source record to what the engine needs: the key, the event time
 //! and one input per aggregate — or the reason the record is bad.
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::aggregate::{AggState, Input};
@@ -41,10 +42,109 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, part| v.get(part.as_str())).filter(|v| !v.is_null())
 }
 
+/// An object's members, unparsed, in document order (objects are small: a
+/// linear search beats hashing). A repeated name: the last one wins, as
+/// when parsing into a map.
+struct Fields<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    fn get(&self, name: &str) -> Option<&&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Fields<'de>, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((k, val)) = m.next_entry::<&'de str, &'de RawValue>()? {
+                    v.push((k, val));
+                }
+                Ok(Fields(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The fields a processor reads, taken from a JSON object without building
+/// the rest of it: the object's members are split into unparsed slices and
+/// only the paths asked for are decoded. None when the fast path does not
+/// apply (not an object, escaped member names); the caller then parses the
+/// whole value.
+fn lookup_raw(fields: &Fields<'_>, path: &[String]) -> Option<Option<Value>> {
+    let mut cur: &RawValue = match fields.get(path[0].as_str()) {
+        Some(v) => v,
+        None => return Some(None),
+    };
+    for part in &path[1..] {
+        let inner: Fields<'_> = match serde_json::from_str(cur.get()) {
+            Ok(m) => m,
+            Err(_) if !cur.get().trim_start().starts_with('{') => return Some(None),
+            Err(_) => return None,
+        };
+        cur = match inner.get(part.as_str()) {
+            Some(v) => v,
+            None => return Some(None),
+        };
+    }
+    let v: Value = serde_json::from_str(cur.get()).ok()?;
+    Some(Some(v).filter(|v| !v.is_null()))
+}
+
+/// Extraction from the unparsed members of an object (the fast path).
+fn extract_fields(spec: &ProcessorSpec, fields: &Fields<'_>, timestamp: i64) -> Option<Result<Extracted, Bad>> {
+    let mut parts = Vec::with_capacity(spec.key_fields.len());
+    for p in &spec.key_fields {
+        match lookup_raw(fields, p)? {
+            Some(v) => parts.push(v),
+            None => return Some(Err(Bad::MissingKey)),
+        }
+    }
+    let key = if parts.len() == 1 { parts[0].to_string() } else { Value::Array(parts).to_string() };
+    let time = match &spec.time_field {
+        None => timestamp,
+        Some(p) => match lookup_raw(fields, p)? {
+            Some(v) => match parse_time(&v, spec.time_format) {
+                Ok(t) => t,
+                Err(e) => return Some(Err(e)),
+            },
+            None => return Some(Err(Bad::MissingTime)),
+        },
+    };
+    let mut inputs = Vec::with_capacity(spec.aggregates.len());
+    for a in &spec.aggregates {
+        let input = match &a.field {
+            None => Input::None,
+            Some(p) => match lookup_raw(fields, p)? {
+                Some(v) => Input::Value(v),
+                None => return Some(Err(Bad::BadField(a.name.clone()))),
+            },
+        };
+        if !AggState::accepts(&a.func, &input) {
+            return Some(Err(Bad::BadField(a.name.clone())));
+        }
+        inputs.push(input);
+    }
+    Some(Ok(Extracted { key, time, inputs }))
+}
+
 pub fn extract(spec: &ProcessorSpec, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<Extracted, Bad> {
     match spec.format {
         SourceFormat::Json => {
-            let v: Value = serde_json::from_slice(value.ok_or(Bad::Unparseable)?).map_err(|_| Bad::Unparseable)?;
+            let bytes = value.ok_or(Bad::Unparseable)?;
+            if let Ok(fields) = serde_json::from_slice::<Fields<'_>>(bytes) {
+                if let Some(done) = extract_fields(spec, &fields, timestamp) {
+                    return done;
+                }
+            }
+            let v: Value = serde_json::from_slice(bytes).map_err(|_| Bad::Unparseable)?;
             let parts: Vec<&Value> = spec.key_fields.iter().map(|p| lookup(&v, p)).collect::<Option<_>>().ok_or(Bad::MissingKey)?;
             let key = if parts.len() == 1 { parts[0].to_string() } else { Value::Array(parts.into_iter().cloned().collect()).to_string() };
             let time = match &spec.time_field {

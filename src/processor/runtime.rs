@@ -364,12 +364,12 @@ impl Task {
         while pos + HEADER_LEN <= bytes.len() {
             let h = BatchHeader::parse(&bytes[pos..]).expect("HEADER_LEN bytes");
             let len = h.total_len();
-            let batch = &bytes[pos..pos + len];
+            let batch = bytes.slice(pos..pos + len);
             pos += len;
             let base = h.base_offset as u64;
             let skip = h.is_control() || (h.is_transactional() && aborted.iter().any(|a| a.producer_id == h.producer_id && a.first_offset <= base && base <= a.last_offset));
             if !skip {
-                for rec in records::read_records(batch)? {
+                for rec in records::read_records_shared(&batch)? {
                     if (rec.offset as u64) < from {
                         continue;
                     }
