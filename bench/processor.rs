@@ -156,7 +156,8 @@ fn main() -> Res<()> {
         let med = |f: fn(&(f64, f64)) -> f64| {
             let mut x: Vec<f64> = v.iter().map(f).collect();
             x.sort_by(f64::total_cmp);
-            x[x.len() / 2]
+            let n = x.len();
+            if n % 2 == 1 { x[n / 2] } else { (x[n / 2 - 1] + x[n / 2]) / 2.0 }
         };
         println!("| {name} | {:.0} | {:.0} |", med(|p| p.0), med(|p| p.1));
     }
