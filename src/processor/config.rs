@@ -226,6 +226,30 @@ fn path(field: &str) -> Vec<String> {
     field.split('.').map(str::to_string).collect()
 }
 
+/// Where a field name appears in a processor's table: `field`,
+/// `table.field` or `aggregates.NAME.field`.
+fn locate(table: &toml::Value, field: &str) -> Option<String> {
+    let t = table.as_table()?;
+    if field.is_empty() {
+        return None;
+    }
+    if t.contains_key(field) {
+        return Some(field.to_string());
+    }
+    for (name, sub) in t {
+        let Some(sub) = sub.as_table() else { continue };
+        if sub.contains_key(field) {
+            return Some(format!("{name}.{field}"));
+        }
+        for (inner, v) in sub {
+            if v.as_table().is_some_and(|x| x.contains_key(field)) {
+                return Some(format!("{name}.{inner}.{field}"));
+            }
+        }
+    }
+    None
+}
+
 /// Parses and validates one `[processors.NAME]` table.
 pub fn parse(name: &str, table: &toml::Value) -> Result<ProcessorSpec, SpecError> {
     let err = |key: &str, reason: String| SpecError { processor: name.to_string(), key: key.to_string(), reason };
@@ -234,8 +258,9 @@ pub fn parse(name: &str, table: &toml::Value) -> Result<ProcessorSpec, SpecError
     }
     let raw: Raw = table.clone().try_into().map_err(|e: toml::de::Error| {
         let msg = e.message().to_string();
-        // serde names the unknown field; the table path is not in the message.
-        err("", msg)
+        // serde names the field (in backticks) but not the table it is in.
+        let field = msg.split('`').nth(1).unwrap_or("");
+        err(&locate(table, field).unwrap_or_default(), msg)
     })?;
     let dur = |key: &str, v: &Option<String>, default: Option<&str>| -> Result<i64, SpecError> {
         match v.as_deref().or(default) {
@@ -521,7 +546,8 @@ mod tests {
     #[test]
     fn errors_name_processor_key_and_reason() {
         let cases: &[(&str, &str, &str)] = &[
-            ("size = \"5m\"", "size = \"5m\"\ncolour = \"red\"", "colour"),
+            ("size = \"5m\"", "size = \"5m\"\ncolour = \"red\"", "window.colour"),
+            ("fn = \"count\"", "fn = \"count\", weight = 2", "aggregates.clicks.weight"),
             ("advance = \"1m\"", "advance = \"6m\"", "window.advance"),
             ("advance = \"1m\"", "advance = \"1 minute\"", "window.advance"),
             ("grace = \"30s\"", "grace = \"30s\"\nretention = \"1m\"", "window.retention"),

@@ -93,6 +93,17 @@ fn check_validates_config_files() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("brokr"), "unknown table named: {err}");
 
+    // A processor with an unknown key: the file, the processor and the key are named.
+    let procs = dir.path().join("procs.toml");
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/processors.toml")).unwrap();
+    std::fs::write(&procs, example.replacen("size = \"1m\"", "size = \"1m\"\ncolour = \"red\"", 1)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy")).args(["check", "--config"]).arg(&procs).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("procs.toml") && err.contains("[processors.clicks_per_minute] window.colour"), "{err}");
+    let good = Command::new(env!("CARGO_BIN_EXE_eddy")).args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/processors.toml")]).output().unwrap();
+    assert!(good.status.success() && String::from_utf8_lossy(&good.stdout).contains("processor visits"));
+
     // serve refuses a bad file before binding anything.
     let out = Command::new(env!("CARGO_BIN_EXE_eddy")).args(["serve", "--config"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
