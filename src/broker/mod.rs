@@ -100,6 +100,14 @@ impl Partition {
         Ok(info)
     }
 
+    /// Writes a transaction marker the broker decided itself (a processor's
+    /// commit or abort), waking fetches.
+    pub fn append_marker_internal(&self, producer_id: i64, epoch: i16, commit: bool) -> Result<u64, LogError> {
+        let offset = self.log.append_marker(producer_id, epoch, commit, 0)?;
+        self.appended();
+        Ok(offset)
+    }
+
     /// Registers a waiting fetch; it is woken by the next append.
     fn watch(&self, waker: &Arc<Notify>) {
         let mut w = self.waiters.lock();

@@ -90,6 +90,22 @@ pub fn build_batch(records: &[NewRecord<'_>]) -> Bytes {
     b.freeze()
 }
 
+/// The batch written by producer `producer_id` (epoch, base sequence), as a
+/// transactional batch if asked, with its CRC recomputed.
+pub fn with_producer(batch: &Bytes, producer_id: i64, epoch: i16, base_sequence: i32, transactional: bool) -> Bytes {
+    let mut v = batch.to_vec();
+    if transactional {
+        let attrs = i16::from_be_bytes([v[21], v[22]]) | 0x10;
+        v[21..23].copy_from_slice(&attrs.to_be_bytes());
+    }
+    v[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    v[51..53].copy_from_slice(&epoch.to_be_bytes());
+    v[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = batch::compute_crc(&v);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(v)
+}
+
 fn read_bytes(body: &Bytes, pos: &mut usize) -> Option<Option<Bytes>> {
     let len = batch::read_varlong(body, pos)?;
     if len < 0 {

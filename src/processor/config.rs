@@ -278,7 +278,7 @@ pub fn parse(name: &str, table: &toml::Value) -> Result<ProcessorSpec, SpecError
     };
 
     let guarantee = match choice("guarantee", &raw.guarantee, "at_least_once", &["at_least_once", "exactly_once"])?.as_str() {
-        "exactly_once" => return Err(err("guarantee", "\"exactly_once\" (outputs visible to read_committed readers atomically with the checkpoint) is not built yet; use \"at_least_once\", whose state is exactly-once all the same".into())),
+        "exactly_once" => Guarantee::ExactlyOnce,
         _ => Guarantee::AtLeastOnce,
     };
     let commit_interval_ms = dur("commit_interval", &raw.commit_interval, Some("1s"))?;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::config::{BadAction, Emit, ProcessorSpec, Start};
+use super::config::{BadAction, Emit, Guarantee, ProcessorSpec, Start};
 use super::engine::{Emission, Engine, EngineState};
 use super::extract;
 use crate::broker::{Broker, Partition};
@@ -148,6 +148,29 @@ struct Checkpoint {
     /// (topic, partition, next offset, high event time)
     sources: Vec<(String, i32, u64, Option<i64>)>,
     engine: EngineState,
+    /// guarantee = exactly_once: the transaction this checkpoint commits.
+    #[serde(default)]
+    txn: Option<TxnCheckpoint>,
+}
+
+/// The producer a processor writes its output with (exactly_once), and the
+/// partitions whose transaction the checkpoint commits: after the checkpoint
+/// is durable, commit markers are written to them (again, after a crash).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TxnCheckpoint {
+    producer_id: i64,
+    epoch: i16,
+    /// (dead-letter topic?, partition)
+    committing: Vec<(bool, usize)>,
+}
+
+/// guarantee = exactly_once: output is written in transactions, one per
+/// commit interval, committed with the checkpoint.
+struct TxnWriter {
+    producer_id: i64,
+    epoch: i16,
+    /// Next sequence per partition written.
+    seqs: HashMap<(bool, usize), i32>,
 }
 
 struct Task {
@@ -163,6 +186,7 @@ struct Task {
     path: PathBuf,
     started_ms: i64,
     watermark: Option<i64>,
+    txn: Option<TxnWriter>,
 }
 
 fn fingerprint(spec: &ProcessorSpec) -> String {
@@ -260,6 +284,7 @@ impl Task {
         let path = checkpoint_path(&broker.config.broker.data_dir, &spec.name);
         let fp = fingerprint(spec);
         let mut engine = Engine::new(Arc::clone(spec));
+        let mut previous_txn = None;
         let restored = match read_checkpoint(&path) {
             Ok(Some(c)) if c.fingerprint == fp => Some(c),
             Ok(Some(_)) => {
@@ -272,6 +297,9 @@ impl Task {
                 None
             }
         };
+        if let Some(c) = &restored {
+            previous_txn = c.txn.clone();
+        }
         match restored {
             Some(c) => {
                 let positions: HashMap<(String, i32), (u64, Option<i64>)> = c.sources.into_iter().map(|(t, p, o, h)| ((t, p), (o, h))).collect();
@@ -292,6 +320,40 @@ impl Task {
             }
         }
         let watermark = engine.watermark();
+        let dead_letter_parts = dead_letter.clone();
+        let part_of = |(dead, p): (bool, usize)| -> Option<Arc<Partition>> {
+            if dead {
+                dead_letter_parts.as_ref().and_then(|d| d.get(p).cloned())
+            } else {
+                output.partitions.get(p).cloned()
+            }
+        };
+        // Finish the transaction of the last checkpoint, abort whatever the
+        // previous run wrote after it, and write with a new producer id.
+        if let Some(t) = &previous_txn {
+            for &w in &t.committing {
+                if let Some(part) = part_of(w) {
+                    if part.log.open_transaction(t.producer_id).is_some() {
+                        part.append_marker_internal(t.producer_id, t.epoch, true)?;
+                        part.log.sync_to(part.log.log_end_offset())?;
+                    }
+                }
+            }
+            let all = (0..output.partitions.len()).map(|p| (false, p)).chain(dead_letter_parts.iter().flat_map(|d| (0..d.len()).map(|p| (true, p))));
+            for w in all {
+                if let Some(part) = part_of(w) {
+                    if part.log.open_transaction(t.producer_id).is_some() {
+                        part.append_marker_internal(t.producer_id, t.epoch, false)?;
+                        part.log.sync_to(part.log.log_end_offset())?;
+                        tracing::info!(processor = spec.name, partition = w.1, "aborted output written after the last checkpoint");
+                    }
+                }
+            }
+        }
+        let txn = match spec.guarantee {
+            Guarantee::ExactlyOnce => Some(TxnWriter { producer_id: broker.producer_ids.next()?, epoch: 0, seqs: HashMap::new() }),
+            Guarantee::AtLeastOnce => None,
+        };
         Ok(Task {
             spec: Arc::clone(spec),
             stats: Arc::clone(stats),
@@ -303,10 +365,39 @@ impl Task {
             path,
             started_ms: now_ms(),
             watermark,
+            txn,
         })
     }
 
+    fn partition(&self, (dead, p): (bool, usize)) -> &Arc<Partition> {
+        if dead {
+            &self.dead_letter.as_ref().expect("a dead-letter topic")[p]
+        } else {
+            &self.output[p]
+        }
+    }
+
+    /// Appends one batch of output: plain (at_least_once) or in this
+    /// interval's transaction (exactly_once).
+    fn append(&mut self, target: (bool, usize), batch: bytes::Bytes, records: usize) -> Result<(), TaskError> {
+        let batch = match &mut self.txn {
+            None => batch,
+            Some(t) => {
+                let seq = t.seqs.entry(target).or_insert(0);
+                let b = records::with_producer(&batch, t.producer_id, t.epoch, *seq, true);
+                *seq = seq.wrapping_add(records as i32) & i32::MAX;
+                b
+            }
+        };
+        self.partition(target).append_internal(&batch)?;
+        self.written.insert(target);
+        Ok(())
+    }
+
     fn run(&mut self, broker: &Weak<Broker>, stop: &AtomicBool) -> Result<(), TaskError> {
+        // Record the producer id before any output uses it: a crash from
+        // here on leaves transactions the next start knows to abort.
+        self.commit()?;
         let mut last_commit = now_ms();
         let mut last_flush = now_ms();
         let mut out: Vec<Emission> = Vec::new();
@@ -474,42 +565,53 @@ impl Task {
             for (p, es) in by_part {
                 for chunk in es.chunks(OUTPUT_BATCH) {
                     let recs: Vec<NewRecord> = chunk.iter().map(|e| NewRecord { key: Some(&e.key), value: e.value.as_deref(), timestamp: e.timestamp, headers: &[] }).collect();
-                    self.output[p].append_internal(&records::build_batch(&recs))?;
+                    let batch = records::build_batch(&recs);
+                    self.append((false, p), batch, chunk.len())?;
                     self.stats.records_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 }
-                self.written.insert((false, p));
             }
         }
         if !dead.is_empty() {
-            if let Some(parts) = &self.dead_letter {
+            if self.dead_letter.is_some() {
                 for chunk in dead.chunks(OUTPUT_BATCH) {
                     let headers: Vec<Vec<(String, Vec<u8>)>> = chunk.iter().map(DeadLetter::headers).collect();
                     type Header<'a> = (&'a str, Option<&'a [u8]>);
                     let hrefs: Vec<Vec<Header>> = headers.iter().map(|h| h.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))).collect()).collect();
                     let recs: Vec<NewRecord> = chunk.iter().zip(&hrefs).map(|(d, h)| NewRecord { key: d.key.as_deref(), value: d.value.as_deref(), timestamp: d.timestamp, headers: h }).collect();
-                    parts[0].append_internal(&records::build_batch(&recs))?;
+                    let batch = records::build_batch(&recs);
+                    self.append((true, 0), batch, chunk.len())?;
                 }
                 self.stats.dead_lettered.fetch_add(dead.len() as u64, Ordering::Relaxed);
-                self.written.insert((true, 0));
             }
             dead.clear();
         }
         Ok(())
     }
 
-    /// Makes the outputs written so far durable, then checkpoints.
+    /// Makes the outputs written so far durable, then checkpoints; with
+    /// exactly_once, then commits the interval's transaction (the markers
+    /// are made durable before the next checkpoint can forget them).
     fn commit(&mut self) -> Result<(), TaskError> {
-        for &(is_dead, p) in &self.written {
-            let part = if is_dead { &self.dead_letter.as_ref().expect("written")[p] } else { &self.output[p] };
+        let written: Vec<(bool, usize)> = std::mem::take(&mut self.written).into_iter().collect();
+        for &w in &written {
+            let part = self.partition(w);
             part.log.sync_to(part.log.log_end_offset())?;
         }
-        self.written.clear();
         let c = Checkpoint {
             fingerprint: fingerprint(&self.spec),
             sources: self.sources.iter().map(|s| (s.topic.clone(), s.index, s.next, s.high)).collect(),
             engine: self.engine.state(),
+            txn: self.txn.as_ref().map(|t| TxnCheckpoint { producer_id: t.producer_id, epoch: t.epoch, committing: written.clone() }),
         };
         write_checkpoint(&self.path, &c)?;
+        if let Some(t) = &self.txn {
+            let (pid, epoch) = (t.producer_id, t.epoch);
+            for &w in &written {
+                let part = self.partition(w);
+                part.append_marker_internal(pid, epoch, true)?;
+                part.log.sync_to(part.log.log_end_offset())?;
+            }
+        }
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

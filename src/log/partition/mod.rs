@@ -324,6 +324,11 @@ impl Log {
             .collect()
     }
 
+    /// The first offset of `producer_id`'s open transaction in this log, if any.
+    pub fn open_transaction(&self, producer_id: i64) -> Option<u64> {
+        self.appender.lock().txns.ongoing.get(&producer_id).copied()
+    }
+
     /// Where `read_committed` readers stop: the oldest open transaction's
     /// first offset, or the log end.
     pub fn last_stable_offset(&self) -> u64 {
