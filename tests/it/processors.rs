@@ -172,3 +172,68 @@ fn a_tumbling_processor_materializes_final_windows_and_dead_letters_bad_and_late
     assert_eq!(w.len(), 5, "{w:?}");
     assert_eq!(w[&("cid".to_string(), 5000)], (2, 4), "the window open at the restart kept its first record");
 }
+
+const IDLE: &str = r#"
+    commit_interval = "100ms"
+    [source]
+    topics = ["two"]
+    [key]
+    fields = ["user"]
+    [time]
+    field = "ts"
+    idle_timeout = "IDLE"
+    idle_advance = ADVANCE
+    [window]
+    type = "tumbling"
+    size = "1s"
+    grace = "0s"
+    [aggregates]
+    clicks = { fn = "count" }
+    spent = { fn = "sum", field = "amount" }
+    [output]
+    topic = "OUT"
+    emit = "final"
+"#;
+
+/// Produces to one partition of a two-partition topic.
+fn produce_to(b: &TestBroker, topic: &str, partition: i32, values: &[String]) {
+    let p: BaseProducer = client(b).create().unwrap();
+    for v in values {
+        p.send(BaseRecord::<str, str>::to(topic).partition(partition).payload(v)).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn an_idle_partition_stops_holding_the_watermark_back() {
+    let text = IDLE.replace("IDLE", "1s").replace("ADVANCE", "false").replace("OUT", "idle-out");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "idle", &text));
+    b.keep_dir(tmp);
+    create(&b, "two", 2);
+    // Partition 1 never gets a record: for its first second it holds the
+    // watermark back (nothing final), then it is idle and partition 0 alone
+    // sets it.
+    let started = Instant::now();
+    produce_to(&b, "two", 0, &[click("ann", 1_000, 1), click("ann", 2_500, 2)]);
+    let got = consume_until(&b, "idle-out", |g| !g.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(900), "a window was final before the idle timeout: {:?}", started.elapsed());
+    assert_eq!(windows(&got), [(("ann".to_string(), 1000), (1, 1))].into());
+}
+
+#[test]
+fn idle_advance_lets_the_wall_clock_close_windows() {
+    let text = IDLE.replace("IDLE", "300ms").replace("ADVANCE", "true").replace("OUT", "advance-out");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "advance", &text));
+    b.keep_dir(tmp);
+    create(&b, "two", 2);
+    // One record stamped now, then silence: without idle_advance its window
+    // would never close; with it, the watermark follows the clock.
+    let now = eddy::log::now_ms();
+    produce_to(&b, "two", 0, &[click("bob", now, 5)]);
+    let got = consume_until(&b, "advance-out", |g| !g.is_empty());
+    let w = windows(&got);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w.values().next(), Some(&(1, 5)));
+}
