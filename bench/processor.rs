@@ -3,7 +3,7 @@
 //! output appended, checkpoints every second), for tumbling count+sum,
 //! hopping windows (size/advance = 5) and session windows.
 //!
-//! `cargo bench --bench processor -- [--records N] [--keys N] [--dir PATH] [--runs N]`
+//! `cargo bench --bench processor -- [--records N] [--keys N] [--dir PATH] [--runs N] [--threads N]`
 //!
 //! The source topic is filled first (appended straight to the log, not
 //! timed); then the processor starts and the clock and the process CPU time
@@ -26,10 +26,12 @@ struct Opts {
     keys: u64,
     dir: Option<PathBuf>,
     runs: usize,
+    /// Engine threads of the processor (its `threads` setting).
+    threads: usize,
 }
 
 fn parse_args() -> Res<Opts> {
-    let mut o = Opts { records: 2_000_000, keys: 1_000, dir: None, runs: 2 };
+    let mut o = Opts { records: 2_000_000, keys: 1_000, dir: None, runs: 2, threads: 1 };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -39,6 +41,7 @@ fn parse_args() -> Res<Opts> {
             "--keys" => o.keys = value()?.parse::<u64>()?.max(1),
             "--dir" => o.dir = Some(PathBuf::from(value()?)),
             "--runs" => o.runs = value()?.parse::<usize>()?.max(1),
+            "--threads" => o.threads = value()?.parse::<usize>()?.max(1),
             s => return Err(format!("unknown option {s}").into()),
         }
     }
@@ -60,10 +63,11 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("session 2s gap count+sum", "type = \"session\"\ngap = \"2s\"\ngrace = \"0s\""),
 ];
 
-fn processor_toml(window: &str) -> String {
+fn processor_toml(window: &str, threads: usize) -> String {
     format!(
         r#"
 [processors.bench]
+threads = {threads}
 commit_interval = "1s"
 [processors.bench.source]
 topics = ["events"]
@@ -97,7 +101,7 @@ fn event(i: u64, keys: u64, ts: i64) -> String {
 
 fn run_one(o: &Opts, base: &std::path::Path, name: &str, window: &str) -> Res<(f64, f64, u64, u64)> {
     let dir = tempfile::Builder::new().prefix("eddy-proc-bench-").tempdir_in(base)?;
-    let mut config = Config::from_toml(&processor_toml(window), "<bench>")?;
+    let mut config = Config::from_toml(&processor_toml(window, o.threads), "<bench>")?;
     config.broker.data_dir = dir.path().to_path_buf();
     config.broker.log_cleaner_enable = false;
     let broker = Arc::new(Broker::open(config)?);
@@ -143,7 +147,7 @@ fn main() -> Res<()> {
     let o = parse_args()?;
     let base = o.dir.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
     std::fs::create_dir_all(&base)?;
-    println!("processor benchmark: {} records (~200-byte JSON) over {} keys, checkpoints every 1 s, {} run(s)", o.records, o.keys, o.runs);
+    println!("processor benchmark: {} records (~200-byte JSON) over {} keys, checkpoints every 1 s, {} engine thread(s), {} run(s)", o.records, o.keys, o.threads, o.runs);
     let mut table: Vec<(&str, Vec<(f64, f64)>)> = SCENARIOS.iter().map(|(n, _)| (*n, Vec::new())).collect();
     for _ in 0..o.runs {
         for (k, (name, window)) in SCENARIOS.iter().enumerate() {

@@ -96,6 +96,9 @@ pub struct AggSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessorSpec {
     pub name: String,
+    /// Engine threads (keys are split over them); 1 (the default) runs the
+    /// engine on the reading thread.
+    pub threads: usize,
     pub guarantee: Guarantee,
     pub commit_interval_ms: i64,
     pub topics: Vec<String>,
@@ -129,6 +132,7 @@ pub struct ProcessorSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
+    threads: Option<i64>,
     guarantee: Option<String>,
     commit_interval: Option<String>,
     source: RawSource,
@@ -473,8 +477,14 @@ pub fn parse(name: &str, table: &toml::Value) -> Result<ProcessorSpec, SpecError
         (Some(t), _) if raw.source.topics.contains(t) || *t == o.topic => return Err(err("late.topic", format!("{t:?} is a source or the output topic"))),
         _ => {}
     }
+    let threads = match raw.threads {
+        None => 1,
+        Some(t) if (1..=64).contains(&t) => t as usize,
+        Some(t) => return Err(err("threads", format!("{t} is not in [1, 64]"))),
+    };
     Ok(ProcessorSpec {
         name: name.to_string(),
+        threads,
         guarantee,
         commit_interval_ms,
         topics: raw.source.topics.clone(),

@@ -112,6 +112,43 @@ impl Windows {
     }
 }
 
+impl EngineState {
+    /// Splits the state into `n` parts by key (`shard` of each key).
+    pub fn split(self, n: usize, shard: impl Fn(&str) -> usize) -> Vec<EngineState> {
+        let mut parts = vec![EngineState { watermark: self.watermark, seq: self.seq, ..Default::default() }; n];
+        parts[0].late = self.late;
+        for w in self.windows {
+            parts[shard(&w.0)].windows.push(w);
+        }
+        for r in self.records {
+            parts[shard(&r.0)].records.push(r);
+        }
+        for d in self.dirty {
+            parts[shard(&d.0)].dirty.push(d);
+        }
+        for s in self.superseded {
+            parts[shard(&s.0)].superseded.push(s);
+        }
+        parts
+    }
+
+    /// Joins states of disjoint key sets.
+    pub fn merge(parts: Vec<EngineState>) -> EngineState {
+        let mut all = EngineState::default();
+        for p in parts {
+            all.watermark = all.watermark.max(p.watermark);
+            all.seq = all.seq.max(p.seq);
+            all.late += p.late;
+            all.windows.extend(p.windows);
+            all.records.extend(p.records);
+            all.dirty.extend(p.dirty);
+            all.superseded.extend(p.superseded);
+        }
+        all.windows.sort_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
+        all
+    }
+}
+
 pub struct Engine {
     spec: Arc<ProcessorSpec>,
     watermark: Option<i64>,

@@ -11,5 +11,6 @@ pub mod config;
 pub mod engine;
 pub mod extract;
 pub mod runtime;
+pub mod shards;
 
 pub use config::{ProcessorSpec, SpecError};

@@ -20,7 +20,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::config::{BadAction, Emit, Guarantee, ProcessorSpec, Start};
-use super::engine::{Emission, Engine, EngineState};
+use super::engine::{Emission, EngineState};
+use super::shards::Engines;
 use super::extract;
 use crate::broker::{Broker, Partition};
 use crate::log::batch::{BatchHeader, HEADER_LEN};
@@ -176,7 +177,9 @@ struct TxnWriter {
 struct Task {
     spec: Arc<ProcessorSpec>,
     stats: Arc<Stats>,
-    engine: Engine,
+    /// Late records come back tagged with their dead letter (when the
+    /// processor dead-letters late records).
+    engines: Engines<Option<DeadLetter>>,
     sources: Vec<Source>,
     output: Vec<Arc<Partition>>,
     dead_letter: Option<Vec<Arc<Partition>>>,
@@ -189,8 +192,11 @@ struct Task {
     txn: Option<TxnWriter>,
 }
 
+/// What a checkpoint's state depends on: the configuration, except the
+/// thread count (state is split and joined by key).
 fn fingerprint(spec: &ProcessorSpec) -> String {
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{spec:?}").as_bytes()))
+    let s = ProcessorSpec { threads: 0, ..spec.clone() };
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{s:?}").as_bytes()))
 }
 
 pub fn checkpoint_path(data_dir: &Path, name: &str) -> PathBuf {
@@ -283,7 +289,7 @@ impl Task {
         };
         let path = checkpoint_path(&broker.config.broker.data_dir, &spec.name);
         let fp = fingerprint(spec);
-        let mut engine = Engine::new(Arc::clone(spec));
+        let mut engine_state: Option<EngineState> = None;
         let mut previous_txn = None;
         let restored = match read_checkpoint(&path) {
             Ok(Some(c)) if c.fingerprint == fp => Some(c),
@@ -311,7 +317,7 @@ impl Task {
                         s.next = initial_offset(spec, &s.part);
                     }
                 }
-                engine = Engine::from_state(Arc::clone(spec), c.engine);
+                engine_state = Some(c.engine);
             }
             None => {
                 for s in &mut sources {
@@ -319,7 +325,8 @@ impl Task {
                 }
             }
         }
-        let watermark = engine.watermark();
+        let watermark = engine_state.as_ref().and_then(|s| s.watermark);
+        let engines = Engines::new(spec, engine_state, spec.threads);
         let dead_letter_parts = dead_letter.clone();
         let part_of = |(dead, p): (bool, usize)| -> Option<Arc<Partition>> {
             if dead {
@@ -357,7 +364,7 @@ impl Task {
         Ok(Task {
             spec: Arc::clone(spec),
             stats: Arc::clone(stats),
-            engine,
+            engines,
             sources,
             output: output.partitions.clone(),
             dead_letter,
@@ -409,23 +416,24 @@ impl Task {
             }
             let mut progressed = false;
             for i in 0..self.sources.len() {
-                progressed |= self.poll_source(i, &mut out, &mut dead)?;
+                progressed |= self.poll_source(i, &mut dead)?;
             }
             let now = now_ms();
             let w = self.compute_watermark(now);
             if let Some(w) = w {
-                self.engine.advance(w, &mut out);
+                self.engines.advance(w);
             }
             if self.spec.emit == Emit::Changes && now - last_flush >= self.spec.flush_interval_ms {
-                self.engine.flush(&mut out);
+                self.engines.flush();
                 last_flush = now;
             }
+            self.collect(&mut out, &mut dead)?;
             self.write(&mut out, &mut dead)?;
             if now - last_commit >= self.spec.commit_interval_ms {
                 self.commit()?;
                 last_commit = now;
             }
-            self.stats.watermark.store(self.engine.watermark().unwrap_or(i64::MIN), Ordering::Relaxed);
+            self.stats.watermark.store(self.engines.watermark().unwrap_or(i64::MIN), Ordering::Relaxed);
             if !progressed {
                 std::thread::sleep(IDLE_SLEEP);
             }
@@ -433,7 +441,7 @@ impl Task {
     }
 
     /// Reads what is new in one source partition. True when it read something.
-    fn poll_source(&mut self, i: usize, out: &mut Vec<Emission>, dead: &mut Vec<DeadLetter>) -> Result<bool, TaskError> {
+    fn poll_source(&mut self, i: usize, dead: &mut Vec<DeadLetter>) -> Result<bool, TaskError> {
         let log = Arc::clone(&self.sources[i].part.log);
         let start = log.log_start_offset();
         if self.sources[i].next < start {
@@ -464,7 +472,7 @@ impl Task {
                     if (rec.offset as u64) < from {
                         continue;
                     }
-                    self.handle(i, rec.offset as u64, rec.key.as_deref(), rec.value.as_deref(), rec.timestamp, out, dead);
+                    self.handle(i, rec.offset as u64, rec.key, rec.value, rec.timestamp, dead);
                 }
             }
             self.sources[i].next = h.next_offset() as u64;
@@ -472,14 +480,13 @@ impl Task {
         Ok(true)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn handle(&mut self, i: usize, offset: u64, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64, out: &mut Vec<Emission>, dead: &mut Vec<DeadLetter>) {
+    fn handle(&mut self, i: usize, offset: u64, key: Option<bytes::Bytes>, value: Option<bytes::Bytes>, timestamp: i64, dead: &mut Vec<DeadLetter>) {
         self.stats.records_in.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         let (topic, partition) = (self.sources[i].topic.clone(), self.sources[i].index);
         let dl = |reason: String, event_time: Option<i64>, watermark: Option<i64>| DeadLetter {
-            key: key.map(<[u8]>::to_vec),
-            value: value.map(<[u8]>::to_vec),
+            key: key.clone(),
+            value: value.clone(),
             timestamp,
             reason,
             topic: topic.clone(),
@@ -488,29 +495,31 @@ impl Task {
             event_time,
             watermark,
         };
-        match extract::extract(&self.spec, key, value, timestamp) {
+        match extract::extract(&self.spec, key.as_deref(), value.as_deref(), timestamp) {
             Err(bad) => {
                 self.stats.bad.fetch_add(1, Ordering::Relaxed);
                 if self.spec.on_missing == BadAction::DeadLetter {
-                    dead.push(dl(bad.reason(), None, self.engine.watermark()));
+                    dead.push(dl(bad.reason(), None, self.watermark));
                 }
             }
             Ok(x) => {
                 let s = &mut self.sources[i];
                 s.high = Some(s.high.map_or(x.time, |h| h.max(x.time)));
                 s.last_seen_ms = now;
-                if let Some(w) = self.compute_watermark(now) {
-                    self.engine.advance(w, out);
-                }
-                let time = x.time;
-                if !self.engine.process(x.key, x.time, x.inputs) {
-                    self.stats.late.fetch_add(1, Ordering::Relaxed);
-                    if self.spec.late_action == BadAction::DeadLetter {
-                        dead.push(dl("late".into(), Some(time), self.engine.watermark()));
-                    }
-                }
+                let w = self.compute_watermark(now);
+                let tag = (self.spec.late_action == BadAction::DeadLetter).then(|| dl("late".into(), Some(x.time), w));
+                self.engines.process(x.key, x.time, x.inputs, w, tag);
             }
         }
+    }
+
+    /// Gathers the engines' output and their late records.
+    fn collect(&mut self, out: &mut Vec<Emission>, dead: &mut Vec<DeadLetter>) -> Result<(), TaskError> {
+        let mut late: Vec<Option<DeadLetter>> = Vec::new();
+        self.engines.collect(out, &mut late).map_err(TaskError::Setup)?;
+        self.stats.late.fetch_add(late.len() as u64, Ordering::Relaxed);
+        dead.extend(late.into_iter().flatten());
+        Ok(())
     }
 
     /// `W = min over active partitions of their high event time −
@@ -600,7 +609,7 @@ impl Task {
         let c = Checkpoint {
             fingerprint: fingerprint(&self.spec),
             sources: self.sources.iter().map(|s| (s.topic.clone(), s.index, s.next, s.high)).collect(),
-            engine: self.engine.state(),
+            engine: self.engines.state().map_err(TaskError::Setup)?,
             txn: self.txn.as_ref().map(|t| TxnCheckpoint { producer_id: t.producer_id, epoch: t.epoch, committing: written.clone() }),
         };
         write_checkpoint(&self.path, &c)?;
@@ -618,8 +627,9 @@ impl Task {
 
     fn flush_and_commit(&mut self, out: &mut Vec<Emission>, dead: &mut Vec<DeadLetter>) -> Result<(), TaskError> {
         if self.spec.emit == Emit::Changes {
-            self.engine.flush(out);
+            self.engines.flush();
         }
+        self.collect(out, dead)?;
         self.write(out, dead)?;
         self.commit()
     }
@@ -635,8 +645,8 @@ fn initial_offset(spec: &ProcessorSpec, part: &Partition) -> u64 {
 /// A record for the dead-letter topic: the original record with headers
 /// saying why and where from.
 struct DeadLetter {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
+    key: Option<bytes::Bytes>,
+    value: Option<bytes::Bytes>,
     timestamp: i64,
     reason: String,
     topic: String,

@@ -249,6 +249,7 @@ const WINDOWED: &str = r#"
 [processors.per_key]
 guarantee = "GUARANTEE"
 commit_interval = "2s"
+threads = 2
 [processors.per_key.source]
 topics = ["events"]
 [processors.per_key.key]

@@ -204,3 +204,41 @@ fn sliding_windows_match_the_reference() {
         }
     }
 }
+
+#[test]
+fn keys_split_over_worker_threads_give_each_key_the_same_output() {
+    use eddy::processor::shards::Engines;
+    let mut rng = Rng(0xfeed);
+    let evs = stream(&mut rng, 5000, 600);
+    for window in ["type = \"hopping\"\nsize = \"200ms\"\nadvance = \"100ms\"", "type = \"session\"\ngap = \"20ms\""] {
+        let s = spec(window, "20ms");
+        type PerKey = BTreeMap<String, Vec<(Vec<u8>, Option<Vec<u8>>)>>;
+        let run = |threads: usize| -> (PerKey, usize) {
+            let mut engines: Engines<usize> = Engines::new(&s, None, threads);
+            let mut high = i64::MIN;
+            for ev in &evs {
+                high = high.max(ev.t);
+                let inputs = s.aggregates.iter().map(|a| if a.field.is_some() { Input::Value(json!(ev.v)) } else { Input::None }).collect();
+                engines.process(json!(format!("k{}", ev.key)).to_string(), ev.t, inputs, Some(high), ev.seq);
+                if ev.seq % 500 == 0 {
+                    engines.advance(high);
+                }
+            }
+            engines.advance(i64::MAX / 4);
+            let (mut out, mut late) = (Vec::new(), Vec::new());
+            engines.collect(&mut out, &mut late).unwrap();
+            // Per key, in order: what a reader of the key would see.
+            let mut per_key: PerKey = BTreeMap::new();
+            for o in out {
+                let k: Value = serde_json::from_slice(&o.key).unwrap();
+                per_key.entry(k["key"].to_string()).or_default().push((o.key, o.value));
+            }
+            (per_key, late.len())
+        };
+        let (one, late_one) = run(1);
+        let (three, late_three) = run(3);
+        assert!(late_one > 0, "the stream has late records");
+        assert_eq!(late_one, late_three);
+        assert_eq!(one, three, "{window}");
+    }
+}
