@@ -79,6 +79,17 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
 /// apply (not an object, escaped member names); the caller then parses the
 /// whole value.
 fn lookup_raw(fields: &Fields<'_>, path: &[String]) -> Option<Option<Value>> {
+    Some(match find_raw(fields, path)? {
+        Some(raw) => {
+            let v: Value = serde_json::from_str(raw.get()).ok()?;
+            Some(v).filter(|v| !v.is_null())
+        }
+        None => None,
+    })
+}
+
+/// The unparsed value at `path` (Some(None): absent).
+fn find_raw<'a>(fields: &Fields<'a>, path: &[String]) -> Option<Option<&'a RawValue>> {
     let mut cur: &RawValue = match fields.get(path[0].as_str()) {
         Some(v) => v,
         None => return Some(None),
@@ -94,26 +105,47 @@ fn lookup_raw(fields: &Fields<'_>, path: &[String]) -> Option<Option<Value>> {
             None => return Some(None),
         };
     }
-    let v: Value = serde_json::from_str(cur.get()).ok()?;
-    Some(Some(v).filter(|v| !v.is_null()))
+    Some(Some(cur))
+}
+
+/// A key part's JSON text. A string without escapes is already in the
+/// canonical form serde_json writes, so its text is used as it is; anything
+/// else is decoded and written again (so equal values give equal keys).
+fn key_text(raw: &RawValue) -> Option<Option<String>> {
+    let text = raw.get();
+    if text.starts_with('"') && !text.contains('\\') {
+        return Some(Some(text.to_string()));
+    }
+    let v: Value = serde_json::from_str(text).ok()?;
+    Some((!v.is_null()).then(|| v.to_string()))
 }
 
 /// Extraction from the unparsed members of an object (the fast path).
 fn extract_fields(spec: &ProcessorSpec, fields: &Fields<'_>, timestamp: i64) -> Option<Result<Extracted, Bad>> {
     let mut parts = Vec::with_capacity(spec.key_fields.len());
     for p in &spec.key_fields {
-        match lookup_raw(fields, p)? {
-            Some(v) => parts.push(v),
-            None => return Some(Err(Bad::MissingKey)),
+        match find_raw(fields, p)?.map(key_text) {
+            Some(Some(Some(text))) => parts.push(text),
+            Some(None) => return None,
+            _ => return Some(Err(Bad::MissingKey)),
         }
     }
-    let key = if parts.len() == 1 { parts[0].to_string() } else { Value::Array(parts).to_string() };
+    let key = if parts.len() == 1 { parts.pop().expect("one part") } else { format!("[{}]", parts.join(",")) };
     let time = match &spec.time_field {
         None => timestamp,
-        Some(p) => match lookup_raw(fields, p)? {
-            Some(v) => match parse_time(&v, spec.time_format) {
+        Some(p) => match find_raw(fields, p)? {
+            // An integer in epoch milliseconds: read it straight from the text.
+            Some(raw) if spec.time_format == TimeFormat::EpochMs && raw.get().bytes().all(|b| b.is_ascii_digit() || b == b'-') => match raw.get().parse::<i64>() {
                 Ok(t) => t,
-                Err(e) => return Some(Err(e)),
+                Err(_) => return Some(Err(Bad::BadTime)),
+            },
+            Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+                Ok(Value::Null) => return Some(Err(Bad::MissingTime)),
+                Ok(v) => match parse_time(&v, spec.time_format) {
+                    Ok(t) => t,
+                    Err(e) => return Some(Err(e)),
+                },
+                Err(_) => return None,
             },
             None => return Some(Err(Bad::MissingTime)),
         },
