@@ -124,6 +124,9 @@ impl LogConfig {
                 _ => {}
             }
         }
+        if c.min_compaction_lag_ms > c.max_compaction_lag_ms {
+            return Err(format!("min.compaction.lag.ms ({}) must not exceed max.compaction.lag.ms ({})", c.min_compaction_lag_ms, c.max_compaction_lag_ms));
+        }
         Ok(c)
     }
 }

@@ -590,3 +590,44 @@ fn a_throttled_clean_stops_on_request_and_leaves_no_files() {
     let latest = |rs: &Records| rs.iter().map(|r| (r.1.clone(), r.0)).collect::<HashMap<_, _>>();
     assert_eq!(latest(&after), latest(&before));
 }
+
+fn lag_log(dir: &Path, cfg: LogConfig, now: i64) -> Log {
+    let log = Log::open(dir, cfg, true).unwrap();
+    for round in 0..3 {
+        for i in 0..20u32 {
+            let v = format!("round-{round}");
+            let k = format!("k{}", i % 4);
+            log.append(&build_batch(&[NewRecord { key: Some(k.as_bytes()), value: Some(v.as_bytes()), timestamp: now, headers: &[] }])).unwrap();
+        }
+        log.roll().unwrap();
+    }
+    log
+}
+
+#[test]
+fn min_and_max_compaction_lag_are_honoured() {
+    let now = eddy::log::now_ms();
+    // Records younger than min.compaction.lag.ms are not cleaned.
+    let dir = scratch_dir();
+    let log = lag_log(dir.path(), LogConfig { min_compaction_lag_ms: 60_000, ..config() }, now);
+    let before = read_all(&log).0.len();
+    let stats = clean(&log, now + 1_000, 1 << 20);
+    assert_eq!((stats.passes, read_all(&log).0.len(), log.first_dirty_offset()), (0, before, 0), "{stats:?}");
+    clean(&log, now + 120_000, 1 << 20);
+    assert_eq!(read_all(&log).0.len(), 4, "once old enough: one record per key");
+
+    // A dirty ratio below min.cleanable.dirty.ratio is no reason to clean,
+    // but dirty records older than max.compaction.lag.ms are.
+    let dir = scratch_dir();
+    let log = lag_log(dir.path(), LogConfig { max_compaction_lag_ms: 5_000, min_cleanable_dirty_ratio: 0.99, ..config() }, now);
+    clean(&log, now, 1 << 20);
+    log.append(&build_batch(&[NewRecord { key: Some(b"k0"), value: Some(b"late"), timestamp: now, headers: &[] }])).unwrap();
+    log.roll().unwrap();
+    let c = log.cleanable(now + 1_000).unwrap();
+    assert!(!c.lag_exceeded && c.dirty_bytes > 0 && c.dirty_ratio < 0.99, "{c:?}");
+    assert!(log.cleanable(now + 10_000).unwrap().lag_exceeded, "the dirty record is older than max.compaction.lag.ms");
+
+    // Kafka refuses a minimum lag above the maximum.
+    let bad = [("min.compaction.lag.ms".to_string(), "10".to_string()), ("max.compaction.lag.ms".to_string(), "5".to_string())];
+    assert!(LogConfig::default().with_overrides(bad.iter().map(|(k, v)| (k, v))).is_err());
+}
