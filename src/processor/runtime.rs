@@ -410,8 +410,13 @@ impl Task {
         let mut out: Vec<Emission> = Vec::new();
         let mut dead: Vec<DeadLetter> = Vec::new();
         loop {
-            if stop.load(Ordering::Acquire) || broker.strong_count() == 0 {
+            if stop.load(Ordering::Acquire) {
                 self.flush_and_commit(&mut out, &mut dead)?;
+                return Ok(());
+            }
+            if broker.strong_count() == 0 {
+                // The broker is gone without stopping us (dropped, as after a
+                // crash in tests): write nothing more to its logs.
                 return Ok(());
             }
             let mut progressed = false;
