@@ -161,9 +161,14 @@ impl Segment {
         if with_suffix(txn.clone(), &current).exists() {
             std::fs::rename(with_suffix(txn.clone(), &current), with_suffix(txn, suffix))?;
         }
-        for p in [index_path(&self.dir, self.base_offset), time_index_path(&self.dir, self.base_offset), log_path(&self.dir, self.base_offset)] {
+        for p in [index_path(&self.dir, self.base_offset), time_index_path(&self.dir, self.base_offset)] {
             std::fs::rename(with_suffix(p.clone(), &current), with_suffix(p, suffix))?;
         }
+        // The index renames are durable before the log's, which recovery
+        // takes as the sign that the others happened.
+        super::checkpoint::sync_dir(&self.dir)?;
+        let log = log_path(&self.dir, self.base_offset);
+        std::fs::rename(with_suffix(log.clone(), &current), with_suffix(log, suffix))?;
         *current = suffix;
         Ok(())
     }

@@ -97,11 +97,11 @@ impl AggState {
         let num = v.and_then(number);
         match self {
             AggState::Count(n) => *n += 1,
-            AggState::Sum(s) => *s += num.unwrap_or(0.0),
+            AggState::Sum(s) => *s = saturate(*s + num.unwrap_or(0.0)),
             AggState::Min(m) => *m = min_opt(*m, num, f64::min),
             AggState::Max(m) => *m = min_opt(*m, num, f64::max),
             AggState::Avg { sum, n } => {
-                *sum += num.unwrap_or(0.0);
+                *sum = saturate(*sum + num.unwrap_or(0.0));
                 *n += 1;
             }
             AggState::First(f) => {
@@ -145,11 +145,11 @@ impl AggState {
     pub fn merge(&mut self, other: &AggState) {
         match (self, other) {
             (AggState::Count(a), AggState::Count(b)) => *a += b,
-            (AggState::Sum(a), AggState::Sum(b)) => *a += b,
+            (AggState::Sum(a), AggState::Sum(b)) => *a = saturate(*a + b),
             (AggState::Min(a), AggState::Min(b)) => *a = min_opt(*a, *b, f64::min),
             (AggState::Max(a), AggState::Max(b)) => *a = min_opt(*a, *b, f64::max),
             (AggState::Avg { sum, n }, AggState::Avg { sum: s2, n: n2 }) => {
-                *sum += s2;
+                *sum = saturate(*sum + s2);
                 *n += n2;
             }
             (AggState::First(a), AggState::First(b)) => {
@@ -205,6 +205,18 @@ impl AggState {
                 Value::Array(v.into_iter().take(*k).map(|(value, count)| json!({ "value": value, "count": count })).collect())
             }
         }
+    }
+}
+
+/// Sums stay finite (JSON, and so checkpoints and output, have no
+/// infinity): an overflowing sum sticks at the largest finite value.
+fn saturate(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else if x.is_nan() {
+        0.0
+    } else {
+        f64::MAX.copysign(x)
     }
 }
 
@@ -350,6 +362,8 @@ mod tests {
         assert!(!AggState::accepts(&AggFn::Sum, &Input::Value(json!("x"))));
         assert!(AggState::accepts(&AggFn::Sum, &Input::Value(json!("2.5"))));
         assert_eq!(run(AggFn::Sum, &[json!(0.5), json!(0.25)]), json!(0.75));
+        let huge = run(AggFn::Sum, &[json!(1e308), json!(1e308)]);
+        assert_eq!(huge, json!(f64::MAX), "an overflowing sum saturates (and stays valid JSON)");
     }
 
     #[test]

@@ -223,8 +223,12 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
         "d" => 86_400_000,
         _ => return Err(format!("{text:?} has no unit (ms, s, m, h or d)")),
     };
-    n.checked_mul(scale).ok_or_else(|| format!("{text:?} is too long"))
+    n.checked_mul(scale).filter(|&ms| ms <= MAX_DURATION_MS).ok_or_else(|| format!("{text:?} is too long (at most about 100 years)"))
 }
+
+/// Durations stay far below the event-time range, so window arithmetic
+/// cannot overflow.
+const MAX_DURATION_MS: i64 = 100 * 365 * 86_400_000;
 
 fn path(field: &str) -> Vec<String> {
     field.split('.').map(str::to_string).collect()

@@ -414,6 +414,13 @@ impl Engine {
     /// Raises the watermark (never lowers it): emits final windows (emit =
     /// final), drops expired state (with tombstones if configured).
     pub fn advance(&mut self, w: i64, out: &mut Vec<Emission>) {
+        if self.spec.emit == Emit::Final {
+            // A late record can bridge a final session and an open one: the
+            // final session's record is then replaced by the merged one.
+            for (k, s, e, ts) in std::mem::take(&mut self.superseded) {
+                out.push(self.emission(&(k, s, e), None, ts));
+            }
+        }
         if self.watermark.is_some_and(|cur| w <= cur) {
             return;
         }

@@ -167,7 +167,19 @@ fn extract_fields(spec: &ProcessorSpec, fields: &Fields<'_>, timestamp: i64) -> 
     Some(Ok(Extracted { key, time, inputs }))
 }
 
+/// Event times beyond this (about ±146 000 years around 1970) are bad:
+/// window arithmetic (time ± size, grace, gap, retention) must not overflow.
+pub const MAX_EVENT_TIME: i64 = 1 << 62;
+
 pub fn extract(spec: &ProcessorSpec, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<Extracted, Bad> {
+    let x = extract_unchecked(spec, key, value, timestamp)?;
+    if x.time.unsigned_abs() > MAX_EVENT_TIME as u64 {
+        return Err(Bad::BadTime);
+    }
+    Ok(x)
+}
+
+fn extract_unchecked(spec: &ProcessorSpec, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<Extracted, Bad> {
     match spec.format {
         SourceFormat::Json => {
             let bytes = value.ok_or(Bad::Unparseable)?;

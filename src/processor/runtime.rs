@@ -100,9 +100,17 @@ fn supervise(broker: Weak<Broker>, spec: Arc<ProcessorSpec>, stop: Arc<AtomicBoo
     let mut last_error = String::new();
     while !stop.load(Ordering::Acquire) {
         let Some(b) = broker.upgrade() else { return };
-        let result = Task::open(&b, &spec, &stats).and_then(|mut t| {
-            drop(b);
-            t.run(&broker, &stop)
+        // A panic (a bug) is a failure like any other: logged, then a
+        // restart from the checkpoint; it never takes the broker down.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Task::open(&b, &spec, &stats).and_then(|mut t| {
+                drop(b);
+                t.run(&broker, &stop)
+            })
+        }))
+        .unwrap_or_else(|p| {
+            let what = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            Err(TaskError::Setup(format!("the processor panicked: {what}")))
         });
         match result {
             Ok(()) => return,
@@ -161,8 +169,11 @@ struct Checkpoint {
 struct TxnCheckpoint {
     producer_id: i64,
     epoch: i16,
-    /// (dead-letter topic?, partition)
-    committing: Vec<(bool, usize)>,
+    /// (dead-letter topic?, partition, log end after the transaction's
+    /// data was fsynced): an open transaction of the producer that starts
+    /// below that end is the one this checkpoint commits; one starting at
+    /// or after it was written later, and is aborted.
+    committing: Vec<(bool, usize, u64)>,
 }
 
 /// guarantee = exactly_once: output is written in transactions, one per
@@ -220,6 +231,25 @@ fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, String> {
         return Err("checksum mismatch".into());
     }
     serde_json::from_slice(&body[6..]).map(Some).map_err(|e| e.to_string())
+}
+
+/// The transaction record of a checkpoint whose state cannot be read (its
+/// envelope and JSON are sound): None when even that fails.
+fn read_txn_only(path: &Path) -> Option<Option<TxnCheckpoint>> {
+    #[derive(Deserialize)]
+    struct TxnOnly {
+        #[serde(default)]
+        txn: Option<TxnCheckpoint>,
+    }
+    let b = std::fs::read(path).ok()?;
+    if b.len() < 10 || &b[..4] != CHECKPOINT_MAGIC {
+        return None;
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32fast::hash(body).to_be_bytes() != crc {
+        return None;
+    }
+    serde_json::from_slice::<TxnOnly>(&body[6..]).ok().map(|t| t.txn)
 }
 
 fn write_checkpoint(path: &Path, c: &Checkpoint) -> std::io::Result<()> {
@@ -291,21 +321,29 @@ impl Task {
         let fp = fingerprint(spec);
         let mut engine_state: Option<EngineState> = None;
         let mut previous_txn = None;
+        // Without a usable transaction record, every open transaction on the
+        // output is aborted (the processor is its only writer).
+        let mut abort_all = false;
         let restored = match read_checkpoint(&path) {
-            Ok(Some(c)) if c.fingerprint == fp => Some(c),
-            Ok(Some(_)) => {
+            Ok(Some(c)) if c.fingerprint == fp => {
+                previous_txn = c.txn.clone();
+                Some(c)
+            }
+            Ok(Some(c)) => {
                 tracing::warn!(processor = spec.name, "the processor's configuration changed since its checkpoint; starting over from its sources");
+                previous_txn = c.txn;
                 None
             }
             Ok(None) => None,
             Err(reason) => {
                 tracing::warn!(processor = spec.name, reason, "processor checkpoint is damaged; starting over from its sources");
+                match read_txn_only(&path) {
+                    Some(t) => previous_txn = t,
+                    None => abort_all = true,
+                }
                 None
             }
         };
-        if let Some(c) = &restored {
-            previous_txn = c.txn.clone();
-        }
         match restored {
             Some(c) => {
                 let positions: HashMap<(String, i32), (u64, Option<i64>)> = c.sources.into_iter().map(|(t, p, o, h)| ((t, p), (o, h))).collect();
@@ -338,9 +376,9 @@ impl Task {
         // Finish the transaction of the last checkpoint, abort whatever the
         // previous run wrote after it, and write with a new producer id.
         if let Some(t) = &previous_txn {
-            for &w in &t.committing {
-                if let Some(part) = part_of(w) {
-                    if part.log.open_transaction(t.producer_id).is_some() {
+            for &(dead, p, end) in &t.committing {
+                if let Some(part) = part_of((dead, p)) {
+                    if part.log.open_transaction(t.producer_id).is_some_and(|first| first < end) {
                         part.append_marker_internal(t.producer_id, t.epoch, true)?;
                         part.log.sync_to(part.log.log_end_offset())?;
                     }
@@ -353,6 +391,19 @@ impl Task {
                         part.append_marker_internal(t.producer_id, t.epoch, false)?;
                         part.log.sync_to(part.log.log_end_offset())?;
                         tracing::info!(processor = spec.name, partition = w.1, "aborted output written after the last checkpoint");
+                    }
+                }
+            }
+        }
+        if abort_all {
+            let all = (0..output.partitions.len()).map(|p| (false, p)).chain(dead_letter_parts.iter().flat_map(|d| (0..d.len()).map(|p| (true, p))));
+            for w in all {
+                if let Some(part) = part_of(w) {
+                    for (pid, epoch, _, _, first) in part.log.producers() {
+                        if first >= 0 {
+                            part.append_marker_internal(pid, epoch, false)?;
+                            part.log.sync_to(part.log.log_end_offset())?;
+                        }
                     }
                 }
             }
@@ -607,15 +658,18 @@ impl Task {
     /// are made durable before the next checkpoint can forget them).
     fn commit(&mut self) -> Result<(), TaskError> {
         let written: Vec<(bool, usize)> = std::mem::take(&mut self.written).into_iter().collect();
+        let mut committing = Vec::with_capacity(written.len());
         for &w in &written {
             let part = self.partition(w);
-            part.log.sync_to(part.log.log_end_offset())?;
+            let end = part.log.log_end_offset();
+            part.log.sync_to(end)?;
+            committing.push((w.0, w.1, end));
         }
         let c = Checkpoint {
             fingerprint: fingerprint(&self.spec),
             sources: self.sources.iter().map(|s| (s.topic.clone(), s.index, s.next, s.high)).collect(),
             engine: self.engines.state().map_err(TaskError::Setup)?,
-            txn: self.txn.as_ref().map(|t| TxnCheckpoint { producer_id: t.producer_id, epoch: t.epoch, committing: written.clone() }),
+            txn: self.txn.as_ref().map(|t| TxnCheckpoint { producer_id: t.producer_id, epoch: t.epoch, committing }),
         };
         write_checkpoint(&self.path, &c)?;
         if let Some(t) = &self.txn {

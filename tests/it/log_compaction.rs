@@ -326,11 +326,16 @@ fn aborted_records_go_and_markers_stay_until_they_are_safe_to_drop() {
     clean(&log, now + 10_000, 1 << 20);
     let (_, headers) = read_all(&log);
     assert_eq!(headers.iter().filter(|h| h.is_control()).count(), 1, "{headers:?}");
-    // Reopened, no transaction looks open.
+    // With its abort marker gone, the aborted transaction is no longer
+    // listed (a read_committed reader would skip the producer's later,
+    // committed records until an abort marker that never comes).
+    assert!(log.aborted_transactions(0, u64::MAX).is_empty(), "{:?}", log.aborted_transactions(0, u64::MAX));
+    // Reopened, no transaction looks open and none is listed as aborted.
     log.close().unwrap();
     drop(log);
     let log = Log::open(dir.path(), cfg, false).unwrap();
     assert_eq!(log.last_stable_offset(), log.log_end_offset());
+    assert!(log.aborted_transactions(0, u64::MAX).is_empty());
 }
 
 #[test]
@@ -342,6 +347,17 @@ fn keyless_records_are_refused_by_a_compacted_log() {
         let e = log.append(&with_codec(&b, codec)).unwrap_err();
         assert_eq!(e.kafka_code(), 87, "INVALID_RECORD: {e}");
     }
+    // A record claiming an offset past its batch (the cleaner would take it
+    // for the newest write of its key) is refused too.
+    let two = build_batch(&[NewRecord { key: Some(b"a"), value: Some(b"1"), timestamp: 1, headers: &[] }, NewRecord { key: Some(b"b"), value: Some(b"2"), timestamp: 1, headers: &[] }]);
+    let mut v = two.to_vec();
+    let second = HEADER_LEN + 1 + v[HEADER_LEN] as usize / 2; // after the first record (its length is a one-byte zigzag varint)
+    assert_eq!(v[second + 3], 2, "the second record's offset delta, zigzag(1)");
+    v[second + 3] = 100; // zigzag(50): offset delta 50 in a batch whose last delta is 1
+    let crc = crc32c::crc32c(&v[21..]);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    let e = log.append(&Bytes::from(v)).unwrap_err();
+    assert_eq!(e.kafka_code(), 2, "CORRUPT_MESSAGE: {e}");
     assert_eq!(log.log_end_offset(), 0);
 }
 

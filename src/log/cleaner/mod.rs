@@ -274,10 +274,13 @@ fn run(logs: SharedLogs, config: CleanerConfig, stop: Arc<AtomicBool>, wake: Arc
     let mut map = OffsetMap::new(config.dedupe_buffer_bytes);
     let mut throttle = Throttle::new(config.io_max_bytes_per_second);
     let mut failed: HashMap<PartitionKey, i64> = HashMap::new();
+    // Logs whose last clean found nothing to do, left alone for a backoff.
+    let mut idle: HashMap<PartitionKey, i64> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
         let now = now_ms();
         failed.retain(|_, at| now - *at < FAILED_BACKOFF_MS);
-        let candidates: Vec<(PartitionKey, Arc<Log>)> = logs.read().iter().filter(|(k, _)| !failed.contains_key(*k)).map(|(k, l)| (k.clone(), Arc::clone(l))).collect();
+        idle.retain(|_, at| now - *at < config.backoff_ms as i64);
+        let candidates: Vec<(PartitionKey, Arc<Log>)> = logs.read().iter().filter(|(k, _)| !failed.contains_key(*k) && !idle.contains_key(*k)).map(|(k, l)| (k.clone(), Arc::clone(l))).collect();
         let mut best: Option<((bool, f64), PartitionKey, Arc<Log>)> = None;
         for (key, log) in candidates {
             let Some(c) = log.cleanable(now) else { continue };
@@ -293,6 +296,9 @@ fn run(logs: SharedLogs, config: CleanerConfig, stop: Arc<AtomicBool>, wake: Arc
             let started = Instant::now();
             let mut ctx = CleanContext { map: &mut map, throttle: &mut throttle, stop: &stop, now };
             match log.compact(&mut ctx) {
+                Ok(s) if s.passes == 0 => {
+                    idle.insert((topic, partition), now);
+                }
                 Ok(s) => {
                     totals.cleans.fetch_add(1, Ordering::Relaxed);
                     totals.bytes_read.fetch_add(s.bytes_read, Ordering::Relaxed);

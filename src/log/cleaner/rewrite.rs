@@ -82,6 +82,15 @@ pub fn filter_batch(bytes: &[u8], keep_empty: bool, mut retain: impl FnMut(&Reco
     let body: &[u8] = &body;
     let h = BatchHeader::parse(bytes).expect("checked by batch_body");
     let records = raw_records(body, h.records_count)?;
+    // Offsets beyond the batch's own range would make a record look newer
+    // than later writes of its key.
+    let mut prev = -1i64;
+    for r in &records {
+        if r.offset_delta <= prev || r.offset_delta > h.last_offset_delta as i64 {
+            return Err(LogError::CorruptBatch(format!("record offset delta {} is outside the batch's range 0..={} or out of order", r.offset_delta, h.last_offset_delta)));
+        }
+        prev = r.offset_delta;
+    }
     let mut kept: Vec<&RawRecord> = Vec::with_capacity(records.len());
     for r in &records {
         let view = RecordView {

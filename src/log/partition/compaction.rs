@@ -32,7 +32,7 @@ use super::super::checkpoint::sync_dir;
 use super::super::cleaner::rewrite::{self, Filtered};
 use super::super::cleaner::{CleanContext, CleanStats, Throttle};
 use super::super::segment::{self, PreparedBatch, Segment};
-use super::super::txn::AbortedTxn;
+use super::super::txn::{self, AbortedTxn};
 use super::super::txn_index;
 use super::super::LogError;
 use super::Log;
@@ -69,7 +69,7 @@ pub(super) fn read_cleaner_checkpoint(dir: &Path) -> u64 {
     u64::from_be_bytes(b[8..16].try_into().expect("8 bytes"))
 }
 
-fn write_cleaner_checkpoint(dir: &Path, first_dirty: u64) -> io::Result<()> {
+pub(super) fn write_cleaner_checkpoint(dir: &Path, first_dirty: u64) -> io::Result<()> {
     let mut b = [0u8; CLEANER_LEN];
     b[0..4].copy_from_slice(CLEANER_MAGIC);
     b[4..6].copy_from_slice(&CLEANER_VERSION.to_be_bytes());
@@ -256,6 +256,9 @@ impl Log {
         let start = self.log_start_offset();
         let dirty_start = self.first_dirty_offset();
         let uncleanable = self.first_uncleanable_offset(&segs, now);
+        if dirty_start >= uncleanable {
+            return Some(Cleanable { dirty_ratio: 0.0, dirty_bytes: 0, lag_exceeded: false });
+        }
         let (mut clean, mut dirty) = (0u64, 0u64);
         let mut first_dirty_ts = None;
         for seg in &segs {
@@ -350,7 +353,12 @@ impl Log {
         let start = self.log_start_offset();
         let targets: Vec<Arc<Segment>> = segs.iter().filter(|s| s.next_offset() > start && s.base_offset < end).cloned().collect();
         let mut txn_data: HashMap<i64, bool> = HashMap::new();
-        for group in group_segments(&targets, &config) {
+        // Already-clean segments are never merged with dirty ones: a merged
+        // segment's mtime restarts its tombstones' clock, which must not
+        // happen to tombstones that are already counting down.
+        let split = targets.iter().position(|s| s.next_offset() > dirty_start).unwrap_or(targets.len());
+        let (clean_part, dirty_part) = targets.split_at(split);
+        for group in group_segments(clean_part, &config).into_iter().chain(group_segments(dirty_part, &config)) {
             let done = self.clean_group(group, &plan, ctx, &mut txn_data, &mut stats)?;
             if !done {
                 stats.stopped = true;
@@ -374,6 +382,10 @@ impl Log {
         let mut written = 0u64;
         let any_dirty = group.iter().any(|s| s.next_offset() > plan.dirty_start);
         let mut newest_clean_mtime = 0i64;
+        // Abort markers dropped here: their aborted-transaction entries go
+        // too (a reader that meets an entry skips the producer until it
+        // sees the abort marker).
+        let mut dropped_aborts: Vec<(i64, u64)> = Vec::new();
         let abandon = |new: &Segment| {
             if let Err(e) = new.delete_files() {
                 tracing::warn!(error = %e, "could not remove an abandoned cleaned segment");
@@ -401,6 +413,9 @@ impl Log {
                 let outcome = if h.is_control() {
                     let has_data = txn_data.remove(&h.producer_id).unwrap_or(false);
                     if expired && !has_data {
+                        if h.records_count > 0 && txn::marker_type(&bytes) == Some(false) {
+                            dropped_aborts.push((h.producer_id, h.base_offset as u64));
+                        }
                         stats.records_removed += h.records_count.max(0) as u64;
                         if last_of_group { Filtered::Rewritten(rewrite::empty_batch(h)) } else { Filtered::Dropped }
                     } else {
@@ -483,12 +498,14 @@ impl Log {
             return Ok(true);
         }
         let ready = (|| -> io::Result<()> {
-            // The members' aborted transactions, all kept: an entry whose
-            // records are gone only tells readers to skip nothing.
+            // The members' aborted transactions, but those whose abort marker
+            // was dropped. Written even when empty, so that the swap replaces
+            // the first member's index whatever it held.
             let mut entries = Vec::new();
             for s in group {
                 entries.extend(txn_index::read(&s.txn_index_file())?.map_err(io::Error::other)?);
             }
+            entries.retain(|e| !dropped_aborts.contains(&(e.txn.producer_id, e.txn.last_offset)));
             txn_index::write(&new.txn_index_file(), &entries)?;
             new.seal()?;
             new.set_last_modified_ms(if any_dirty { ctx.now } else { newest_clean_mtime })?;
@@ -505,13 +522,16 @@ impl Log {
             abandon(&new);
             return Ok(false);
         }
-        self.swap_in(group, new)?;
+        if self.swap_in(group, new)? && !dropped_aborts.is_empty() {
+            self.appender.lock().txns.aborted.retain(|a| !dropped_aborts.contains(&(a.producer_id, a.last_offset)));
+        }
         Ok(true)
     }
 
     /// Replaces `group` by `new` on disk and in the segment map. Retention
-    /// waits meanwhile; if it removed a member first, the clean is dropped.
-    fn swap_in(&self, group: &[Arc<Segment>], new: Segment) -> Result<(), LogError> {
+    /// waits meanwhile; if it removed a member first, the clean is dropped
+    /// (false).
+    fn swap_in(&self, group: &[Arc<Segment>], new: Segment) -> Result<bool, LogError> {
         let _m = self.maintenance.lock();
         if self.closed.load(Ordering::Acquire) {
             new.delete_files()?;
@@ -523,7 +543,7 @@ impl Log {
         };
         if !intact {
             new.delete_files()?;
-            return Ok(());
+            return Ok(false);
         }
         // The commit point: from here recovery completes the swap.
         new.rename_suffix(".swap")?;
@@ -543,7 +563,7 @@ impl Log {
         // holding the old segment keep reading its open descriptors.
         new.rename_suffix("")?;
         sync_dir(&self.dir)?;
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -274,6 +274,13 @@ impl Log {
             checkpoint.write(dir)?;
         }
         let (producers, txns) = rebuild_state(dir, &segments, log_start_offset, log_end_offset)?;
+        // A cleaner checkpoint past the recovered end (the tail was lost)
+        // would count new records as cleaned before they ever were.
+        let mut cleaner_checkpoint = compaction::read_cleaner_checkpoint(dir);
+        if cleaner_checkpoint > log_end_offset {
+            compaction::write_cleaner_checkpoint(dir, log_end_offset)?;
+            cleaner_checkpoint = log_end_offset;
+        }
         let last_stable_offset = txns.last_stable_offset(log_end_offset);
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -291,7 +298,7 @@ impl Log {
             fsyncs: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             maintenance: Mutex::new(()),
-            cleaner_checkpoint: AtomicU64::new(compaction::read_cleaner_checkpoint(dir)),
+            cleaner_checkpoint: AtomicU64::new(cleaner_checkpoint),
             closed: AtomicBool::new(false),
         })
     }
@@ -361,13 +368,15 @@ impl Log {
         let aborted_before = app.txns.aborted.len();
         app.txns.observe(&header, offset, Some(commit));
         app.next_offset = offset + 1;
+        self.log_end_offset.store(offset + 1, Ordering::Release);
+        self.last_stable_offset.store(app.txns.last_stable_offset(offset + 1), Ordering::Release);
         if app.txns.aborted.len() > aborted_before {
+            // After the marker is published: a failure here leaves a
+            // consistent log whose index entry the next open rebuilds.
             let txn = *app.txns.aborted.last().expect("just added");
             let entry = txn_index::Entry { txn, last_stable_offset: app.txns.last_stable_offset(offset + 1) };
             txn_index::append(&app.active.txn_index_file(), &entry)?;
         }
-        self.log_end_offset.store(offset + 1, Ordering::Release);
-        self.last_stable_offset.store(app.txns.last_stable_offset(offset + 1), Ordering::Release);
         Ok(offset)
     }
 
@@ -422,13 +431,20 @@ impl Log {
                 return Err(LogError::InvalidRecord("clients may not write control batches".into()));
             }
             if config.compact {
-                let mut keyless = false;
+                // The cleaner trusts keys and record offsets: check both.
+                let (mut keyless, mut misnumbered, mut i) = (false, false, 0u64);
+                let base = b.header.base_offset as u64;
                 super::cleaner::rewrite::filter_batch(&b.bytes, false, |r| {
                     keyless |= r.key.is_none();
+                    misnumbered |= r.offset != base.wrapping_add(i);
+                    i += 1;
                     true
                 })?;
                 if keyless {
                     return Err(LogError::InvalidRecord("a compacted topic (cleanup.policy=compact) accepts only records with a key".into()));
+                }
+                if misnumbered {
+                    return Err(LogError::InvalidRecord("record offset deltas must run 0, 1, 2, ...".into()));
                 }
             }
         }
