@@ -237,3 +237,65 @@ fn idle_advance_lets_the_wall_clock_close_windows() {
     assert_eq!(w.len(), 1);
     assert_eq!(w.values().next(), Some(&(1, 5)));
 }
+
+/// Reads every record of a topic partition a read_committed consumer sees
+/// (until idle).
+fn read_committed_values(b: &TestBroker, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
+    let c: BaseConsumer = client(b).set("group.id", "committed-reader").set("isolation.level", "read_committed").set("enable.auto.commit", "false").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_millis(1500) {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            out.push(m.unwrap().payload().unwrap_or_default().to_vec());
+            idle_since = Instant::now();
+        }
+    }
+    out
+}
+
+#[test]
+fn exactly_once_restart_aborts_output_written_after_the_checkpoint() {
+    // Commits only at start and stop: the stop's checkpoint commits the
+    // output written before it.
+    let text = CLICKS.replace("commit_interval = \"100ms\"", "commit_interval = \"1h\"\n    guarantee = \"exactly_once\"");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", &text));
+    b.keep_dir(tmp);
+    create(&b, "clicks", 1);
+    produce(&b, "clicks", &[(None, click("ann", 1_000, 5)), (None, click("bob", 2_500, 7))]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.broker.processor_stats().first().is_none_or(|(_, s)| s.records_out.load(std::sync::atomic::Ordering::Relaxed) < 1) {
+        assert!(Instant::now() < deadline, "no output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tmp = b.stop().unwrap();
+    // The stop's checkpoint commits the last output; now write what a run
+    // killed after that checkpoint would have left: an open transaction of
+    // the same producer on the same output partition.
+    let ck = std::fs::read(tmp.path().join("processors/clicks.checkpoint")).unwrap();
+    let json: Value = serde_json::from_slice(&ck[6..ck.len() - 4]).unwrap();
+    let pid = json["txn"]["producer_id"].as_i64().unwrap();
+    assert_eq!(json["txn"]["committing"].as_array().map(Vec::len), Some(1), "the stop committed the output partition: {}", json["txn"]);
+    {
+        let mgr = eddy::log::LogManager::open(tmp.path(), eddy::log::LogConfig::default()).unwrap();
+        let log = mgr.get("clicks-per-second", 0).unwrap();
+        let (_, epoch, last_seq, _, open) = log.producers().into_iter().find(|p| p.0 == pid).expect("the processor's producer");
+        assert_eq!(open, -1, "nothing open after a clean stop");
+        let rec = [eddy::log::records::NewRecord { key: Some(b"{\"key\":\"ghost\",\"start\":0,\"end\":1000}"), value: Some(b"{\"ghost\":true}"), timestamp: 1, headers: &[] }];
+        let batch = eddy::log::records::with_producer(&eddy::log::records::build_batch(&rec), pid, epoch, last_seq + 1, true);
+        log.append(&batch).unwrap();
+        log.sync_to(log.log_end_offset()).unwrap();
+        drop(log);
+        drop(mgr); // no shutdown: as after a crash
+    }
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", &text));
+    b.keep_dir(tmp);
+    let seen = read_committed_values(&b, "clicks-per-second", 1);
+    assert!(seen.iter().all(|v| v != b"{\"ghost\":true}"), "the transaction written after the checkpoint was committed");
+    assert_eq!(seen.len(), 1, "ann's window, once");
+}
