@@ -15,11 +15,36 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-fn start(dir: &std::path::Path, addr: &str) -> Child {
+/// The `eddy` child process, killed if a failing test drops it still running.
+struct Eddy(Child);
+
+impl std::ops::Deref for Eddy {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Eddy {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Eddy {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(dir: &std::path::Path, addr: &str) -> Eddy {
     start_with(dir, addr, None)
 }
 
-fn start_with(dir: &std::path::Path, addr: &str, config: Option<&std::path::Path>) -> Child {
+fn start_with(dir: &std::path::Path, addr: &str, config: Option<&std::path::Path>) -> Eddy {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
     cmd.args(["serve", "--listen", addr, "--data-dir"]).arg(dir);
     if let Some(c) = config {
@@ -37,7 +62,7 @@ fn start_with(dir: &std::path::Path, addr: &str, config: Option<&std::path::Path
         assert!(Instant::now() < deadline, "eddy did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
+    Eddy(child)
 }
 
 const PARTITIONS: i32 = 3;
