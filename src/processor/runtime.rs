@@ -486,14 +486,29 @@ impl Task {
             self.collect(&mut out, &mut dead)?;
             self.write(&mut out, &mut dead)?;
             if now - last_commit >= self.spec.commit_interval_ms {
+                self.check_sources(broker)?;
                 self.commit()?;
                 last_commit = now;
             }
             self.stats.watermark.store(self.engines.watermark().unwrap_or(i64::MIN), Ordering::Relaxed);
             if !progressed {
+                self.check_sources(broker)?;
                 std::thread::sleep(IDLE_SLEEP);
             }
         }
+    }
+
+    /// Fails when a source partition is no longer the broker's (its topic
+    /// was deleted, or deleted and made again): the restart picks up the
+    /// current one.
+    fn check_sources(&self, broker: &Weak<Broker>) -> Result<(), TaskError> {
+        let Some(b) = broker.upgrade() else { return Ok(()) };
+        for s in &self.sources {
+            if !b.partition(&s.topic, s.index).is_some_and(|p| Arc::ptr_eq(&p, &s.part)) {
+                return Err(TaskError::Setup(format!("source topic {:?} was deleted or recreated", s.topic)));
+            }
+        }
+        Ok(())
     }
 
     /// Reads what is new in one source partition. True when it read something.
@@ -503,6 +518,13 @@ impl Task {
         if self.sources[i].next < start {
             tracing::warn!(processor = self.spec.name, topic = self.sources[i].topic, partition = self.sources[i].index, from = self.sources[i].next, to = start, "source records were deleted before they were processed; skipping ahead");
             self.sources[i].next = start;
+        }
+        if self.sources[i].next > log.log_end_offset() {
+            // Past the end: the topic was deleted and made again. Start over
+            // in it as `source.start` says (Kafka's auto.offset.reset).
+            let to = initial_offset(&self.spec, &self.sources[i].part);
+            tracing::warn!(processor = self.spec.name, topic = self.sources[i].topic, partition = self.sources[i].index, from = self.sources[i].next, to, "source position is past the end of the partition (the topic was recreated?); starting over in it");
+            self.sources[i].next = to;
         }
         let upper = log.last_stable_offset();
         let from = self.sources[i].next;

@@ -299,3 +299,27 @@ fn exactly_once_restart_aborts_output_written_after_the_checkpoint() {
     assert!(seen.iter().all(|v| v != b"{\"ghost\":true}"), "the transaction written after the checkpoint was committed");
     assert_eq!(seen.len(), 1, "ann's window, once");
 }
+
+#[test]
+fn a_processor_survives_its_source_topic_being_deleted_and_recreated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", CLICKS));
+    b.keep_dir(tmp);
+    create(&b, "clicks", 1);
+    let many: Vec<(Option<&str>, String)> = (0..50).map(|i| (None, click("ann", 1_000 + i, 1))).chain([(None, click("ann", 3_000, 1))]).collect();
+    produce(&b, "clicks", &many);
+    let first = consume_until(&b, "clicks-per-second", |g| !g.is_empty());
+    assert_eq!(windows(&first)[&("ann".to_string(), 1000)], (50, 50));
+    // The source goes away: the processor fails, logs it and keeps retrying;
+    // the broker serves on. The topic comes back, shorter than the position
+    // the processor had reached.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin: AdminClient<DefaultClientContext> = client(&b).create().unwrap();
+    let r = rt.block_on(admin.delete_topics(&["clicks"], &AdminOptions::new())).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    std::thread::sleep(Duration::from_millis(300));
+    create(&b, "clicks", 1);
+    produce(&b, "clicks", &[(None, click("bob", 10_000, 7)), (None, click("bob", 12_000, 1))]);
+    let got = consume_until(&b, "clicks-per-second", |g| windows(g).contains_key(&("bob".to_string(), 10_000)));
+    assert_eq!(windows(&got)[&("bob".to_string(), 10_000)], (1, 7));
+}
