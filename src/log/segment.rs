@@ -34,6 +34,11 @@ pub fn time_index_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{}.timeindex", file_stem(base)))
 }
 
+/// Every live file a segment may have: log, both indexes, transaction index.
+pub fn files(dir: &Path, base: u64) -> [PathBuf; 4] {
+    [log_path(dir, base), index_path(dir, base), time_index_path(dir, base), super::txn_index::path(dir, base)]
+}
+
 /// One batch ready to be written: its new base offset (the first 8 bytes,
 /// written in place of the client's) and the rest of its bytes.
 pub struct PreparedBatch {

@@ -365,54 +365,11 @@ impl Task {
         }
         let watermark = engine_state.as_ref().and_then(|s| s.watermark);
         let engines = Engines::new(spec, engine_state, spec.threads);
-        let dead_letter_parts = dead_letter.clone();
-        let part_of = |(dead, p): (bool, usize)| -> Option<Arc<Partition>> {
-            if dead {
-                dead_letter_parts.as_ref().and_then(|d| d.get(p).cloned())
-            } else {
-                output.partitions.get(p).cloned()
-            }
-        };
-        // Finish the transaction of the last checkpoint, abort whatever the
-        // previous run wrote after it, and write with a new producer id.
-        if let Some(t) = &previous_txn {
-            for &(dead, p, end) in &t.committing {
-                if let Some(part) = part_of((dead, p)) {
-                    if part.log.open_transaction(t.producer_id).is_some_and(|first| first < end) {
-                        part.append_marker_internal(t.producer_id, t.epoch, true)?;
-                        part.log.sync_to(part.log.log_end_offset())?;
-                    }
-                }
-            }
-            let all = (0..output.partitions.len()).map(|p| (false, p)).chain(dead_letter_parts.iter().flat_map(|d| (0..d.len()).map(|p| (true, p))));
-            for w in all {
-                if let Some(part) = part_of(w) {
-                    if part.log.open_transaction(t.producer_id).is_some() {
-                        part.append_marker_internal(t.producer_id, t.epoch, false)?;
-                        part.log.sync_to(part.log.log_end_offset())?;
-                        tracing::info!(processor = spec.name, partition = w.1, "aborted output written after the last checkpoint");
-                    }
-                }
-            }
-        }
-        if abort_all {
-            let all = (0..output.partitions.len()).map(|p| (false, p)).chain(dead_letter_parts.iter().flat_map(|d| (0..d.len()).map(|p| (true, p))));
-            for w in all {
-                if let Some(part) = part_of(w) {
-                    for (pid, epoch, _, _, first) in part.log.producers() {
-                        if first >= 0 {
-                            part.append_marker_internal(pid, epoch, false)?;
-                            part.log.sync_to(part.log.log_end_offset())?;
-                        }
-                    }
-                }
-            }
-        }
         let txn = match spec.guarantee {
             Guarantee::ExactlyOnce => Some(TxnWriter { producer_id: broker.producer_ids.next()?, epoch: 0, seqs: HashMap::new() }),
             Guarantee::AtLeastOnce => None,
         };
-        Ok(Task {
+        let task = Task {
             spec: Arc::clone(spec),
             stats: Arc::clone(stats),
             engines,
@@ -424,15 +381,68 @@ impl Task {
             started_ms: now_ms(),
             watermark,
             txn,
-        })
+        };
+        task.settle_previous_output(previous_txn.as_ref(), abort_all)?;
+        Ok(task)
     }
 
-    fn partition(&self, (dead, p): (bool, usize)) -> &Arc<Partition> {
-        if dead {
-            &self.dead_letter.as_ref().expect("a dead-letter topic")[p]
-        } else {
-            &self.output[p]
+    /// Every partition the processor writes: (dead-letter topic?, partition).
+    fn targets(&self) -> Vec<(bool, usize)> {
+        let dead = self.dead_letter.as_ref().map_or(0, Vec::len);
+        (0..self.output.len()).map(|p| (false, p)).chain((0..dead).map(|p| (true, p))).collect()
+    }
+
+    /// Before writing with its new producer id: commits the transaction the
+    /// last checkpoint covers (its markers may be missing after a crash) and
+    /// aborts what the previous run wrote after it; with no usable record
+    /// of that run's producer (`abort_all`), aborts every open transaction
+    /// on the output (the processor is its only writer).
+    fn settle_previous_output(&self, previous: Option<&TxnCheckpoint>, abort_all: bool) -> Result<(), TaskError> {
+        let mark = |part: &Partition, pid: i64, epoch: i16, commit: bool| -> Result<(), TaskError> {
+            part.append_marker_internal(pid, epoch, commit)?;
+            part.log.sync_to(part.log.log_end_offset())?;
+            Ok(())
+        };
+        if let Some(t) = previous {
+            for &(dead, p, end) in &t.committing {
+                let Some(part) = self.target((dead, p)) else { continue };
+                if part.log.open_transaction(t.producer_id).is_some_and(|first| first < end) {
+                    mark(part, t.producer_id, t.epoch, true)?;
+                }
+            }
+            for w in self.targets() {
+                let part = self.partition(w);
+                if part.log.open_transaction(t.producer_id).is_some() {
+                    mark(part, t.producer_id, t.epoch, false)?;
+                    tracing::info!(processor = self.spec.name, partition = w.1, "aborted output written after the last checkpoint");
+                }
+            }
         }
+        if abort_all {
+            for w in self.targets() {
+                let part = self.partition(w);
+                for (pid, epoch, _, _, first) in part.log.producers() {
+                    if first >= 0 {
+                        mark(part, pid, epoch, false)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A partition the processor writes, if it exists (a checkpoint may
+    /// name one of an earlier configuration).
+    fn target(&self, (dead, p): (bool, usize)) -> Option<&Arc<Partition>> {
+        if dead {
+            self.dead_letter.as_ref()?.get(p)
+        } else {
+            self.output.get(p)
+        }
+    }
+
+    fn partition(&self, w: (bool, usize)) -> &Arc<Partition> {
+        self.target(w).expect("a partition this task writes")
     }
 
     /// Appends one batch of output: plain (at_least_once) or in this

@@ -60,19 +60,25 @@ fn shard_of(key: &str, n: usize) -> usize {
     (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % n as u64) as usize
 }
 
+/// Adds one routed record to an engine: first the watermark it is judged
+/// under, then the record; a late record's tag goes to `late`.
+fn feed<T>(engine: &mut Engine, out: &mut Vec<Emission>, late: &mut Vec<T>, (key, time, inputs, watermark, tag): Routed<T>) {
+    if let Some(w) = watermark {
+        engine.advance(w, out);
+    }
+    if !engine.process(key, time, inputs) {
+        late.push(tag);
+    }
+}
+
 fn work<T: Send + 'static>(mut engine: Engine, rx: Receiver<Req<T>>, tx: std::sync::mpsc::Sender<Reply<T>>) {
     let mut out = Vec::new();
     let mut late = Vec::new();
     while let Ok(req) = rx.recv() {
         match req {
             Req::Records(batch) => {
-                for (key, time, inputs, watermark, tag) in batch {
-                    if let Some(w) = watermark {
-                        engine.advance(w, &mut out);
-                    }
-                    if !engine.process(key, time, inputs) {
-                        late.push(tag);
-                    }
+                for r in batch {
+                    feed(&mut engine, &mut out, &mut late, r);
                 }
             }
             Req::Advance(w) => engine.advance(w, &mut out),
@@ -135,14 +141,7 @@ impl<T: Send + 'static> Engines<T> {
     /// `tag` comes back from `collect` if the record was late.
     pub fn process(&mut self, key: Key, time: i64, inputs: Vec<Input>, watermark: Option<i64>, tag: T) {
         match self {
-            Engines::One { engine, out, late } => {
-                if let Some(w) = watermark {
-                    engine.advance(w, out);
-                }
-                if !engine.process(key, time, inputs) {
-                    late.push(tag);
-                }
-            }
+            Engines::One { engine, out, late } => feed(engine, out, late, (key, time, inputs, watermark, tag)),
             Engines::Many { workers, pending, .. } => {
                 let i = shard_of(&key, workers.len());
                 pending[i].push((key, time, inputs, watermark, tag));

@@ -49,12 +49,7 @@ fn with_codec(b: &Bytes, codec: u8) -> Bytes {
 
 /// Sets producer fields (epoch 0, and the transactional flag if asked).
 fn with_producer(b: &Bytes, pid: i64, seq: i32, txn: bool) -> Bytes {
-    let b = crate::log_support::with_producer(b, pid, 0, seq);
-    if txn {
-        crate::log_support::transactional(&b)
-    } else {
-        b
-    }
+    eddy::log::records::with_producer(b, pid, 0, seq, txn)
 }
 
 fn clean(log: &Log, now: i64, map_bytes: u64) -> CleanStats {

@@ -107,25 +107,9 @@ pub fn scratch_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
 }
 
-/// The batch marked transactional (attribute bit 4), its CRC fixed.
-pub fn transactional(b: &Bytes) -> Bytes {
-    let mut v = b.to_vec();
-    let attrs = i16::from_be_bytes([v[21], v[22]]) | 0x10;
-    v[21..23].copy_from_slice(&attrs.to_be_bytes());
-    let crc = crc32c::crc32c(&v[21..]);
-    v[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(v)
-}
-
 /// The batch with idempotent-producer fields set (and its CRC fixed).
 pub fn with_producer(b: &Bytes, producer_id: i64, epoch: i16, base_sequence: i32) -> Bytes {
-    let mut v = b.to_vec();
-    v[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    v[51..53].copy_from_slice(&epoch.to_be_bytes());
-    v[53..57].copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&v[21..]);
-    v[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(v)
+    eddy::log::records::with_producer(b, producer_id, epoch, base_sequence, false)
 }
 
 /// A small deterministic random generator (xorshift64) for tests.

@@ -9,7 +9,7 @@ use eddy::log::records::{build_batch, NewRecord};
 use eddy::log::txn::AbortedTxn;
 use eddy::log::{Log, LogConfig};
 
-use crate::log_support::{scratch_dir, transactional, with_producer};
+use crate::log_support::scratch_dir;
 
 fn config() -> LogConfig {
     LogConfig { segment_bytes: 4096, retention_ms: -1, ..LogConfig::default() }
@@ -21,7 +21,7 @@ fn txn_batch(pid: i64, seq: i32, n: usize) -> Bytes {
     // when event time jumps by more than segment.ms.
     let now = eddy::log::now_ms();
     let recs: Vec<NewRecord> = (0..n).map(|_| NewRecord { key: Some(b"k"), value: Some(b"v"), timestamp: now, headers: &[] }).collect();
-    transactional(&with_producer(&build_batch(&recs), pid, 0, seq))
+    eddy::log::records::with_producer(&build_batch(&recs), pid, 0, seq, true)
 }
 
 /// The entries of a `.txnindex` file, parsed from the bytes as

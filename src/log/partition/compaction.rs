@@ -124,7 +124,7 @@ pub(super) fn finish_interrupted_swaps(dir: &Path) -> io::Result<Vec<u64>> {
         let swap = segment::with_suffix(segment::log_path(dir, base), ".swap");
         let end = scan_end(&swap, base)?;
         for &b in live.iter().filter(|&&b| b > base && b < end) {
-            for p in [segment::log_path(dir, b), segment::index_path(dir, b), segment::time_index_path(dir, b), txn_index::path(dir, b)] {
+            for p in segment::files(dir, b) {
                 segment::remove_if_exists(&p)?;
             }
         }

@@ -216,7 +216,7 @@ impl Log {
             dirty = true;
             for &base in &bases[from..] {
                 tracing::warn!(segment = %segment::log_path(dir, base).display(), "deleted a segment that no longer continues the log");
-                for p in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base), txn_index::path(dir, base)] {
+                for p in segment::files(dir, base) {
                     segment::remove_if_exists(&p)?;
                 }
             }
