@@ -6,6 +6,10 @@
 //!  [--mb N] [--durable-mb N] [--dir PATH] [--runs N] [--threads N] [--partitions N] [--partition-runs N] [--secs S]
 //!  [--compact-records N] [--compact-keys N] [--map-mb N]`
 
+/// The allocator the `eddy` binary uses.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};

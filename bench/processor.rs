@@ -3,7 +3,7 @@
 //! output appended, checkpoints every second), for tumbling count+sum,
 //! hopping windows (size/advance = 5) and session windows.
 //!
-//! `cargo bench --bench processor -- [--records N] [--keys N] [--dir PATH] [--runs N] [--threads N]`
+//! `cargo bench --bench processor -- [--records N] [--keys N] [--dir PATH] [--runs N] [--threads N] [--partitions N]`
 //!
 //! The source topic is filled first (appended straight to the log, not
 //! timed); then the processor starts and the clock and the process CPU time
@@ -14,6 +14,10 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The allocator the `eddy` binary uses.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use eddy::broker::Broker;
 use eddy::config::Config;
@@ -26,12 +30,14 @@ struct Opts {
     keys: u64,
     dir: Option<PathBuf>,
     runs: usize,
-    /// Engine threads of the processor (its `threads` setting).
+    /// The processor's `threads` setting (parse workers and engine shards).
     threads: usize,
+    /// Partitions of the source topic (records spread round-robin, 500 at a time).
+    partitions: usize,
 }
 
 fn parse_args() -> Res<Opts> {
-    let mut o = Opts { records: 2_000_000, keys: 1_000, dir: None, runs: 2, threads: 1 };
+    let mut o = Opts { records: 2_000_000, keys: 1_000, dir: None, runs: 2, threads: 1, partitions: 1 };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -42,6 +48,7 @@ fn parse_args() -> Res<Opts> {
             "--dir" => o.dir = Some(PathBuf::from(value()?)),
             "--runs" => o.runs = value()?.parse::<usize>()?.max(1),
             "--threads" => o.threads = value()?.parse::<usize>()?.max(1),
+            "--partitions" => o.partitions = value()?.parse::<usize>()?.max(1),
             s => return Err(format!("unknown option {s}").into()),
         }
     }
@@ -105,7 +112,7 @@ fn run_one(o: &Opts, base: &std::path::Path, name: &str, window: &str) -> Res<(f
     config.broker.data_dir = dir.path().to_path_buf();
     config.broker.log_cleaner_enable = false;
     let broker = Arc::new(Broker::open(config)?);
-    let topic = broker.ensure_topic("events", 1, BTreeMap::new()).map_err(|e| e.message)?;
+    let topic = broker.ensure_topic("events", o.partitions as i32, BTreeMap::new()).map_err(|e| e.message)?;
     // 20 records per ms of event time: 2 M records span 100 s, and each key
     // has about 20 records in each second.
     let start_ts = 1_700_000_000_000i64;
@@ -114,10 +121,10 @@ fn run_one(o: &Opts, base: &std::path::Path, name: &str, window: &str) -> Res<(f
         let n = 500.min(o.records - i);
         let values: Vec<String> = (i..i + n).map(|j| event(j, o.keys, start_ts + (j / 20) as i64)).collect();
         let recs: Vec<NewRecord> = values.iter().map(|v| NewRecord { key: None, value: Some(v.as_bytes()), timestamp: start_ts, headers: &[] }).collect();
-        topic.partitions[0].append_internal(&build_batch(&recs))?;
+        topic.partitions[(i / 500) as usize % o.partitions].append_internal(&build_batch(&recs))?;
         i += n;
     }
-    let input_bytes = topic.partitions[0].log.size_bytes();
+    let input_bytes: u64 = topic.partitions.iter().map(|p| p.log.size_bytes()).sum();
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     broker.start_processors();
     let stats = broker.processor_stats().into_iter().next().expect("one processor").1;
@@ -147,7 +154,7 @@ fn main() -> Res<()> {
     let o = parse_args()?;
     let base = o.dir.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
     std::fs::create_dir_all(&base)?;
-    println!("processor benchmark: {} records (~200-byte JSON) over {} keys, checkpoints every 1 s, {} engine thread(s), {} run(s)", o.records, o.keys, o.threads, o.runs);
+    println!("processor benchmark: {} records (~200-byte JSON) over {} keys, checkpoints every 1 s, {} source partition(s), threads = {}, {} run(s)", o.records, o.keys, o.partitions, o.threads, o.runs);
     let mut table: Vec<(&str, Vec<(f64, f64)>)> = SCENARIOS.iter().map(|(n, _)| (*n, Vec::new())).collect();
     for _ in 0..o.runs {
         for (k, (name, window)) in SCENARIOS.iter().enumerate() {

@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod config;
 pub mod engine;
 pub mod extract;
+pub mod parse;
 pub mod runtime;
 pub mod shards;
 

@@ -22,9 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::config::{BadAction, Emit, Guarantee, ProcessorSpec, Start};
 use super::engine::{Emission, EngineState};
 use super::shards::Engines;
-use super::extract;
+use super::parse;
 use crate::broker::{Broker, Partition};
-use crate::log::batch::{BatchHeader, HEADER_LEN};
 use crate::log::records::{self, NewRecord};
 use crate::log::{now_ms, LogError};
 
@@ -34,6 +33,8 @@ const CHECKPOINT_VERSION: u16 = 1;
 const READ_BYTES: usize = 512 * 1024;
 /// Records per output batch.
 const OUTPUT_BATCH: usize = 500;
+/// Reads of one source partition handed to the parse pool at a time.
+const READS_AHEAD: usize = 2;
 /// Pause when every source is caught up.
 const IDLE_SLEEP: Duration = Duration::from_millis(10);
 /// Pause before restarting a failed processor.
@@ -140,10 +141,16 @@ enum TaskError {
 /// Per source partition: the log, the next offset to read, and the
 /// watermark inputs.
 struct Source {
-    topic: String,
+    topic: Arc<str>,
     index: i32,
     part: Arc<Partition>,
+    /// The next offset to process (what a checkpoint records).
     next: u64,
+    /// The next offset to read: ahead of `next` while reads are being
+    /// parsed by the pool.
+    read_at: u64,
+    /// Reads handed to the parse pool and not yet applied.
+    in_flight: usize,
     /// Largest event time seen (None before any record).
     high: Option<i64>,
     /// Wall time of its last record (or of the task start).
@@ -307,7 +314,7 @@ impl Task {
         for t in &spec.topics {
             let topic = broker.topic(t).ok_or_else(|| TaskError::Setup(format!("source topic {t:?} does not exist")))?;
             for p in &topic.partitions {
-                sources.push(Source { topic: t.clone(), index: p.index, part: Arc::clone(p), next: 0, high: None, last_seen_ms: now_ms() });
+                sources.push(Source { topic: t.as_str().into(), index: p.index, part: Arc::clone(p), next: 0, read_at: 0, in_flight: 0, high: None, last_seen_ms: now_ms() });
             }
         }
         let partitions = sources.iter().map(|s| s.index + 1).max().unwrap_or(1);
@@ -348,7 +355,7 @@ impl Task {
             Some(c) => {
                 let positions: HashMap<(String, i32), (u64, Option<i64>)> = c.sources.into_iter().map(|(t, p, o, h)| ((t, p), (o, h))).collect();
                 for s in &mut sources {
-                    if let Some(&(o, h)) = positions.get(&(s.topic.clone(), s.index)) {
+                    if let Some(&(o, h)) = positions.get(&(s.topic.to_string(), s.index)) {
                         s.next = o;
                         s.high = h;
                     } else {
@@ -470,6 +477,8 @@ impl Task {
         let mut last_flush = now_ms();
         let mut out: Vec<Emission> = Vec::new();
         let mut dead: Vec<DeadLetter> = Vec::new();
+        let parsers = self.spec.threads.min(self.sources.len());
+        let pool = (parsers > 1).then(|| parse::Pool::new(&self.spec, parsers));
         loop {
             if stop.load(Ordering::Acquire) {
                 self.flush_and_commit(&mut out, &mut dead)?;
@@ -480,10 +489,7 @@ impl Task {
                 // crash in tests): write nothing more to its logs.
                 return Ok(());
             }
-            let mut progressed = false;
-            for i in 0..self.sources.len() {
-                progressed |= self.poll_source(i, &mut dead)?;
-            }
+            let (progressed, waiting) = self.poll(pool.as_ref(), &mut dead)?;
             let now = now_ms();
             let w = self.compute_watermark(now);
             if let Some(w) = w {
@@ -503,7 +509,9 @@ impl Task {
             self.stats.watermark.store(self.engines.watermark().unwrap_or(i64::MIN), Ordering::Relaxed);
             if !progressed {
                 self.check_sources(broker)?;
-                std::thread::sleep(IDLE_SLEEP);
+                if !waiting {
+                    std::thread::sleep(IDLE_SLEEP);
+                }
             }
         }
     }
@@ -521,73 +529,104 @@ impl Task {
         Ok(())
     }
 
-    /// Reads what is new in one source partition. True when it read something.
-    fn poll_source(&mut self, i: usize, dead: &mut Vec<DeadLetter>) -> Result<bool, TaskError> {
-        let log = Arc::clone(&self.sources[i].part.log);
-        let start = log.log_start_offset();
-        if self.sources[i].next < start {
-            tracing::warn!(processor = self.spec.name, topic = self.sources[i].topic, partition = self.sources[i].index, from = self.sources[i].next, to = start, "source records were deleted before they were processed; skipping ahead");
-            self.sources[i].next = start;
+    /// Reads and processes what is new in the sources: parsed here, or by
+    /// the pool (a few reads ahead per partition) and applied as they come
+    /// back. Returns (something was read or applied, reads are in flight:
+    /// the call already waited for them).
+    fn poll(&mut self, pool: Option<&parse::Pool>, dead: &mut Vec<DeadLetter>) -> Result<(bool, bool), TaskError> {
+        let mut progressed = false;
+        let Some(pool) = pool else {
+            for i in 0..self.sources.len() {
+                if let Some(read) = self.read_source(i)? {
+                    let chunk = parse::parse(&self.spec, read)?;
+                    self.apply(chunk, dead);
+                    progressed = true;
+                }
+            }
+            return Ok((progressed, false));
+        };
+        for i in 0..self.sources.len() {
+            while self.sources[i].in_flight < READS_AHEAD {
+                let Some(read) = self.read_source(i)? else { break };
+                self.sources[i].in_flight += 1;
+                pool.submit(read);
+                progressed = true;
+            }
         }
-        if self.sources[i].next > log.log_end_offset() {
-            // Past the end: the topic was deleted and made again. Start over
-            // in it as `source.start` says (Kafka's auto.offset.reset).
-            let to = initial_offset(&self.spec, &self.sources[i].part);
-            tracing::warn!(processor = self.spec.name, topic = self.sources[i].topic, partition = self.sources[i].index, from = self.sources[i].next, to, "source position is past the end of the partition (the topic was recreated?); starting over in it");
-            self.sources[i].next = to;
+        let waiting = self.sources.iter().any(|s| s.in_flight > 0);
+        let mut wait = if progressed || !waiting { Duration::ZERO } else { IDLE_SLEEP };
+        while let Some(chunk) = pool.next(wait) {
+            let chunk = chunk?;
+            self.sources[chunk.source].in_flight -= 1;
+            self.apply(chunk, dead);
+            progressed = true;
+            wait = Duration::ZERO;
+        }
+        Ok((progressed, waiting))
+    }
+
+    /// The next whole batches of one source partition, if any are committed.
+    fn read_source(&mut self, i: usize) -> Result<Option<parse::Read>, TaskError> {
+        let spec = Arc::clone(&self.spec);
+        let s = &mut self.sources[i];
+        let log = Arc::clone(&s.part.log);
+        if s.in_flight == 0 {
+            let start = log.log_start_offset();
+            if s.next < start {
+                tracing::warn!(processor = spec.name, topic = &*s.topic, partition = s.index, from = s.next, to = start, "source records were deleted before they were processed; skipping ahead");
+                s.next = start;
+            }
+            if s.next > log.log_end_offset() {
+                // Past the end: the topic was deleted and made again. Start over
+                // in it as `source.start` says (Kafka's auto.offset.reset).
+                let to = initial_offset(&spec, &s.part);
+                tracing::warn!(processor = spec.name, topic = &*s.topic, partition = s.index, from = s.next, to, "source position is past the end of the partition (the topic was recreated?); starting over in it");
+                s.next = to;
+            }
+            s.read_at = s.next;
         }
         let upper = log.last_stable_offset();
-        let from = self.sources[i].next;
+        let from = s.read_at;
         if from >= upper {
-            return Ok(false);
+            return Ok(None);
         }
         let read = log.read(from, READ_BYTES, upper)?;
         if read.records.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
+        s.read_at = parse::end_of(&read.records, from);
         let aborted = log.aborted_transactions(from, upper);
-        let bytes = read.records;
-        let mut pos = 0usize;
-        while pos + HEADER_LEN <= bytes.len() {
-            let h = BatchHeader::parse(&bytes[pos..]).expect("HEADER_LEN bytes");
-            let len = h.total_len();
-            let batch = bytes.slice(pos..pos + len);
-            pos += len;
-            let base = h.base_offset as u64;
-            let skip = h.is_control() || (h.is_transactional() && aborted.iter().any(|a| a.producer_id == h.producer_id && a.first_offset <= base && base <= a.last_offset));
-            if !skip {
-                for rec in records::read_records_shared(&batch)? {
-                    if (rec.offset as u64) < from {
-                        continue;
-                    }
-                    self.handle(i, rec.offset as u64, rec.key, rec.value, rec.timestamp, dead);
-                }
-            }
-            self.sources[i].next = h.next_offset() as u64;
-        }
-        Ok(true)
+        Ok(Some(parse::Read { source: i, from, bytes: read.records, aborted }))
     }
 
-    fn handle(&mut self, i: usize, offset: u64, key: Option<bytes::Bytes>, value: Option<bytes::Bytes>, timestamp: i64, dead: &mut Vec<DeadLetter>) {
-        self.stats.records_in.fetch_add(1, Ordering::Relaxed);
+    /// Feeds a parsed read to the engines, in offset order.
+    fn apply(&mut self, chunk: parse::Chunk, dead: &mut Vec<DeadLetter>) {
+        let i = chunk.source;
         let now = now_ms();
-        let (topic, partition) = (self.sources[i].topic.clone(), self.sources[i].index);
-        let dl = |reason: String, event_time: Option<i64>, watermark: Option<i64>| DeadLetter {
-            key: key.clone(),
-            value: value.clone(),
-            timestamp,
+        self.stats.records_in.fetch_add(chunk.records.len() as u64, Ordering::Relaxed);
+        for p in chunk.records {
+            self.handle(i, p, now, dead);
+        }
+        self.sources[i].next = chunk.next;
+    }
+
+    fn handle(&mut self, i: usize, p: parse::Parsed, now: i64, dead: &mut Vec<DeadLetter>) {
+        let dl = |s: &Source, reason: String, event_time: Option<i64>, watermark: Option<i64>| DeadLetter {
+            key: p.key.clone(),
+            value: p.value.clone(),
+            timestamp: p.timestamp,
             reason,
-            topic: topic.clone(),
-            partition,
-            offset,
+            topic: Arc::clone(&s.topic),
+            partition: s.index,
+            offset: p.offset,
             event_time,
             watermark,
         };
-        match extract::extract(&self.spec, key.as_deref(), value.as_deref(), timestamp) {
+        match p.result {
             Err(bad) => {
                 self.stats.bad.fetch_add(1, Ordering::Relaxed);
                 if self.spec.on_missing == BadAction::DeadLetter {
-                    dead.push(dl(bad.reason(), None, self.watermark));
+                    dead.push(dl(&self.sources[i], bad.reason(), None, self.watermark));
                 }
             }
             Ok(x) => {
@@ -595,7 +634,7 @@ impl Task {
                 s.high = Some(s.high.map_or(x.time, |h| h.max(x.time)));
                 s.last_seen_ms = now;
                 let w = self.compute_watermark(now);
-                let tag = (self.spec.late_action == BadAction::DeadLetter).then(|| dl("late".into(), Some(x.time), w));
+                let tag = (self.spec.late_action == BadAction::DeadLetter).then(|| dl(&self.sources[i], "late".into(), Some(x.time), w));
                 self.engines.process(x.key, x.time, x.inputs, w, tag);
             }
         }
@@ -699,7 +738,7 @@ impl Task {
         }
         let c = Checkpoint {
             fingerprint: fingerprint(&self.spec),
-            sources: self.sources.iter().map(|s| (s.topic.clone(), s.index, s.next, s.high)).collect(),
+            sources: self.sources.iter().map(|s| (s.topic.to_string(), s.index, s.next, s.high)).collect(),
             engine: self.engines.state().map_err(TaskError::Setup)?,
             txn: self.txn.as_ref().map(|t| TxnCheckpoint { producer_id: t.producer_id, epoch: t.epoch, committing }),
         };
@@ -740,7 +779,7 @@ struct DeadLetter {
     value: Option<bytes::Bytes>,
     timestamp: i64,
     reason: String,
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     offset: u64,
     event_time: Option<i64>,
@@ -751,7 +790,7 @@ impl DeadLetter {
     fn headers(&self) -> Vec<(String, Vec<u8>)> {
         let mut h = vec![
             ("reason".to_string(), self.reason.clone().into_bytes()),
-            ("source.topic".to_string(), self.topic.clone().into_bytes()),
+            ("source.topic".to_string(), self.topic.as_bytes().to_vec()),
             ("source.partition".to_string(), self.partition.to_string().into_bytes()),
             ("source.offset".to_string(), self.offset.to_string().into_bytes()),
         ];
