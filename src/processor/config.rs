@@ -96,8 +96,9 @@ pub struct AggSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessorSpec {
     pub name: String,
-    /// Engine threads (keys are split over them); 1 (the default) runs the
-    /// engine on the reading thread.
+    /// Parse workers (reads of source partitions are split over them) and
+    /// engine threads (keys are split over them); 1 (the default) does all
+    /// of it on the processor's own thread.
     pub threads: usize,
     pub guarantee: Guarantee,
     pub commit_interval_ms: i64,

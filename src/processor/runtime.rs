@@ -320,6 +320,9 @@ impl Task {
         let partitions = sources.iter().map(|s| s.index + 1).max().unwrap_or(1);
         let compacted: BTreeMap<String, String> = [("cleanup.policy".to_string(), "compact".to_string())].into();
         let output = broker.ensure_topic(&spec.output_topic, partitions, compacted).map_err(|e| TaskError::Setup(format!("output topic {:?}: {}", spec.output_topic, e.message)))?;
+        if output.partitions.first().is_some_and(|p| !p.log.config().compact) {
+            tracing::warn!(processor = spec.name, topic = spec.output_topic, "the output topic exists without cleanup.policy=compact: it keeps every update, not only the latest per key");
+        }
         let dead_letter = match &spec.dead_letter_topic {
             Some(t) => Some(broker.ensure_topic(t, 1, BTreeMap::new()).map_err(|e| TaskError::Setup(format!("dead-letter topic {t:?}: {}", e.message)))?.partitions.clone()),
             None => None,
