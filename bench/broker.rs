@@ -77,7 +77,7 @@ impl Broker {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["serve", "--listen", &addr, "--data-dir"])
+            .args(["serve", "--listen", &addr, "--http-listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -123,11 +123,29 @@ impl Default for BrokerSection {
     }
 }
 
+/// `[http]`: metrics, health, the JSON API and interactive queries.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Serve HTTP at all. Default true.
+    pub enabled: bool,
+    /// Address to listen on. Default 127.0.0.1:9644 (loopback only).
+    pub listen: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection { enabled: true, listen: "127.0.0.1:9644".into() }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
     broker: BrokerSection,
+    #[serde(default)]
+    http: HttpSection,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -146,6 +164,7 @@ struct ProcessorsFile {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub broker: BrokerSection,
+    pub http: HttpSection,
     /// Topic config defaults by Kafka name, validated and normalized.
     pub topic_defaults: BTreeMap<String, String>,
     /// Group coordinator settings, from the `[broker]` table.
@@ -296,7 +315,10 @@ impl Config {
             let spec = crate::processor::config::parse(pname, table).map_err(|e| err(e.to_string()))?;
             processors.insert(pname.clone(), spec);
         }
-        let config = Config { broker: file.broker, topic_defaults, groups, processors };
+        if file.http.listen.parse::<SocketAddr>().is_err() {
+            return Err(err(format!("[http] listen: {:?} is not an IP:port address", file.http.listen)));
+        }
+        let config = Config { broker: file.broker, http: file.http, topic_defaults, groups, processors };
         config.check_processors().map_err(err)?;
         Ok(config)
     }
@@ -350,6 +372,7 @@ impl Config {
         if let Some(d) = &b.processors_dir {
             s.push_str(&format!("processors_dir = {:?}\n", d.display().to_string()));
         }
+        s.push_str(&format!("\n[http]\nenabled = {}\nlisten = {:?}\n", self.http.enabled, self.http.listen));
         s.push_str("\n[topic_defaults]\n");
         for (def, value, _) in topic_config::effective(&self.topic_defaults, &BTreeMap::new()) {
             s.push_str(&format!("{:?} = {:?}\n", def.name, value));

@@ -3,7 +3,9 @@
 pub mod broker;
 pub mod config;
 pub mod group;
+pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod processor;
 pub mod protocol;
 pub mod server;

@@ -31,6 +31,8 @@ SERVE OPTIONS:
                           defaults are used: 127.0.0.1:9092, data under ./data
     --listen HOST:PORT    overrides [broker] listen
     --data-dir DIR        overrides [broker] data_dir
+    --http-listen ADDR    overrides [http] listen (metrics, health, JSON API, queries;
+                          default 127.0.0.1:9644); \"off\" turns HTTP off
     --log-format FORMAT   text (default) or json; RUST_LOG sets the level (default info)";
 
 fn main() -> ExitCode {
@@ -90,6 +92,15 @@ fn load_config(opts: &HashMap<String, String>) -> anyhow::Result<Config> {
     if let Some(dir) = opts.get("--data-dir") {
         config.broker.data_dir = dir.into();
     }
+    match opts.get("--http-listen").map(String::as_str) {
+        None => {}
+        Some("off") => config.http.enabled = false,
+        Some(listen) => {
+            listen.parse::<std::net::SocketAddr>().with_context(|| format!("--http-listen {listen:?} is not an IP:port address (or off)"))?;
+            config.http.enabled = true;
+            config.http.listen = listen.to_string();
+        }
+    }
     Ok(config)
 }
 
@@ -105,7 +116,7 @@ fn check(args: &[String]) -> anyhow::Result<()> {
 }
 
 fn serve(args: &[String]) -> anyhow::Result<()> {
-    let opts = options(args, &["--config", "--listen", "--data-dir", "--log-format"])?;
+    let opts = options(args, &["--config", "--listen", "--data-dir", "--http-listen", "--log-format"])?;
     let json = match opts.get("--log-format").map(String::as_str) {
         None | Some("text") => false,
         Some("json") => true,
@@ -121,14 +132,29 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listen = config.broker.listen.clone();
+        let http = config.http.clone();
         let data_dir = config.broker.data_dir.clone();
         let broker = tokio::task::spawn_blocking(move || Broker::open(config))
             .await?
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
         let broker = Arc::new(broker);
         let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http_task = if http.enabled {
+            let l = tokio::net::TcpListener::bind(&http.listen).await.with_context(|| format!("listening for HTTP on {} ([http] listen)", http.listen))?;
+            tracing::info!(listen = %l.local_addr()?, "serving metrics, health and the JSON API over HTTP");
+            Some(tokio::spawn(eddy::http::serve(l, Arc::clone(&broker), async {
+                let _ = http_stopped.await;
+            })))
+        } else {
+            None
+        };
         tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), cluster_id = %broker.cluster_id, "eddy is serving Kafka clients");
         eddy::server::run(listener, Arc::clone(&broker), stop_signal()).await;
+        let _ = http_stop.send(());
+        if let Some(t) = http_task {
+            let _ = t.await;
+        }
         let b = Arc::clone(&broker);
         tokio::task::spawn_blocking(move || b.shutdown()).await??;
         tracing::info!("stopped cleanly");

@@ -15,6 +15,38 @@ use crate::log::LogError;
 use crate::protocol::code;
 
 pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+    let r = poll(broker, &req, version).await;
+    count_out(broker, &r, version);
+    r
+}
+
+/// Adds what a response carries to the per-topic traffic counters.
+fn count_out(broker: &Broker, r: &FetchResponse, version: i16) {
+    for tr in &r.responses {
+        let bytes: usize = tr.partitions.iter().filter_map(|p| p.records.as_ref()).map(Bytes::len).sum();
+        if bytes == 0 {
+            continue;
+        }
+        let t = if version >= 13 { broker.topic_by_id(tr.topic_id) } else { broker.topic(tr.topic.as_str()) };
+        let Some(t) = t else { continue };
+        let records: u64 = tr.partitions.iter().filter_map(|p| p.records.as_ref()).map(|b| batch_records(b)).sum();
+        let c = broker.metrics.topic(&t.name);
+        c.bytes_out.inc_by(bytes as u64);
+        c.records_out.inc_by(records);
+    }
+}
+
+/// Records in whole batches (by their headers' counts).
+fn batch_records(mut b: &[u8]) -> u64 {
+    let mut n = 0;
+    while let Some(h) = crate::log::batch::BatchHeader::parse(b) {
+        n += h.records_count.max(0) as u64;
+        b = b.get(h.total_len()..).unwrap_or(&[]);
+    }
+    n
+}
+
+async fn poll(broker: &Broker, req: &FetchRequest, version: i16) -> FetchResponse {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let may_wait = req.max_wait_ms > 0 && req.min_bytes > 0;
     let waker = Arc::new(Notify::new());
@@ -33,14 +65,14 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
                 }
             }
         }
-        let (response, bytes, errors) = read_all(broker, &req, version);
+        let (response, bytes, errors) = read_all(broker, req, version);
         let enough = bytes >= req.min_bytes.max(0) as usize || errors;
         if enough || !may_wait || tokio::time::Instant::now() >= deadline {
             return response;
         }
         if tokio::time::timeout_at(deadline, waker.notified()).await.is_err() {
             // Timed out: answer with whatever is there now.
-            return read_all(broker, &req, version).0;
+            return read_all(broker, req, version).0;
         }
     }
 }

@@ -35,14 +35,16 @@ pub struct Partition {
     waiters: Mutex<Vec<Weak<Notify>>>,
     /// The offset below which the log is known to be on disk.
     durable: tokio::sync::watch::Sender<u64>,
+    /// Where acks=all fsync times go.
+    fsync_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Whether some task is running an fsync of this log right now.
     syncing: std::sync::atomic::AtomicBool,
 }
 
 impl Partition {
-    fn new(index: i32, log: Arc<Log>) -> Partition {
+    fn new(index: i32, log: Arc<Log>, metrics: &crate::metrics::Metrics) -> Partition {
         let durable = tokio::sync::watch::Sender::new(log.log_end_offset());
-        Partition { index, log, waiters: Mutex::new(Vec::new()), durable, syncing: std::sync::atomic::AtomicBool::new(false) }
+        Partition { index, log, waiters: Mutex::new(Vec::new()), durable, fsync_seconds: metrics.fsync.clone(), syncing: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// Waits until every offset below `end` is on disk (acks=all). One
@@ -68,7 +70,9 @@ impl Partition {
                 let guard = Syncing(&self.syncing);
                 let log = Arc::clone(&self.log);
                 let target = log.log_end_offset();
+                let started = std::time::Instant::now();
                 let done = tokio::task::spawn_blocking(move || log.sync_to(target)).await;
+                self.fsync_seconds.observe(started.elapsed().as_secs_f64());
                 drop(guard);
                 match done {
                     Ok(Ok(())) => {
@@ -153,6 +157,9 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     /// Running processors (started by `start_processors`).
     processors: parking_lot::Mutex<Vec<crate::processor::runtime::Running>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The Kafka listener is accepting (set by `server::run`).
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 /// A request's outcome: answered, or answered later (acks=all produce).
@@ -179,6 +186,7 @@ impl Broker {
             Some(id) => id.clone(),
             None => stored_cluster_id(&data_dir)?,
         };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut topics = HashMap::new();
         for meta in logs.topics() {
             let log_config = topic_config::log_config(&config.topic_defaults, &meta.configs)
@@ -187,7 +195,7 @@ impl Broker {
             for p in 0..meta.partitions {
                 // A partition missing after a crash mid-create comes back empty.
                 let log = logs.get_or_create(&meta.name, p, log_config.clone())?;
-                partitions.push(Arc::new(Partition::new(p as i32, log)));
+                partitions.push(Arc::new(Partition::new(p as i32, log, &metrics)));
             }
             let topic = Topic { name: meta.name.clone(), id: Uuid::from_bytes(meta.id), partitions, configs: meta.configs.clone() };
             topics.insert(meta.name, Arc::new(topic));
@@ -196,13 +204,13 @@ impl Broker {
         let offsets_topic = crate::group::store::TOPIC;
         if !topics.contains_key(offsets_topic) {
             let configs: BTreeMap<String, String> = [("cleanup.policy", "compact"), ("retention.ms", "-1"), ("segment.bytes", "104857600")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let t = make_topic(&logs, &config, offsets_topic, 1, configs).map_err(|e| LogError::BadTopicMeta { path: data_dir.clone(), reason: e.message })?;
+            let t = make_topic(&logs, &config, &metrics, offsets_topic, 1, configs).map_err(|e| LogError::BadTopicMeta { path: data_dir.clone(), reason: e.message })?;
             topics.insert(offsets_topic.to_string(), Arc::new(t));
         }
         let txn_topic = crate::txn::TOPIC;
         if !topics.contains_key(txn_topic) {
             let configs: BTreeMap<String, String> = [("cleanup.policy", "compact"), ("retention.ms", "-1"), ("segment.bytes", "104857600")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let t = make_topic(&logs, &config, txn_topic, 1, configs).map_err(|e| LogError::BadTopicMeta { path: data_dir.clone(), reason: e.message })?;
+            let t = make_topic(&logs, &config, &metrics, txn_topic, 1, configs).map_err(|e| LogError::BadTopicMeta { path: data_dir.clone(), reason: e.message })?;
             topics.insert(txn_topic.to_string(), Arc::new(t));
         }
         let txns = crate::txn::TxnCoordinator::open(Arc::clone(&topics[txn_topic].partitions[0].log), config.broker.transaction_max_timeout_ms)?;
@@ -210,7 +218,19 @@ impl Broker {
         let groups = crate::group::Coordinator::open(config.groups.clone(), offsets_log)?;
         let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
         logs.start_cleaner(config.cleaner())?;
-        Ok(Broker { config, logs, groups, producer_ids, txns, cluster_id, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()), processors: parking_lot::Mutex::new(Vec::new()) })
+        Ok(Broker {
+            config,
+            logs,
+            groups,
+            producer_ids,
+            txns,
+            cluster_id,
+            topics: RwLock::new(topics),
+            admin: tokio::sync::Mutex::new(()),
+            processors: parking_lot::Mutex::new(Vec::new()),
+            metrics,
+            ready: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Internal topics (`__consumer_offsets`) are written only by the broker.
@@ -241,6 +261,13 @@ impl Broker {
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         self.topics.read().values().find(|t| t.id == id).cloned()
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     pub fn topic_names(&self) -> Vec<String> {
@@ -290,7 +317,7 @@ impl Broker {
     pub async fn create_topic(&self, name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, TopicError> {
         let _admin = self.admin.lock().await;
         self.check_new_topic(name, partitions, 1, &[])?;
-        let topic = Arc::new(make_topic(&self.logs, &self.config, name, partitions, configs)?);
+        let topic = Arc::new(make_topic(&self.logs, &self.config, &self.metrics, name, partitions, configs)?);
         self.topics.write().insert(name.to_string(), Arc::clone(&topic));
         Ok(topic)
     }
@@ -307,7 +334,7 @@ impl Broker {
             return Ok(t);
         }
         self.check_new_topic(name, partitions, 1, &[])?;
-        let topic = Arc::new(make_topic(&self.logs, &self.config, name, partitions, configs)?);
+        let topic = Arc::new(make_topic(&self.logs, &self.config, &self.metrics, name, partitions, configs)?);
         self.topics.write().insert(name.to_string(), Arc::clone(&topic));
         Ok(topic)
     }
@@ -321,6 +348,11 @@ impl Broker {
     }
 
     /// Running processors' specs and counters.
+    /// Where interactive queries to a running processor go.
+    pub fn processor_queries(&self, name: &str) -> Option<std::sync::mpsc::Sender<crate::processor::runtime::Query>> {
+        self.processors.lock().iter().find(|r| r.spec.name == name).map(|r| r.queries.clone())
+    }
+
     pub fn processor_stats(&self) -> Vec<(Arc<crate::processor::ProcessorSpec>, Arc<crate::processor::runtime::Stats>)> {
         self.processors.lock().iter().map(|r| (Arc::clone(&r.spec), Arc::clone(&r.stats))).collect()
     }
@@ -365,7 +397,7 @@ impl Broker {
         let mut partitions = old.partitions.clone();
         for p in have..count {
             let log = self.logs.get_or_create(name, p as u32, log_config.clone()).map_err(storage)?;
-            partitions.push(Arc::new(Partition::new(p, log)));
+            partitions.push(Arc::new(Partition::new(p, log, &self.metrics)));
         }
         let topic = Topic { name: old.name.clone(), id: old.id, partitions, configs: old.configs.clone() };
         self.topics.write().insert(name.to_string(), Arc::new(topic));
@@ -381,6 +413,7 @@ impl Broker {
             p.appended(); // wake fetches so they see the topic gone
         }
         self.logs.delete_topic(name)?;
+        self.metrics.forget_topic(name);
         tracing::info!(topic = name, "deleted a topic");
         Ok(())
     }
@@ -478,7 +511,7 @@ impl Broker {
 }
 
 /// Makes a topic's metadata (durably) and partition logs.
-fn make_topic(logs: &LogManager, config: &Config, name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Result<Topic, TopicError> {
+fn make_topic(logs: &LogManager, config: &Config, metrics: &crate::metrics::Metrics, name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Result<Topic, TopicError> {
     let storage = |e: LogError| TopicError { code: e.kafka_code(), message: e.to_string() };
     let log_config = topic_config::log_config(&config.topic_defaults, &configs).map_err(|e| TopicError { code: crate::protocol::code::INVALID_CONFIG, message: e })?;
     let id = Uuid::new_v4();
@@ -487,7 +520,7 @@ fn make_topic(logs: &LogManager, config: &Config, name: &str, partitions: i32, c
     let mut parts = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
         let log = logs.get_or_create(name, p as u32, log_config.clone()).map_err(storage)?;
-        parts.push(Arc::new(Partition::new(p, log)));
+        parts.push(Arc::new(Partition::new(p, log, metrics)));
     }
     tracing::info!(topic = name, partitions, id = %id, "created a topic");
     Ok(Topic { name: name.to_string(), id, partitions: parts, configs })

@@ -36,6 +36,7 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
         let topic = if version >= 13 { broker.topic_by_id(td.topic_id) } else { broker.topic(td.name.as_str()) };
         // acks=all is impossible when the topic wants more than one in-sync replica.
         let needs_replicas = topic.as_ref().and_then(|t| t.configs.get("min.insync.replicas")).or_else(|| broker.config.topic_defaults.get("min.insync.replicas")).is_some_and(|m| m != "1");
+        let traffic = topic.as_ref().map(|t| broker.metrics.topic(&t.name));
         let mut tr = TopicProduceResponse::default();
         tr.name = td.name.clone();
         tr.topic_id = td.topic_id;
@@ -63,6 +64,10 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
                     } else {
                         match p.log.append(&records) {
                             Ok(info) => {
+                                if let Some(t) = &traffic {
+                                    t.bytes_in.inc_by(records.len() as u64);
+                                    t.records_in.inc_by(info.last_offset + 1 - info.base_offset);
+                                }
                                 pr.base_offset = info.base_offset as i64;
                                 pr.log_append_time_ms = info.log_append_time;
                                 pr.log_start_offset = info.log_start_offset as i64;

@@ -84,6 +84,37 @@ pub enum AggFn {
     TopK { k: usize },
 }
 
+impl AggFn {
+    /// The `fn` name in the config.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AggFn::Count => "count",
+            AggFn::Sum => "sum",
+            AggFn::Min => "min",
+            AggFn::Max => "max",
+            AggFn::Avg => "avg",
+            AggFn::First => "first",
+            AggFn::Last => "last",
+            AggFn::CountDistinct { .. } => "count_distinct",
+            AggFn::Percentile { .. } => "percentile",
+            AggFn::TopK { .. } => "topk",
+        }
+    }
+}
+
+/// A processor's window as JSON (the HTTP API): kind, sizes and grace in ms.
+pub fn describe_window(spec: &ProcessorSpec) -> serde_json::Value {
+    let mut v = match spec.window {
+        WindowKind::Hopping { size, advance } if size == advance => serde_json::json!({ "type": "tumbling", "size_ms": size }),
+        WindowKind::Hopping { size, advance } => serde_json::json!({ "type": "hopping", "size_ms": size, "advance_ms": advance }),
+        WindowKind::Sliding { difference } => serde_json::json!({ "type": "sliding", "difference_ms": difference }),
+        WindowKind::Session { gap } => serde_json::json!({ "type": "session", "gap_ms": gap }),
+    };
+    v["grace_ms"] = spec.grace_ms.into();
+    v["retention_ms"] = spec.retention_ms.into();
+    v
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct AggSpec {
     pub name: String,

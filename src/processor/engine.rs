@@ -491,17 +491,20 @@ impl Engine {
                 b
             }
         };
-        let value = win.map(|w| {
-            let mut m = serde_json::Map::new();
-            m.insert("window_start".into(), Value::from(*start));
-            m.insert("window_end".into(), Value::from(*end));
-            for (spec, agg) in self.spec.aggregates.iter().zip(&w.aggs) {
-                m.insert(spec.name.clone(), agg.result());
-            }
-            serde_json::to_vec(&Value::Object(m)).expect("JSON values serialize")
-        });
+        let value = win.map(|w| serde_json::to_vec(&window_value(&self.spec, *start, *end, w)).expect("JSON values serialize"));
         Emission { key: key_bytes, value, timestamp, partition_key: inner }
     }
+}
+
+/// A window's output value: its bounds and every aggregate's result.
+pub fn window_value(spec: &ProcessorSpec, start: i64, end: i64, w: &Win) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("window_start".into(), Value::from(start));
+    m.insert("window_end".into(), Value::from(end));
+    for (spec, agg) in spec.aggregates.iter().zip(&w.aggs) {
+        m.insert(spec.name.clone(), agg.result());
+    }
+    Value::Object(m)
 }
 
 /// The key's own bytes: a string's UTF-8, anything else its JSON text.

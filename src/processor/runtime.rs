@@ -52,12 +52,46 @@ pub struct Stats {
     pub restarts: AtomicU64,
     /// The watermark (i64::MIN before the first record).
     pub watermark: std::sync::atomic::AtomicI64,
+    /// Committed source records not yet processed.
+    pub lag: AtomicU64,
+    /// Wall time of the last checkpoint (0: none yet).
+    pub last_checkpoint_ms: std::sync::atomic::AtomicI64,
+    /// Wall time of the last output flush (emit = changes) or write.
+    pub last_flush_ms: std::sync::atomic::AtomicI64,
+    /// Running, or failed and waiting to restart (with the error).
+    pub failure: Mutex<Option<String>>,
+}
+
+/// An interactive query: the current windows of the key (each candidate
+/// is a key's JSON text) overlapping [from, to].
+pub struct Query {
+    pub keys: Vec<String>,
+    pub from: i64,
+    pub to: i64,
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<WindowView>, String>>,
+}
+
+/// One window of a query's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowView {
+    /// The key's JSON text.
+    pub key: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    /// The value the output topic gets for the window.
+    pub value: serde_json::Value,
+    /// Largest event time in the window (the output record's timestamp).
+    pub max_event_time: i64,
+    /// emit = final: its final value was written.
+    pub finalized: bool,
 }
 
 /// A running processor.
 pub struct Running {
     pub spec: Arc<ProcessorSpec>,
     pub stats: Arc<Stats>,
+    /// Interactive queries, answered by the processor's thread between rounds.
+    pub queries: std::sync::mpsc::Sender<Query>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -82,9 +116,10 @@ pub fn start_all(broker: &Arc<Broker>) -> Vec<Running> {
             let spec = Arc::new(spec.clone());
             let stats = Arc::new(Stats { watermark: std::sync::atomic::AtomicI64::new(i64::MIN), ..Default::default() });
             let stop = Arc::new(AtomicBool::new(false));
+            let (queries, asked) = std::sync::mpsc::channel();
             let (b, s, st, sp) = (Arc::downgrade(broker), Arc::clone(&stop), Arc::clone(&stats), Arc::clone(&spec));
-            let thread = std::thread::Builder::new().name(format!("processor-{}", spec.name)).spawn(move || supervise(b, sp, s, st)).expect("spawn a processor thread");
-            Running { spec, stats, stop, thread: Mutex::new(Some(thread)) }
+            let thread = std::thread::Builder::new().name(format!("processor-{}", spec.name)).spawn(move || supervise(b, sp, s, st, asked)).expect("spawn a processor thread");
+            Running { spec, stats, queries, stop, thread: Mutex::new(Some(thread)) }
         })
         .collect()
 }
@@ -97,7 +132,7 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
 }
 
 /// Runs the processor, restarting it from its checkpoint after a failure.
-fn supervise(broker: Weak<Broker>, spec: Arc<ProcessorSpec>, stop: Arc<AtomicBool>, stats: Arc<Stats>) {
+fn supervise(broker: Weak<Broker>, spec: Arc<ProcessorSpec>, stop: Arc<AtomicBool>, stats: Arc<Stats>, queries: std::sync::mpsc::Receiver<Query>) {
     let mut last_error = String::new();
     while !stop.load(Ordering::Acquire) {
         let Some(b) = broker.upgrade() else { return };
@@ -106,7 +141,8 @@ fn supervise(broker: Weak<Broker>, spec: Arc<ProcessorSpec>, stop: Arc<AtomicBoo
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Task::open(&b, &spec, &stats).and_then(|mut t| {
                 drop(b);
-                t.run(&broker, &stop)
+                *stats.failure.lock() = None;
+                t.run(&broker, &stop, &queries)
             })
         }))
         .unwrap_or_else(|p| {
@@ -117,9 +153,14 @@ fn supervise(broker: Weak<Broker>, spec: Arc<ProcessorSpec>, stop: Arc<AtomicBoo
             Ok(()) => return,
             Err(e) => {
                 let msg = e.to_string();
+                *stats.failure.lock() = Some(msg.clone());
                 if msg != last_error {
                     tracing::error!(processor = spec.name, error = %msg, "processor failed; restarting from its last checkpoint");
                     last_error = msg;
+                }
+                // Queries asked meanwhile get an answer rather than a wait.
+                while let Ok(q) = queries.try_recv() {
+                    let _ = q.reply.send(Err(format!("the processor is restarting after a failure: {last_error}")));
                 }
                 stats.restarts.fetch_add(1, Ordering::Relaxed);
             }
@@ -472,7 +513,7 @@ impl Task {
         Ok(())
     }
 
-    fn run(&mut self, broker: &Weak<Broker>, stop: &AtomicBool) -> Result<(), TaskError> {
+    fn run(&mut self, broker: &Weak<Broker>, stop: &AtomicBool, queries: &std::sync::mpsc::Receiver<Query>) -> Result<(), TaskError> {
         // Record the producer id before any output uses it: a crash from
         // here on leaves transactions the next start knows to abort.
         self.commit()?;
@@ -501,6 +542,7 @@ impl Task {
             if self.spec.emit == Emit::Changes && now - last_flush >= self.spec.flush_interval_ms {
                 self.engines.flush();
                 last_flush = now;
+                self.stats.last_flush_ms.store(now, Ordering::Relaxed);
             }
             self.collect(&mut out, &mut dead)?;
             self.write(&mut out, &mut dead)?;
@@ -510,6 +552,11 @@ impl Task {
                 last_commit = now;
             }
             self.stats.watermark.store(self.engines.watermark().unwrap_or(i64::MIN), Ordering::Relaxed);
+            self.stats.lag.store(self.sources.iter().map(|s| s.part.log.last_stable_offset().saturating_sub(s.next)).sum(), Ordering::Relaxed);
+            while let Ok(q) = queries.try_recv() {
+                let answer = self.answer(&q);
+                let _ = q.reply.send(answer);
+            }
             if !progressed {
                 self.check_sources(broker)?;
                 if !waiting {
@@ -755,7 +802,21 @@ impl Task {
             }
         }
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.stats.last_checkpoint_ms.store(now_ms(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// An interactive query, from the engines' current state.
+    fn answer(&mut self, q: &Query) -> Result<Vec<WindowView>, String> {
+        let mut out = Vec::new();
+        for key in &q.keys {
+            for (start, end, w) in self.engines.windows(key, q.from, q.to)? {
+                let value = super::engine::window_value(&self.spec, start, end, &w);
+                out.push(WindowView { key: key.clone(), window_start: start, window_end: end, value, max_event_time: w.max_ts, finalized: w.finalized });
+            }
+        }
+        out.sort_by(|a, b| (a.window_start, a.window_end, &a.key).cmp(&(b.window_start, b.window_end, &b.key)));
+        Ok(out)
     }
 
     fn flush_and_commit(&mut self, out: &mut Vec<Emission>, dead: &mut Vec<DeadLetter>) -> Result<(), TaskError> {

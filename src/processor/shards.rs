@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use super::aggregate::Input;
 use super::config::ProcessorSpec;
-use super::engine::{Emission, Engine, EngineState, Key};
+use super::engine::{Emission, Engine, EngineState, Key, Win};
 
 /// A record for a worker: key, event time, inputs, the watermark it is
 /// judged under, and its tag.
@@ -29,11 +29,14 @@ enum Req<T> {
     Collect,
     /// Reply with the engine's state.
     State,
+    /// Reply with a key's windows overlapping [from, to].
+    Windows(Key, i64, i64),
 }
 
 enum Reply<T> {
     Collected(Vec<Emission>, Vec<T>),
     State(Box<EngineState>),
+    Windows(Vec<(i64, i64, Win)>),
 }
 
 /// One worker thread and its channels.
@@ -90,6 +93,12 @@ fn work<T: Send + 'static>(mut engine: Engine, rx: Receiver<Req<T>>, tx: std::sy
             }
             Req::State => {
                 if tx.send(Reply::State(Box::new(engine.state()))).is_err() {
+                    return;
+                }
+            }
+            Req::Windows(key, from, to) => {
+                let found = engine.windows_of(&key, from, to).into_iter().map(|(s, e, w)| (s, e, w.clone())).collect();
+                if tx.send(Reply::Windows(found)).is_err() {
                     return;
                 }
             }
@@ -224,6 +233,23 @@ impl<T: Send + 'static> Engines<T> {
                     }
                 }
                 Ok(EngineState::merge(parts))
+            }
+        }
+    }
+
+    /// A key's current windows overlapping [from, to], with every record
+    /// handed over so far applied (interactive queries).
+    pub fn windows(&mut self, key: &str, from: i64, to: i64) -> Result<Vec<(i64, i64, Win)>, String> {
+        self.send_pending();
+        match self {
+            Engines::One { engine, .. } => Ok(engine.windows_of(key, from, to).into_iter().map(|(s, e, w)| (s, e, w.clone())).collect()),
+            Engines::Many { workers, .. } => {
+                let wk = &workers[shard_of(key, workers.len())];
+                wk.to.send(Req::Windows(key.to_string(), from, to)).map_err(|_| "a processor worker stopped".to_string())?;
+                match wk.from.recv() {
+                    Ok(Reply::Windows(w)) => Ok(w),
+                    _ => Err("a processor worker stopped".into()),
+                }
             }
         }
     }

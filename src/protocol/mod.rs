@@ -49,6 +49,86 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListTransactions, 0, 1),
 ];
 
+/// An API's name as Kafka spells it (metric labels).
+pub fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::EndTxn => "EndTxn",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
+        ApiKey::DescribeProducers => "DescribeProducers",
+        ApiKey::DescribeTransactions => "DescribeTransactions",
+        ApiKey::ListTransactions => "ListTransactions",
+        _ => "other",
+    }
+}
+
+/// Calls `f` with every error code a response carries (top level, per
+/// topic, per partition), for the common APIs; others report nothing.
+pub fn error_codes(r: &ResponseKind, mut f: impl FnMut(i16)) {
+    match r {
+        ResponseKind::Produce(r) => r.responses.iter().flat_map(|t| &t.partition_responses).for_each(|p| f(p.error_code)),
+        ResponseKind::Fetch(r) => {
+            f(r.error_code);
+            r.responses.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+        }
+        ResponseKind::ListOffsets(r) => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code)),
+        ResponseKind::Metadata(r) => r.topics.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::CreateTopics(r) => r.topics.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::DeleteTopics(r) => r.responses.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::CreatePartitions(r) => r.results.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::DeleteRecords(r) => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code)),
+        ResponseKind::OffsetCommit(r) => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code)),
+        ResponseKind::OffsetFetch(r) => {
+            f(r.error_code);
+            r.groups.iter().for_each(|g| f(g.error_code));
+        }
+        ResponseKind::FindCoordinator(r) => {
+            f(r.error_code);
+            r.coordinators.iter().for_each(|c| f(c.error_code));
+        }
+        ResponseKind::JoinGroup(r) => f(r.error_code),
+        ResponseKind::SyncGroup(r) => f(r.error_code),
+        ResponseKind::Heartbeat(r) => f(r.error_code),
+        ResponseKind::LeaveGroup(r) => f(r.error_code),
+        ResponseKind::DescribeGroups(r) => r.groups.iter().for_each(|g| f(g.error_code)),
+        ResponseKind::ListGroups(r) => f(r.error_code),
+        ResponseKind::ConsumerGroupHeartbeat(r) => f(r.error_code),
+        ResponseKind::InitProducerId(r) => f(r.error_code),
+        ResponseKind::EndTxn(r) => f(r.error_code),
+        ResponseKind::ApiVersions(r) => f(r.error_code),
+        _ => {}
+    }
+}
+
 /// The range served for an API, if any. Produce's real floor is 3.
 pub fn served_range(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(k, min, max)| if k == ApiKey::Produce { (3, max) } else { (min, max) })

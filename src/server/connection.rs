@@ -88,9 +88,17 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
         let pending: Pending = match protocol::decode_request(frame.freeze()) {
             Ok(req) => {
                 let (api, version, correlation) = (req.api_key, req.version, req.header.correlation_id);
-                let encode = move |body: Option<ResponseKind>| body.and_then(|b| encoded(&peer, protocol::encode_response(api, version, correlation, &b)));
+                let (started, metrics) = (std::time::Instant::now(), Arc::clone(&broker.metrics));
+                let encode = move |body: Option<ResponseKind>| {
+                    metrics.request(api, started.elapsed(), body.as_ref());
+                    body.and_then(|b| encoded(&peer, protocol::encode_response(api, version, correlation, &b)))
+                };
                 match broker.dispatch(req, peer).await {
-                    Handled::Now(None) => continue, // acks=0: no response
+                    Handled::Now(None) => {
+                        // acks=0: no response
+                        encode(None);
+                        continue;
+                    }
                     Handled::Now(body) => {
                         let bytes = encode(body);
                         Box::pin(async move { bytes })
@@ -105,6 +113,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
                 Box::pin(async move { bytes })
             }
             Err(e) => {
+                broker.metrics.malformed.inc();
                 tracing::warn!(%peer, error = %e, "bad request; closing the connection");
                 break;
             }

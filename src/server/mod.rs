@@ -63,6 +63,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     };
 
     tokio::pin!(shutdown);
+    broker.ready.store(true, std::sync::atomic::Ordering::Release);
     loop {
         let permit = tokio::select! {
             _ = &mut shutdown => break,
@@ -78,8 +79,12 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         match accepted {
             Ok((stream, peer)) => {
                 let (broker, stop) = (Arc::clone(&broker), stop_rx.clone());
+                broker.metrics.connections_accepted.inc();
+                broker.metrics.connections.inc();
                 connections.spawn(async move {
+                    let metrics = Arc::clone(&broker.metrics);
                     connection::serve(stream, peer, broker, stop, max_frame).await;
+                    metrics.connections.dec();
                     drop(permit);
                 });
             }
@@ -91,6 +96,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         }
         while connections.try_join_next().is_some() {}
     }
+    broker.ready.store(false, std::sync::atomic::Ordering::Release);
     tracing::info!(connections = connections.len(), "stopping: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await;

@@ -46,7 +46,7 @@ fn start(dir: &std::path::Path, addr: &str) -> Eddy {
 
 fn start_with(dir: &std::path::Path, addr: &str, config: Option<&std::path::Path>) -> Eddy {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
-    cmd.args(["serve", "--listen", addr, "--data-dir"]).arg(dir);
+    cmd.args(["serve", "--listen", addr, "--http-listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }

@@ -13,6 +13,8 @@ use eddy::config::Config;
 
 pub struct TestBroker {
     pub addr: SocketAddr,
+    /// The HTTP listener (metrics, JSON API, queries).
+    pub http_addr: SocketAddr,
     pub broker: Arc<Broker>,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -58,18 +60,26 @@ impl TestBroker {
                     config.broker.advertised = Some(addr.to_string());
                 }
                 let broker = Arc::new(Broker::open(config).unwrap());
-                addr_tx.send((addr, Arc::clone(&broker))).unwrap();
+                let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let http_addr = http.local_addr().unwrap();
+                let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+                let http_task = tokio::spawn(eddy::http::serve(http, Arc::clone(&broker), async {
+                    let _ = http_stopped.await;
+                }));
+                addr_tx.send((addr, http_addr, Arc::clone(&broker))).unwrap();
                 eddy::server::run(listener, Arc::clone(&broker), async {
                     let _ = stop_rx.await;
                 })
                 .await;
+                let _ = http_stop.send(());
+                let _ = http_task.await;
                 if !crash_flag.load(std::sync::atomic::Ordering::SeqCst) {
                     broker.shutdown().unwrap();
                 }
             });
         });
-        let (addr, broker) = addr_rx.recv_timeout(Duration::from_secs(30)).expect("the broker started");
-        TestBroker { addr, broker, data_dir: data_dir.to_path_buf(), _tmp: None, stop: Some(stop_tx), crash, thread: Some(thread) }
+        let (addr, http_addr, broker) = addr_rx.recv_timeout(Duration::from_secs(30)).expect("the broker started");
+        TestBroker { addr, http_addr, broker, data_dir: data_dir.to_path_buf(), _tmp: None, stop: Some(stop_tx), crash, thread: Some(thread) }
     }
 
     /// Keeps `tmp` alive as long as the broker.

@@ -56,7 +56,7 @@ fn serve_stops_cleanly_on_sigterm_and_sigint() {
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["serve", "--listen", &addr, "--data-dir"])
+            .args(["serve", "--listen", &addr, "--http-listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -4,6 +4,7 @@ mod admin;
 mod broker_crash;
 mod broker_support;
 mod groups;
+mod http;
 mod idempotence;
 mod cli;
 mod compaction;

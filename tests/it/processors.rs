@@ -17,20 +17,20 @@ use serde_json::{json, Value};
 
 use crate::broker_support::TestBroker;
 
-fn client(b: &TestBroker) -> ClientConfig {
+pub(crate) fn client(b: &TestBroker) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", b.bootstrap()).set("broker.address.family", "v4").set("log_level", "3");
     c
 }
 
-fn create(b: &TestBroker, name: &str, partitions: i32) {
+pub(crate) fn create(b: &TestBroker, name: &str, partitions: i32) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let admin: AdminClient<DefaultClientContext> = client(b).create().unwrap();
     let r = rt.block_on(admin.create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())).unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
 }
 
-fn produce(b: &TestBroker, topic: &str, records: &[(Option<&str>, String)]) {
+pub(crate) fn produce(b: &TestBroker, topic: &str, records: &[(Option<&str>, String)]) {
     let p: BaseProducer = client(b).set("linger.ms", "5").create().unwrap();
     for (k, v) in records {
         let mut r = BaseRecord::<str, str>::to(topic).payload(v);
@@ -43,10 +43,10 @@ fn produce(b: &TestBroker, topic: &str, records: &[(Option<&str>, String)]) {
 }
 
 /// A consumed record: key, value (None for a tombstone), headers.
-type Got = (Vec<u8>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+pub(crate) type Got = (Vec<u8>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
 
 /// Reads `topic` from the beginning until `enough` says so (or 30 s pass).
-fn consume_until(b: &TestBroker, topic: &str, mut enough: impl FnMut(&[Got]) -> bool) -> Vec<Got> {
+pub(crate) fn consume_until(b: &TestBroker, topic: &str, mut enough: impl FnMut(&[Got]) -> bool) -> Vec<Got> {
     let c: BaseConsumer = client(b).set("group.id", format!("read-{topic}")).set("enable.auto.commit", "false").create().unwrap();
     let mut tpl = TopicPartitionList::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -76,7 +76,7 @@ fn consume_until(b: &TestBroker, topic: &str, mut enough: impl FnMut(&[Got]) -> 
     out
 }
 
-fn processor(config: &mut eddy::config::Config, name: &str, toml_text: &str) {
+pub(crate) fn processor(config: &mut eddy::config::Config, name: &str, toml_text: &str) {
     let table: toml::Value = toml::from_str(toml_text).unwrap();
     config.processors.insert(name.to_string(), eddy::processor::config::parse(name, &table).unwrap());
 }
