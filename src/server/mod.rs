@@ -4,11 +4,12 @@
 mod connection;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
@@ -17,6 +18,25 @@ use crate::broker::Broker;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often log upkeep (flush.ms, retention, checkpoints) runs.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Waits for a free connection slot, then for a connection; None once
+/// `shutdown` completes (or the limit is closed).
+pub async fn accept<F: Future<Output = ()>>(listener: &TcpListener, limit: &Arc<Semaphore>, shutdown: &mut std::pin::Pin<&mut F>) -> Option<(OwnedSemaphorePermit, std::io::Result<(TcpStream, SocketAddr)>)> {
+    let permit = tokio::select! {
+        _ = shutdown.as_mut() => return None,
+        p = Arc::clone(limit).acquire_owned() => p.ok()?,
+    };
+    tokio::select! {
+        _ = shutdown.as_mut() => None,
+        a = listener.accept() => Some((permit, a)),
+    }
+}
+
+/// Out of descriptors and the like: logged, and a pause instead of spinning.
+pub async fn accept_failed(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
 
 /// Serves Kafka clients on `listener` until `shutdown` completes; then stops
 /// accepting, lets every connection finish its in-flight request, and
@@ -64,18 +84,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
 
     tokio::pin!(shutdown);
     broker.ready.store(true, std::sync::atomic::Ordering::Release);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = Arc::clone(&limit).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            a = listener.accept() => a,
-        };
+    while let Some((permit, accepted)) = accept(&listener, &limit, &mut shutdown).await {
         match accepted {
             Ok((stream, peer)) => {
                 let (broker, stop) = (Arc::clone(&broker), stop_rx.clone());
@@ -88,11 +97,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
                     drop(permit);
                 });
             }
-            Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Err(e) => accept_failed(e).await,
         }
         while connections.try_join_next().is_some() {}
     }
