@@ -11,6 +11,8 @@ use eddy::broker::Broker;
 use eddy::config::Config;
 use eddy::log::compression::codec_name;
 
+mod cli;
+
 /// mimalloc: processors parse records on one thread and free them on
 /// another, where glibc's allocator spent a fifth of the time (bench/README.md).
 #[global_allocator]
@@ -35,6 +37,11 @@ SERVE OPTIONS:
                           default 127.0.0.1:9644); \"off\" turns HTTP off
     --log-format FORMAT   text (default) or json; RUST_LOG sets the level (default info)";
 
+/// The whole `--help` text.
+fn help() -> String {
+    format!("{HELP}\n\nCOMMANDS OVER THE KAFKA PROTOCOL (any broker):\n{}", cli::HELP)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
@@ -49,13 +56,14 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         None | Some("--help" | "-h" | "help") => {
-            println!("{HELP}");
+            println!("{}", help());
             Ok(())
         }
         Some("serve") => serve(&args[1..]),
         Some("check") => check(&args[1..]),
+        Some(c @ ("topic" | "group" | "tail")) => cli::run(c, &args[1..]),
         Some("dump-log") if args.len() > 1 => args[1..].iter().try_for_each(|f| dump_log(Path::new(f))),
-        Some(other) => bail!("unknown command or missing argument: {other:?}\n\n{HELP}"),
+        Some(other) => bail!("unknown command or missing argument: {other:?}\n\n{}", help()),
     }
 }
 
@@ -65,7 +73,7 @@ fn options(args: &[String], allowed: &[&str]) -> anyhow::Result<HashMap<String, 
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--help" || a == "-h" {
-            println!("{HELP}");
+            println!("{}", help());
             std::process::exit(0);
         }
         let (name, value) = match a.split_once('=') {
@@ -73,7 +81,7 @@ fn options(args: &[String], allowed: &[&str]) -> anyhow::Result<HashMap<String, 
             None => (a.clone(), it.next().with_context(|| format!("{a} needs a value"))?.clone()),
         };
         if !allowed.contains(&name.as_str()) {
-            bail!("unknown option {name:?}\n\n{HELP}");
+            bail!("unknown option {name:?}\n\n{}", help());
         }
         out.insert(name, value);
     }

@@ -62,17 +62,7 @@ pub fn groups(broker: &Broker) -> Value {
 
 /// The topic partitions of a classic consumer member's assignment.
 fn assignment(bytes: &[u8]) -> Vec<Value> {
-    use kafka_protocol::protocol::Decodable;
-    let mut b = bytes::Bytes::copy_from_slice(bytes);
-    if b.len() < 2 {
-        return Vec::new();
-    }
-    let version = i16::from_be_bytes([b[0], b[1]]);
-    let _ = bytes::Buf::get_i16(&mut b);
-    match kafka_protocol::messages::ConsumerProtocolAssignment::decode(&mut b, version.clamp(0, 3)) {
-        Ok(a) => a.assigned_partitions.iter().map(|tp| json!({ "topic": tp.topic.as_str(), "partitions": tp.partitions })).collect(),
-        Err(_) => Vec::new(),
-    }
+    crate::protocol::consumer_assignment(bytes).into_iter().map(|(topic, partitions)| json!({ "topic": topic, "partitions": partitions })).collect()
 }
 
 pub fn group(broker: &Broker, id: &str) -> Option<Value> {

@@ -129,6 +129,18 @@ pub fn error_codes(r: &ResponseKind, mut f: impl FnMut(i16)) {
     }
 }
 
+/// The partitions in a classic consumer member's assignment bytes
+/// (`ConsumerProtocolAssignment` after its version); empty if they do not
+/// decode.
+pub fn consumer_assignment(bytes: &[u8]) -> Vec<(String, Vec<i32>)> {
+    if bytes.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([bytes[0], bytes[1]]).clamp(0, 3);
+    let mut b = Bytes::copy_from_slice(&bytes[2..]);
+    kafka_protocol::messages::ConsumerProtocolAssignment::decode(&mut b, version).map(|a| a.assigned_partitions.into_iter().map(|tp| (tp.topic.to_string(), tp.partitions)).collect()).unwrap_or_default()
+}
+
 /// The range served for an API, if any. Produce's real floor is 3.
 pub fn served_range(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(k, min, max)| if k == ApiKey::Produce { (3, max) } else { (min, max) })

@@ -108,3 +108,92 @@ fn check_validates_config_files() {
     let out = Command::new(env!("CARGO_BIN_EXE_eddy")).args(["serve", "--config"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Runs `eddy ARGS --bootstrap ADDR`; returns (success, stdout, stderr).
+fn eddy_cli(b: &crate::broker_support::TestBroker, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy")).args(args).args(["--bootstrap", &b.addr.to_string()]).output().unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn topic_group_and_tail_commands_speak_the_protocol() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use serde_json::Value;
+    let b = crate::broker_support::TestBroker::start();
+    let (ok, out, err) = eddy_cli(&b, &["topic", "create", "events", "--partitions", "2", "--config", "cleanup.policy=compact", "--config", "retention.ms=1000"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("created topic events with 2 partition(s)"), "{out}");
+    let (ok, _, err) = eddy_cli(&b, &["topic", "create", "events"]);
+    assert!(!ok);
+    assert!(err.contains("error code 36") && err.contains("already exists"), "{err}");
+    let (ok, _, err) = eddy_cli(&b, &["topic", "create", "bad", "--config", "no.such.config=1"]);
+    assert!(!ok && err.contains("error code 40"), "{err}");
+
+    let p: BaseProducer = crate::processors::client(&b).create().unwrap();
+    for i in 0..6 {
+        let value = if i % 2 == 0 { format!(r#"{{"n":{i}}}"#) } else { format!("plain text {i}") };
+        p.send(BaseRecord::to("events").partition(i % 2).key(&format!("k{i}")).payload(&value).timestamp(1_700_000_000_000 + i as i64)).unwrap();
+    }
+    p.flush(std::time::Duration::from_secs(30)).unwrap();
+
+    let (ok, out, err) = eddy_cli(&b, &["topic", "list"]);
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.starts_with("events ")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(line.split_whitespace().take(3).collect::<Vec<_>>(), vec!["events", "2", "6"], "{out}");
+    assert!(out.starts_with("TOPIC"), "{out}");
+
+    let (ok, out, err) = eddy_cli(&b, &["topic", "describe", "events", "--json"]);
+    assert!(ok, "{err}");
+    let d: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["partitions"][0]["log_end_offset"], 3);
+    assert_eq!(d["partitions"][1]["records"], 3);
+    assert_eq!(d["configs"]["cleanup.policy"]["value"], "compact");
+    assert_eq!(d["configs"]["cleanup.policy"]["source"], "topic");
+    assert_eq!(d["configs"]["segment.bytes"]["source"], "default");
+
+    // The last records, oldest first, JSON values as JSON.
+    let (ok, out, err) = eddy_cli(&b, &["tail", "events", "-n", "2", "--json"]);
+    assert!(ok, "{err}");
+    let recs: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let keys: Vec<&str> = recs.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, vec!["k2", "k3", "k4", "k5"], "two per partition, by time: {out}");
+    assert_eq!(recs[2]["value"], serde_json::json!({ "n": 4 }));
+    assert_eq!(recs[3]["value"], "plain text 5");
+    assert_eq!(recs[3]["offset"], 2);
+    let (ok, out, _) = eddy_cli(&b, &["tail", "events"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 7, "a header and all six records: {out}");
+    assert!(out.lines().last().unwrap().contains("plain text 5"), "{out}");
+
+    // A group that consumed one partition and committed.
+    let c: BaseConsumer = crate::processors::client(&b).set("group.id", "cli-readers").set("client.id", "cli-consumer").set("enable.auto.commit", "false").set("auto.offset.reset", "earliest").create().unwrap();
+    c.subscribe(&["events"]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = 0;
+    while seen < 6 {
+        assert!(std::time::Instant::now() < deadline);
+        if let Some(m) = c.poll(std::time::Duration::from_millis(100)) {
+            m.unwrap();
+            seen += 1;
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    p.send(BaseRecord::to("events").partition(0).key("late").payload("x")).unwrap();
+    p.flush(std::time::Duration::from_secs(30)).unwrap();
+    let (ok, out, err) = eddy_cli(&b, &["group", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("cli-readers") && l.contains("Stable") && l.contains("consumer")), "{out}");
+    let (ok, out, err) = eddy_cli(&b, &["group", "describe", "cli-readers", "--json"]);
+    assert!(ok, "{err}");
+    let g: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(g["members"][0]["client_id"], "cli-consumer");
+    assert_eq!(g["members"][0]["assignment"], "events:0,1");
+    assert_eq!(g["lag"], 1, "one record after the commit: {out}");
+    let (ok, out, _) = eddy_cli(&b, &["group", "describe", "cli-readers"]);
+    assert!(ok && out.contains("LAG") && out.contains("cli-consumer"), "{out}");
+    let (ok, _, err) = eddy_cli(&b, &["group", "describe", "nobody"]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let (ok, _, err) = eddy_cli(&b, &["topic", "describe", "missing"]);
+    assert!(!ok && err.contains("error code 3"), "{err}");
+}
