@@ -73,6 +73,8 @@ pub struct Metrics {
     pub connections_accepted: Counter,
     /// acks=all fsyncs, seconds.
     pub fsync: Histogram,
+    /// When the broker opened.
+    pub started: std::time::Instant,
 }
 
 impl Default for Metrics {
@@ -106,6 +108,7 @@ impl Metrics {
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
             fsync: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -139,6 +142,11 @@ impl Metrics {
         };
         self.topics.lock().insert(name.to_string(), t.clone());
         t
+    }
+
+    /// Traffic over every topic: (bytes in, records in, bytes out, records out).
+    pub fn totals(&self) -> (u64, u64, u64, u64) {
+        self.topics.lock().values().fold((0, 0, 0, 0), |(a, b, c, d), t| (a + t.bytes_in.get(), b + t.records_in.get(), c + t.bytes_out.get(), d + t.records_out.get()))
     }
 
     /// Drops a deleted topic's series.

@@ -2,6 +2,15 @@
 # The whole test suite: the one command the README names (and .ci/run calls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The console test drives Debian's Chromium headless; install it if missing.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "tests/run.sh: installing Debian's chromium (for the web console test)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq --no-install-recommends chromium \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends chromium; }
+fi
 # Benchmarks are run by hand (see bench/README.md); CI only checks they build.
 cargo test --no-run --benches
 cargo test

@@ -337,13 +337,7 @@ fn group_describe(a: &Args) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// Bytes as JSON if they are JSON, else as (lossy) text.
-fn shown(b: Option<&[u8]>) -> Value {
-    match b {
-        None => Value::Null,
-        Some(b) => serde_json::from_slice::<Value>(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())),
-    }
-}
+use eddy::http::api::shown;
 
 fn cell(v: &Value, max: usize) -> String {
     let s = match v {

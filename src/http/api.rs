@@ -218,3 +218,74 @@ pub async fn windows(broker: &Arc<Broker>, name: &str, query: &[(String, String)
     });
     super::json(StatusCode::OK, &body)
 }
+
+/// Bytes as JSON if they are JSON, else as (lossy) text; None as null.
+pub fn shown(b: Option<&[u8]>) -> Value {
+    match b {
+        None => Value::Null,
+        Some(b) => serde_json::from_slice::<Value>(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())),
+    }
+}
+
+/// The broker at a glance (the console's overview).
+pub fn overview(broker: &Broker) -> Value {
+    let topics = broker.topics();
+    let user: Vec<_> = topics.iter().filter(|t| !Broker::is_internal(&t.name)).collect();
+    let (bytes_in, records_in, bytes_out, records_out) = broker.metrics.totals();
+    json!({
+        "cluster_id": broker.cluster_id,
+        "node_id": broker.config.broker.node_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": broker.metrics.started.elapsed().as_secs(),
+        "ready": broker.ready.load(Ordering::Acquire),
+        "topics": user.len(),
+        "partitions": user.iter().map(|t| t.partitions.len()).sum::<usize>(),
+        "records": user.iter().flat_map(|t| &t.partitions).map(|p| p.log.log_end_offset() - p.log.log_start_offset()).sum::<u64>(),
+        "disk_bytes": topics.iter().flat_map(|t| &t.partitions).map(|p| p.log.size_bytes()).sum::<u64>(),
+        "connections": broker.metrics.connections.get(),
+        "groups": broker.groups.list().len(),
+        "processors": broker.processor_stats().len(),
+        "bytes_in": bytes_in,
+        "records_in": records_in,
+        "bytes_out": bytes_out,
+        "records_out": records_out,
+    })
+}
+
+/// The latest `limit` records of each partition of a topic, oldest first
+/// (by timestamp), read from the logs.
+pub fn records(t: &Topic, limit: u64) -> Value {
+    let mut out: Vec<(i64, i32, i64, Value)> = Vec::new();
+    for p in &t.partitions {
+        let (start, end) = (p.log.log_start_offset(), p.high_watermark() as u64);
+        let mut next = end.saturating_sub(limit).max(start);
+        while next < end {
+            let Ok(read) = p.log.read(next, 1024 * 1024, end) else { break };
+            let bytes = read.records;
+            let before = next;
+            let mut pos = 0;
+            while let Some(h) = bytes.get(pos..).and_then(crate::log::batch::BatchHeader::parse) {
+                let len = h.total_len();
+                if pos + len > bytes.len() {
+                    break;
+                }
+                if !h.is_control() {
+                    for r in crate::log::records::read_records(&bytes[pos..pos + len]).unwrap_or_default() {
+                        if r.offset as u64 >= before && (r.offset as u64) < end {
+                            let headers: serde_json::Map<String, Value> = r.headers.iter().map(|(k, v)| (k.clone(), shown(v.as_deref()))).collect();
+                            let v = json!({ "partition": p.index, "offset": r.offset, "timestamp": r.timestamp, "key": shown(r.key.as_deref()), "value": shown(r.value.as_deref()), "headers": headers });
+                            out.push((r.timestamp, p.index, r.offset, v));
+                        }
+                    }
+                }
+                next = next.max(h.next_offset() as u64);
+                pos += len;
+            }
+            if next == before {
+                break;
+            }
+        }
+    }
+    out.sort_by_key(|r| (r.0, r.1, r.2));
+    Value::Array(out.into_iter().map(|r| r.3).collect())
+}

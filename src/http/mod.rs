@@ -2,7 +2,7 @@
 //! a JSON API over topics, groups and processors, and interactive queries
 //! of processor state. HTTP/1.1 by `hyper`; GET only; loopback by default.
 
-mod api;
+pub mod api;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,6 +20,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
+
+/// The web console: one page, its script and its style, embedded.
+const CONSOLE_HTML: &str = include_str!("console/index.html");
+const CONSOLE_JS: &str = include_str!("console/app.js");
+const CONSOLE_CSS: &str = include_str!("console/style.css");
 
 /// HTTP connections served at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 256;
@@ -97,6 +102,17 @@ async fn route(broker: &Arc<Broker>, req: Request<Incoming>) -> Reply {
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("rendering metrics failed: {e}")),
             }
         }
+        [] => reply(StatusCode::OK, "text/html; charset=utf-8", CONSOLE_HTML),
+        ["console", "app.js"] => reply(StatusCode::OK, "text/javascript; charset=utf-8", CONSOLE_JS),
+        ["console", "style.css"] => reply(StatusCode::OK, "text/css; charset=utf-8", CONSOLE_CSS),
+        ["api", "overview"] => json(StatusCode::OK, &api::overview(broker)),
+        ["api", "topics", name, "records"] => match broker.topic(name) {
+            Some(t) => {
+                let limit = query.iter().find(|(k, _)| k == "limit").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(20).min(1000);
+                json(StatusCode::OK, &api::records(&t, limit))
+            }
+            None => error(StatusCode::NOT_FOUND, &format!("no topic {name:?}")),
+        },
         ["api", "topics"] => json(StatusCode::OK, &api::topics(broker)),
         ["api", "topics", name] => match broker.topic(name) {
             Some(t) => json(StatusCode::OK, &api::topic(broker, &t)),

@@ -128,3 +128,32 @@ impl Drop for TestBroker {
         self.shutdown();
     }
 }
+
+/// Runs a command to its end, collecting its stdout; panics if it takes
+/// longer than `limit` (after killing it).
+pub fn output_within(cmd: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        let _ = tx.send(v);
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Its children may hold the pipe a moment longer.
+    let stdout = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    std::process::Output { status, stdout, stderr: Vec::new() }
+}

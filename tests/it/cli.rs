@@ -117,7 +117,6 @@ fn eddy_cli(b: &crate::broker_support::TestBroker, args: &[&str]) -> (bool, Stri
 
 #[test]
 fn topic_group_and_tail_commands_speak_the_protocol() {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use serde_json::Value;
     let b = crate::broker_support::TestBroker::start();
@@ -167,18 +166,7 @@ fn topic_group_and_tail_commands_speak_the_protocol() {
     assert!(out.lines().last().unwrap().contains("plain text 5"), "{out}");
 
     // A group that consumed one partition and committed.
-    let c: BaseConsumer = crate::processors::client(&b).set("group.id", "cli-readers").set("client.id", "cli-consumer").set("enable.auto.commit", "false").set("auto.offset.reset", "earliest").create().unwrap();
-    c.subscribe(&["events"]).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut seen = 0;
-    while seen < 6 {
-        assert!(std::time::Instant::now() < deadline);
-        if let Some(m) = c.poll(std::time::Duration::from_millis(100)) {
-            m.unwrap();
-            seen += 1;
-        }
-    }
-    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    let _member = crate::http::read_in_group(&b, "cli-readers", "cli-consumer", "events", 6);
     p.send(BaseRecord::to("events").partition(0).key("late").payload("x")).unwrap();
     p.flush(std::time::Duration::from_secs(30)).unwrap();
     let (ok, out, err) = eddy_cli(&b, &["group", "list"]);

@@ -8,7 +8,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
 use serde_json::{json, Value};
 
 use crate::broker_support::TestBroker;
@@ -54,6 +53,24 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     None
 }
 
+/// A group member (kept alive by the caller) that has read `n` records of
+/// `topic` from the start and committed them.
+pub(crate) fn read_in_group(b: &TestBroker, group: &str, client_id: &str, topic: &str, n: usize) -> BaseConsumer {
+    let c: BaseConsumer = client(b).set("group.id", group).set("client.id", client_id).set("enable.auto.commit", "false").set("auto.offset.reset", "earliest").create().unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = 0;
+    while seen < n {
+        assert!(Instant::now() < deadline, "read {seen} of {n}");
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            m.unwrap();
+            seen += 1;
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    c
+}
+
 #[test]
 fn metrics_count_a_known_workload() {
     let b = TestBroker::start();
@@ -63,18 +80,7 @@ fn metrics_count_a_known_workload() {
     produce(&b, "m", &refs);
 
     // A group reads everything and commits.
-    let c: BaseConsumer = client(&b).set("group.id", "g").set("enable.auto.commit", "false").set("auto.offset.reset", "earliest").create().unwrap();
-    c.subscribe(&["m"]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = 0;
-    while seen < 100 {
-        assert!(Instant::now() < deadline, "read {seen} of 100");
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            m.unwrap();
-            seen += 1;
-        }
-    }
-    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    let _member = read_in_group(&b, "g", "rdkafka", "m", 100);
 
     // An error the metrics must show: ListOffsets for a partition that does not exist.
     {
@@ -152,18 +158,7 @@ fn health_readiness_and_the_json_api() {
     assert_eq!(ends, 2);
 
     // A group with a member and committed offsets.
-    let c: BaseConsumer = client(&b).set("group.id", "readers").set("client.id", "reader-1").set("enable.auto.commit", "false").set("auto.offset.reset", "earliest").create().unwrap();
-    c.subscribe(&["orders"]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = 0;
-    while seen < 2 {
-        assert!(Instant::now() < deadline);
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            m.unwrap().offset();
-            seen += 1;
-        }
-    }
-    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    let _member = read_in_group(&b, "readers", "reader-1", "orders", 2);
     let g = get_json(b.http_addr, "/api/groups/readers");
     assert_eq!(g["state"], "Stable");
     assert_eq!(g["members"][0]["client_id"], "reader-1");
@@ -315,4 +310,111 @@ fn interactive_queries_return_what_the_compacted_output_holds() {
 #[test]
 fn interactive_queries_reach_every_engine_thread() {
     queries_match_the_output(2);
+}
+
+/// Renders a console page in headless Chromium: its DOM once the page's
+/// requests are answered, and a screenshot for a human to look at.
+fn render(url: &str, shot: &std::path::Path) -> String {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("Debian's chromium is not installed: tests/run.sh installs it (apt-get install chromium)");
+    let profile = tempfile::tempdir().unwrap();
+    let common = |cmd: &mut std::process::Command| {
+        cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1440,1100", "--virtual-time-budget=6000"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+    };
+    let mut dom = std::process::Command::new(chromium);
+    common(&mut dom);
+    let out = crate::broker_support::output_within(dom.arg("--dump-dom").arg(url), Duration::from_secs(60));
+    let mut pic = std::process::Command::new(chromium);
+    common(&mut pic);
+    crate::broker_support::output_within(pic.arg(format!("--screenshot={}", shot.display())).arg(url), Duration::from_secs(60));
+    assert!(shot.exists(), "no screenshot of {url}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text of the element with `data-testid="id"` (its first one).
+fn testid<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom.find(&format!("data-testid=\"{id}\"")).unwrap_or_else(|| panic!("no {id} in the page:\n{dom}"));
+    let rest = &dom[at..];
+    let start = rest.find('>').unwrap() + 1;
+    let end = rest[start..].find('<').unwrap();
+    &rest[start..start + end]
+}
+
+#[test]
+fn the_console_renders_overview_topics_groups_and_processors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "pages", &PAGES.replace("THREADS", "1")));
+    b.keep_dir(tmp);
+    create(&b, "views", 2);
+    let records: Vec<(Option<&str>, String)> = (0..300i64)
+        .map(|i| {
+            let page = ["/home", "/cart", "/pay"][(i % 3) as usize];
+            (Some(page), json!({ "page": page, "ts": 1_700_000_000_000i64 + i * 97, "ms": (i * 37) % 500 }).to_string())
+        })
+        .collect();
+    produce(&b, "views", &records);
+    // A group that read everything, then five more records: lag 5.
+    let _member = read_in_group(&b, "dash", "rdkafka", "views", 300);
+    produce(&b, "views", &vec![(Some("/home"), json!({ "page": "/home", "ts": 1_700_000_040_000i64, "ms": 7 }).to_string()); 5]);
+    // The processor has read everything and its output stopped growing.
+    let stats = b.broker.processor_stats().into_iter().next().unwrap().1;
+    let output_end = || b.broker.topic("views-per-page").map_or(0, |t| t.partitions.iter().map(|p| p.log.log_end_offset()).sum::<u64>());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        assert!(Instant::now() < deadline, "the processor did not settle");
+        let now = (stats.records_in.load(std::sync::atomic::Ordering::Relaxed), output_end());
+        if now.0 == 305 && now.1 == last.0 && last.1.elapsed() > Duration::from_millis(600) {
+            break;
+        }
+        if now.1 != last.0 {
+            last = (now.1, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stored: u64 = b.broker.topics().iter().filter(|t| !eddy::broker::Broker::is_internal(&t.name)).flat_map(|t| t.partitions.clone()).map(|p| p.log.log_end_offset() - p.log.log_start_offset()).sum();
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let base = format!("http://{}/", b.http_addr);
+    let en = |n: u64| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        out
+    };
+
+    let dom = render(&format!("{base}#/overview"), &shots.join("overview.png"));
+    assert_eq!(testid(&dom, "tile-topics"), "2", "views and the processor's output");
+    assert_eq!(testid(&dom, "tile-partitions"), "4");
+    assert_eq!(testid(&dom, "tile-records"), en(stored));
+    assert_eq!(testid(&dom, "tile-groups"), "1");
+    assert_eq!(testid(&dom, "tile-processors"), "1");
+    assert!(dom.contains("Produce throughput") && dom.contains("Largest topics"));
+
+    let dom = render(&format!("{base}#/topics"), &shots.join("topics.png"));
+    assert!(dom.contains("views-per-page") && dom.contains("__consumer_offsets"));
+
+    let dom = render(&format!("{base}#/topics/views"), &shots.join("topic.png"));
+    assert_eq!(testid(&dom, "tile-records"), "305");
+    assert_eq!(dom.matches("data-testid=\"record\"").count(), 40, "the latest 20 of each partition");
+    assert!(dom.contains(r#""page":"/home""#), "values shown as JSON");
+
+    let dom = render(&format!("{base}#/groups/dash"), &shots.join("group.png"));
+    assert_eq!(testid(&dom, "tile-state"), "Stable", "the consumer is still a member");
+    assert_eq!(testid(&dom, "tile-lag"), "5");
+
+    let answer = get_json(b.http_addr, "/processors/pages/windows?key=%2Fhome");
+    let dom = render(&format!("{base}#/processors/pages?key=%2Fhome"), &shots.join("processor.png"));
+    assert_eq!(testid(&dom, "tile-records-in"), "305");
+    assert_eq!(dom.matches("data-testid=\"window\"").count(), answer["windows"].as_array().unwrap().len());
+    assert!(dom.contains("<svg class=\"chart\""), "the windows are charted");
+    println!("console screenshots in {}", shots.display());
 }
