@@ -96,7 +96,7 @@ pub fn parse(spec: &ProcessorSpec, read: Read) -> Result<Chunk, LogError> {
 /// a partition come back in order.
 pub struct Pool {
     jobs: Vec<Sender<Read>>,
-    replies: Receiver<Result<Chunk, LogError>>,
+    replies: Receiver<Result<Chunk, String>>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -112,7 +112,14 @@ impl Pool {
                 .name(format!("proc-{}-parse{n}", spec.name))
                 .spawn(move || {
                     while let Ok(read) = rx.recv() {
-                        if reply.send(parse(&spec, read)).is_err() {
+                        // A panic (a bug) comes back as an error, so the task
+                        // fails and restarts instead of waiting forever.
+                        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(&spec, read)));
+                        let answer = match parsed {
+                            Ok(r) => r.map_err(|e| e.to_string()),
+                            Err(_) => Err("a parse worker panicked".to_string()),
+                        };
+                        if reply.send(answer).is_err() {
                             return;
                         }
                     }
@@ -131,7 +138,7 @@ impl Pool {
     }
 
     /// A parsed chunk, waiting up to `wait` for one.
-    pub fn next(&self, wait: std::time::Duration) -> Option<Result<Chunk, LogError>> {
+    pub fn next(&self, wait: std::time::Duration) -> Option<Result<Chunk, String>> {
         if wait.is_zero() {
             self.replies.try_recv().ok()
         } else {

@@ -606,7 +606,7 @@ impl Task {
         let waiting = self.sources.iter().any(|s| s.in_flight > 0);
         let mut wait = if progressed || !waiting { Duration::ZERO } else { IDLE_SLEEP };
         while let Some(chunk) = pool.next(wait) {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(TaskError::Setup)?;
             self.sources[chunk.source].in_flight -= 1;
             self.apply(chunk, dead);
             progressed = true;
