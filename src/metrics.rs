@@ -56,8 +56,8 @@ pub struct TopicCounters {
 }
 
 pub struct Metrics {
-    /// By position in `protocol::SUPPORTED`.
-    per_api: Vec<(Counter, Histogram)>,
+    /// By API key number: the request counter and latency histogram.
+    per_api: Vec<Option<(Counter, Histogram)>>,
     requests: Family<ApiLabel, Counter>,
     latency: Family<ApiLabel, Histogram, fn() -> Histogram>,
     errors: Family<ErrorLabels, Counter>,
@@ -87,13 +87,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let requests = Family::<ApiLabel, Counter>::default();
         let latency = Family::<ApiLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        let per_api = protocol::SUPPORTED
-            .iter()
-            .map(|(k, _, _)| {
-                let l = ApiLabel { api: protocol::api_name(*k) };
-                (requests.get_or_create(&l).clone(), latency.get_or_create(&l).clone())
-            })
-            .collect();
+        let mut per_api = vec![None; protocol::SUPPORTED.iter().map(|(k, _, _)| *k as usize + 1).max().unwrap_or(0)];
+        for (k, _, _) in protocol::SUPPORTED {
+            let l = ApiLabel { api: protocol::api_name(*k) };
+            per_api[*k as usize] = Some((requests.get_or_create(&l).clone(), latency.get_or_create(&l).clone()));
+        }
         Metrics {
             per_api,
             requests,
@@ -115,8 +113,7 @@ impl Metrics {
     /// Counts a request answered after `elapsed`, with the error codes its
     /// response carries.
     pub fn request(&self, api: ApiKey, elapsed: Duration, response: Option<&ResponseKind>) {
-        let Some(i) = protocol::SUPPORTED.iter().position(|(k, _, _)| *k == api) else { return };
-        let (count, hist) = &self.per_api[i];
+        let Some((count, hist)) = self.per_api.get(api as usize).and_then(Option::as_ref) else { return };
         count.inc();
         hist.observe(elapsed.as_secs_f64());
         if let Some(r) = response {

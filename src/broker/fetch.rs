@@ -37,13 +37,8 @@ fn count_out(broker: &Broker, r: &FetchResponse, version: i16) {
 }
 
 /// Records in whole batches (by their headers' counts).
-fn batch_records(mut b: &[u8]) -> u64 {
-    let mut n = 0;
-    while let Some(h) = crate::log::batch::BatchHeader::parse(b) {
-        n += h.records_count.max(0) as u64;
-        b = b.get(h.total_len()..).unwrap_or(&[]);
-    }
-    n
+fn batch_records(b: &[u8]) -> u64 {
+    crate::log::batch::whole_batches(b).map(|(h, _)| h.records_count.max(0) as u64).sum()
 }
 
 async fn poll(broker: &Broker, req: &FetchRequest, version: i16) -> FetchResponse {

@@ -399,27 +399,15 @@ fn tail(a: &Args) -> anyhow::Result<String> {
             let pd = r.responses.first().and_then(|t| t.partitions.first()).context("an empty Fetch response")?;
             check(pd.error_code, &format!("fetching {topic}/{p}"), None)?;
             let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) else { break };
-            let before = next;
-            let mut pos = 0;
-            while let Some(h) = eddy::log::batch::BatchHeader::parse(&records[pos..]) {
-                let len = h.total_len();
-                if pos + len > records.len() {
-                    break;
-                }
-                if !h.is_control() {
-                    for rec in eddy::log::records::read_records(&records[pos..pos + len]).with_context(|| format!("decoding a batch of {topic}/{p}"))? {
-                        if rec.offset >= before && rec.offset < e {
-                            let headers = rec.headers.iter().map(|(k, v)| (k.clone(), shown(v.as_deref()))).collect();
-                            got.push(Tailed { timestamp: rec.timestamp, partition: p, offset: rec.offset, key: shown(rec.key.as_deref()), value: shown(rec.value.as_deref()), headers });
-                        }
-                    }
-                }
-                next = next.max(h.next_offset());
-                pos += len;
+            let (recs, after) = eddy::log::records::records_in(records, next as u64, e as u64).with_context(|| format!("decoding batches of {topic}/{p}"))?;
+            for rec in recs {
+                let headers = rec.headers.iter().map(|(k, v)| (k.clone(), shown(v.as_deref()))).collect();
+                got.push(Tailed { timestamp: rec.timestamp, partition: p, offset: rec.offset, key: shown(rec.key.as_deref()), value: shown(rec.value.as_deref()), headers });
             }
-            if next == before {
+            if after as i64 == next {
                 break;
             }
+            next = after as i64;
         }
     }
     got.sort_by_key(|r| (r.timestamp, r.partition, r.offset));

@@ -261,29 +261,16 @@ pub fn records(t: &Topic, limit: u64) -> Value {
         let mut next = end.saturating_sub(limit).max(start);
         while next < end {
             let Ok(read) = p.log.read(next, 1024 * 1024, end) else { break };
-            let bytes = read.records;
-            let before = next;
-            let mut pos = 0;
-            while let Some(h) = bytes.get(pos..).and_then(crate::log::batch::BatchHeader::parse) {
-                let len = h.total_len();
-                if pos + len > bytes.len() {
-                    break;
-                }
-                if !h.is_control() {
-                    for r in crate::log::records::read_records(&bytes[pos..pos + len]).unwrap_or_default() {
-                        if r.offset as u64 >= before && (r.offset as u64) < end {
-                            let headers: serde_json::Map<String, Value> = r.headers.iter().map(|(k, v)| (k.clone(), shown(v.as_deref()))).collect();
-                            let v = json!({ "partition": p.index, "offset": r.offset, "timestamp": r.timestamp, "key": shown(r.key.as_deref()), "value": shown(r.value.as_deref()), "headers": headers });
-                            out.push((r.timestamp, p.index, r.offset, v));
-                        }
-                    }
-                }
-                next = next.max(h.next_offset() as u64);
-                pos += len;
+            let Ok((recs, after)) = crate::log::records::records_in(&read.records, next, end) else { break };
+            for r in recs {
+                let headers: serde_json::Map<String, Value> = r.headers.iter().map(|(k, v)| (k.clone(), shown(v.as_deref()))).collect();
+                let v = json!({ "partition": p.index, "offset": r.offset, "timestamp": r.timestamp, "key": shown(r.key.as_deref()), "value": shown(r.value.as_deref()), "headers": headers });
+                out.push((r.timestamp, p.index, r.offset, v));
             }
-            if next == before {
+            if after == next {
                 break;
             }
+            next = after;
         }
     }
     out.sort_by_key(|r| (r.0, r.1, r.2));

@@ -67,6 +67,21 @@ pub struct BatchHeader {
     pub records_count: i32,
 }
 
+/// The whole batches at the start of `bytes` (as a read or a fetch returns
+/// them): each header with the batch's byte range. Stops at a cut batch.
+pub fn whole_batches(bytes: &[u8]) -> impl Iterator<Item = (BatchHeader, std::ops::Range<usize>)> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let h = BatchHeader::parse(bytes.get(pos..)?)?;
+        let range = pos..pos + h.total_len();
+        if range.end > bytes.len() {
+            return None;
+        }
+        pos = range.end;
+        Some((h, range))
+    })
+}
+
 impl BatchHeader {
     /// Decodes the header fields. `b` must hold at least `HEADER_LEN` bytes;
     /// nothing is validated here.

@@ -130,18 +130,28 @@ pub fn for_each_record(log: &super::Log, mut f: impl FnMut(Record)) -> Result<()
         if r.records.is_empty() {
             break;
         }
-        let mut pos = 0usize;
-        while pos + HEADER_LEN <= r.records.len() {
-            let h = BatchHeader::parse(&r.records[pos..]).expect("HEADER_LEN bytes");
-            let len = h.total_len();
-            for rec in read_records(&r.records[pos..pos + len])? {
-                f(rec);
-            }
-            offset = h.next_offset() as u64;
-            pos += len;
+        let (records, next) = records_in(&r.records, offset, end)?;
+        records.into_iter().for_each(&mut f);
+        if next == offset {
+            break;
         }
+        offset = next;
     }
     Ok(())
+}
+
+/// The data records with offsets in [from, to) of the whole batches in
+/// `bytes` (control batches skipped), and the offset after the last batch.
+pub fn records_in(bytes: &[u8], from: u64, to: u64) -> Result<(Vec<Record>, u64), LogError> {
+    let mut out = Vec::new();
+    let mut next = from;
+    for (h, range) in super::batch::whole_batches(bytes) {
+        if !h.is_control() {
+            out.extend(read_records(&bytes[range])?.into_iter().filter(|r| (from..to).contains(&(r.offset as u64))));
+        }
+        next = next.max(h.next_offset() as u64);
+    }
+    Ok((out, next))
 }
 
 /// Reads every record of one stored batch (decompressing if needed).

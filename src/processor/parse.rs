@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::config::ProcessorSpec;
 use super::extract::{self, Bad, Extracted};
-use crate::log::batch::{BatchHeader, HEADER_LEN};
+use crate::log::batch::whole_batches;
 use crate::log::records;
 use crate::log::txn::AbortedTxn;
 use crate::log::LogError;
@@ -48,31 +48,15 @@ pub struct Chunk {
 
 /// The offset after the last whole batch in `bytes` (`from` if none).
 pub fn end_of(bytes: &[u8], from: u64) -> u64 {
-    let mut pos = 0;
-    let mut next = from;
-    while let Some(h) = bytes.get(pos..).and_then(BatchHeader::parse) {
-        if pos + h.total_len() > bytes.len() {
-            break;
-        }
-        next = h.next_offset() as u64;
-        pos += h.total_len();
-    }
-    next
+    whole_batches(bytes).last().map_or(from, |(h, _)| h.next_offset() as u64)
 }
 
 pub fn parse(spec: &ProcessorSpec, read: Read) -> Result<Chunk, LogError> {
     let Read { source, from, bytes, aborted } = read;
     let mut out = Vec::new();
     let mut next = from;
-    let mut pos = 0usize;
-    while pos + HEADER_LEN <= bytes.len() {
-        let h = BatchHeader::parse(&bytes[pos..]).expect("HEADER_LEN bytes");
-        let len = h.total_len();
-        if pos + len > bytes.len() {
-            break;
-        }
-        let batch = bytes.slice(pos..pos + len);
-        pos += len;
+    for (h, range) in whole_batches(&bytes) {
+        let batch = bytes.slice(range);
         let base = h.base_offset as u64;
         let skip = h.is_control() || (h.is_transactional() && aborted.iter().any(|a| a.producer_id == h.producer_id && a.first_offset <= base && base <= a.last_offset));
         if !skip {
