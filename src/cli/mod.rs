@@ -288,19 +288,34 @@ fn group_list(a: &Args) -> anyhow::Result<String> {
 fn group_describe(a: &Args) -> anyhow::Result<String> {
     let id = a.word(1, "the group id")?;
     let mut c = a.client()?;
-    let mut req = DescribeGroupsRequest::default();
-    req.groups = vec![GroupId(StrBytes::from_string(id.to_string()))];
-    let r: DescribeGroupsResponse = c.call(ApiKey::DescribeGroups, 5, &req)?;
-    let g = r.groups.first().context("an empty DescribeGroups response")?;
-    check(g.error_code, &format!("group {id}"), None)?;
-    let members: Vec<(String, String, String, String)> = g
-        .members
-        .iter()
-        .map(|m| {
-            let parts = eddy::protocol::consumer_assignment(&m.member_assignment).iter().map(|(t, ps)| format!("{t}:{}", ps.iter().map(i32::to_string).collect::<Vec<_>>().join(","))).collect::<Vec<_>>().join(" ");
-            (m.member_id.to_string(), m.client_id.to_string(), m.client_host.to_string(), parts)
-        })
-        .collect();
+    let joined = |parts: Vec<(String, Vec<i32>)>| parts.iter().map(|(t, ps)| format!("{t}:{}", ps.iter().map(i32::to_string).collect::<Vec<_>>().join(","))).collect::<Vec<_>>().join(" ");
+    // A KIP-848 group is described by ConsumerGroupDescribe (its members
+    // hold broker-computed assignments); a classic one by DescribeGroups.
+    let mut cd = ConsumerGroupDescribeRequest::default();
+    cd.group_ids = vec![GroupId(StrBytes::from_string(id.to_string()))];
+    let r: ConsumerGroupDescribeResponse = c.call(ApiKey::ConsumerGroupDescribe, 0, &cd)?;
+    let (state, protocol_type, protocol, members) = match r.groups.first().filter(|g| g.error_code == 0) {
+        Some(g) => {
+            let members: Vec<(String, String, String, String)> = g
+                .members
+                .iter()
+                .map(|m| {
+                    let parts = m.assignment.topic_partitions.iter().map(|t| (t.topic_name.to_string(), t.partitions.clone())).collect();
+                    (m.member_id.to_string(), m.client_id.to_string(), m.client_host.to_string(), joined(parts))
+                })
+                .collect();
+            (g.group_state.to_string(), "consumer".to_string(), g.assignor_name.to_string(), members)
+        }
+        None => {
+            let mut req = DescribeGroupsRequest::default();
+            req.groups = vec![GroupId(StrBytes::from_string(id.to_string()))];
+            let r: DescribeGroupsResponse = c.call(ApiKey::DescribeGroups, 5, &req)?;
+            let g = r.groups.first().context("an empty DescribeGroups response")?;
+            check(g.error_code, &format!("group {id}"), None)?;
+            let members = g.members.iter().map(|m| (m.member_id.to_string(), m.client_id.to_string(), m.client_host.to_string(), joined(eddy::protocol::consumer_assignment(&m.member_assignment)))).collect();
+            (g.group_state.to_string(), g.protocol_type.to_string(), g.protocol_data.to_string(), members)
+        }
+    };
     let mut of = OffsetFetchRequest::default();
     of.group_id = GroupId(StrBytes::from_string(id.to_string()));
     of.topics = None;
@@ -315,22 +330,22 @@ fn group_describe(a: &Args) -> anyhow::Result<String> {
         }
     }
     lags.sort();
-    if g.group_state.as_str() == "Dead" && members.is_empty() && lags.is_empty() {
+    if state == "Dead" && members.is_empty() && lags.is_empty() {
         bail!("consumer group {id:?} does not exist");
     }
     let lag = |committed: i64, end: i64| if committed < 0 { end } else { (end - committed).max(0) };
     if a.json {
         return Ok(pretty(&json!({
             "group_id": id,
-            "state": g.group_state.as_str(),
-            "protocol_type": g.protocol_type.as_str(),
-            "protocol": g.protocol_data.as_str(),
+            "state": state,
+            "protocol_type": protocol_type,
+            "protocol": protocol,
             "members": members.iter().map(|(m, c, h, p)| json!({ "member_id": m, "client_id": c, "host": h, "assignment": p })).collect::<Vec<_>>(),
             "offsets": lags.iter().map(|(t, p, c, e)| json!({ "topic": t, "partition": p, "committed_offset": c, "log_end_offset": e, "lag": lag(*c, *e) })).collect::<Vec<_>>(),
             "lag": lags.iter().map(|(_, _, c, e)| lag(*c, *e)).sum::<i64>(),
         })));
     }
-    let mut out = format!("group {id}  state {}  protocol {} {}\n\n", g.group_state.as_str(), g.protocol_type.as_str(), g.protocol_data.as_str());
+    let mut out = format!("group {id}  state {state}  protocol {protocol_type} {protocol}\n\n");
     out.push_str(&table(&["MEMBER", "CLIENT", "HOST", "ASSIGNMENT"], &members.iter().map(|(m, c, h, p)| vec![m.clone(), c.clone(), h.clone(), p.clone()]).collect::<Vec<_>>()));
     out.push('\n');
     out.push_str(&table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"], &lags.iter().map(|(t, p, c, e)| vec![t.clone(), p.to_string(), c.to_string(), e.to_string(), lag(*c, *e).to_string()]).collect::<Vec<_>>()));

@@ -65,26 +65,52 @@ fn assignment(bytes: &[u8]) -> Vec<Value> {
     crate::protocol::consumer_assignment(bytes).into_iter().map(|(topic, partitions)| json!({ "topic": topic, "partitions": partitions })).collect()
 }
 
+/// A KIP-848 member's partitions by topic name.
+fn named(broker: &Broker, a: &crate::group::consumer::Assignment) -> Vec<Value> {
+    a.iter()
+        .map(|(id, ps)| json!({ "topic": broker.topic_by_id(*id).map(|t| t.name.clone()).unwrap_or_else(|| id.to_string()), "partitions": ps }))
+        .collect()
+}
+
 pub fn group(broker: &Broker, id: &str) -> Option<Value> {
     let (_, state, protocol_type, group_type) = broker.groups.list().into_iter().find(|g| g.0 == id)?;
     let view = broker.groups.describe(id);
-    let members: Vec<Value> = view
-        .as_ref()
-        .map(|v| {
-            v.members
-                .iter()
-                .map(|m| {
-                    json!({
-                        "member_id": m.member_id,
-                        "instance_id": m.instance_id,
-                        "client_id": m.client_id,
-                        "host": m.client_host,
-                        "assignment": if v.protocol_type == "consumer" { assignment(&m.assignment) } else { Vec::new() },
-                    })
+    let members: Vec<Value> = match broker.groups.describe_consumer(id).filter(|_| group_type == "consumer") {
+        // KIP-848: the broker computed the assignment, so it knows it.
+        Some(cv) => cv
+            .members
+            .iter()
+            .map(|m| {
+                json!({
+                    "member_id": m.member_id,
+                    "instance_id": m.instance_id,
+                    "client_id": m.client_id,
+                    "host": m.client_host,
+                    "member_epoch": m.epoch,
+                    "subscribed": m.subscribed,
+                    "assignment": named(broker, &m.assigned),
+                    "target_assignment": named(broker, &m.target),
                 })
-                .collect()
-        })
-        .unwrap_or_default();
+            })
+            .collect(),
+        None => view
+            .as_ref()
+            .map(|v| {
+                v.members
+                    .iter()
+                    .map(|m| {
+                        json!({
+                            "member_id": m.member_id,
+                            "instance_id": m.instance_id,
+                            "client_id": m.client_id,
+                            "host": m.client_host,
+                            "assignment": if v.protocol_type == "consumer" { assignment(&m.assignment) } else { Vec::new() },
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
     let mut committed = broker.groups.committed(id);
     committed.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     let mut total_lag = 0u64;

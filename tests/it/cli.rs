@@ -110,7 +110,7 @@ fn check_validates_config_files() {
 }
 
 /// Runs `eddy ARGS --bootstrap ADDR`; returns (success, stdout, stderr).
-fn eddy_cli(b: &crate::broker_support::TestBroker, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn eddy_cli(b: &crate::broker_support::TestBroker, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_eddy")).args(args).args(["--bootstrap", &b.addr.to_string()]).output().unwrap();
     (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }

@@ -487,6 +487,28 @@ fn kip_848_consumer_protocol_assigns_reassigns_and_resumes() {
     assert_eq!(r.groups[0].assignor_name.as_str(), "range", "the last requested server assignor");
     let described: usize = r.groups[0].members.iter().map(|m| m.assignment.topic_partitions.iter().map(|t| t.partitions.len()).sum::<usize>()).sum();
     assert_eq!(described, 6);
+    // The HTTP API and `eddy group describe` show the same assignments.
+    let g = crate::http::get_json(b.http_addr, "/api/groups/g848");
+    assert_eq!(g["type"], "consumer");
+    let partitions = |members: &serde_json::Value, field: &str| -> BTreeSet<i64> {
+        members.as_array().unwrap().iter().flat_map(|m| m[field].as_array().unwrap().clone()).flat_map(|t| {
+            assert_eq!(t["topic"], "kip848");
+            t["partitions"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect::<Vec<_>>()
+        }).collect()
+    };
+    assert_eq!(g["members"].as_array().unwrap().len(), 3);
+    assert_eq!(partitions(&g["members"], "assignment"), (0..6).collect());
+    assert_eq!(partitions(&g["members"], "target_assignment"), (0..6).collect());
+    let (ok, out, err) = crate::cli::eddy_cli(&b, &["group", "describe", "g848", "--json"]);
+    assert!(ok, "{err}");
+    let cli: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cli["protocol_type"], "consumer");
+    let mut listed: Vec<i64> = cli["members"].as_array().unwrap().iter().flat_map(|m| {
+        let a = m["assignment"].as_str().unwrap().to_string();
+        a.strip_prefix("kip848:").unwrap_or_else(|| panic!("{out}")).split(',').map(|p| p.parse::<i64>().unwrap()).collect::<Vec<_>>()
+    }).collect();
+    listed.sort();
+    assert_eq!(listed, (0..6).collect::<Vec<_>>(), "{out}");
     let mut l = ListGroupsRequest::default();
     l.types_filter = vec![StrBytes::from_static_str("consumer")];
     let r: ListGroupsResponse = call(&mut s, ApiKey::ListGroups, 5, &l);

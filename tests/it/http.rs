@@ -26,7 +26,7 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-fn get_json(addr: SocketAddr, path: &str) -> Value {
+pub(crate) fn get_json(addr: SocketAddr, path: &str) -> Value {
     let (status, body) = http(addr, "GET", path);
     assert_eq!(status, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap()
