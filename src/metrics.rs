@@ -71,7 +71,7 @@ pub struct Metrics {
     pub malformed: Counter,
     pub connections: Gauge,
     pub connections_accepted: Counter,
-    /// acks=all fsyncs, seconds.
+    /// Segment fsyncs of topic partitions (acks=all, `flush.ms`, checkpoints), seconds.
     pub fsync: Histogram,
     /// When the broker opened.
     pub started: std::time::Instant,
@@ -166,7 +166,7 @@ impl Metrics {
         r.register("malformed_requests", "Frames that could not be decoded (their connections were closed)", m.malformed.clone());
         r.register("connections", "Open client connections", m.connections.clone());
         r.register("connections_accepted", "Client connections accepted", m.connections_accepted.clone());
-        r.register("fsync_duration_seconds", "fsyncs run for acks=all produce requests", m.fsync.clone());
+        r.register("fsync_duration_seconds", "fsyncs of topic partition segments (acks=all, flush.ms, periodic checkpoints)", m.fsync.clone());
         r.register("topic_bytes_in", "Record batch bytes appended by Produce, by topic", m.bytes_in.clone());
         r.register("topic_records_in", "Records appended by Produce, by topic", m.records_in.clone());
         r.register("topic_bytes_out", "Record batch bytes returned by Fetch, by topic", m.bytes_out.clone());

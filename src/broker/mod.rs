@@ -35,8 +35,6 @@ pub struct Partition {
     waiters: Mutex<Vec<Weak<Notify>>>,
     /// The offset below which the log is known to be on disk.
     durable: tokio::sync::watch::Sender<u64>,
-    /// Where acks=all fsync times go.
-    fsync_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Whether some task is running an fsync of this log right now.
     syncing: std::sync::atomic::AtomicBool,
 }
@@ -44,7 +42,9 @@ pub struct Partition {
 impl Partition {
     fn new(index: i32, log: Arc<Log>, metrics: &crate::metrics::Metrics) -> Partition {
         let durable = tokio::sync::watch::Sender::new(log.log_end_offset());
-        Partition { index, log, waiters: Mutex::new(Vec::new()), durable, fsync_seconds: metrics.fsync.clone(), syncing: std::sync::atomic::AtomicBool::new(false) }
+        let fsync_seconds = metrics.fsync.clone();
+        log.observe_fsyncs(move |took| fsync_seconds.observe(took.as_secs_f64()));
+        Partition { index, log, waiters: Mutex::new(Vec::new()), durable, syncing: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// Waits until every offset below `end` is on disk (acks=all). One
@@ -70,9 +70,7 @@ impl Partition {
                 let guard = Syncing(&self.syncing);
                 let log = Arc::clone(&self.log);
                 let target = log.log_end_offset();
-                let started = std::time::Instant::now();
                 let done = tokio::task::spawn_blocking(move || log.sync_to(target)).await;
-                self.fsync_seconds.observe(started.elapsed().as_secs_f64());
                 drop(guard);
                 match done {
                     Ok(Ok(())) => {

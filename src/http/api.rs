@@ -111,18 +111,7 @@ pub fn group(broker: &Broker, id: &str) -> Option<Value> {
             })
             .unwrap_or_default(),
     };
-    let mut committed = broker.groups.committed(id);
-    committed.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    let mut total_lag = 0u64;
-    let offsets: Vec<Value> = committed
-        .into_iter()
-        .map(|(topic, p, c)| {
-            let end = broker.partition(&topic, p).map(|part| part.log.log_end_offset());
-            let lag = end.map(|e| (e as i64 - c.offset).max(0) as u64);
-            total_lag += lag.unwrap_or(0);
-            json!({ "topic": topic, "partition": p, "committed_offset": c.offset, "log_end_offset": end, "lag": lag, "metadata": c.metadata })
-        })
-        .collect();
+    let (offsets, total_lag) = committed_offsets(broker, id);
     Some(json!({
         "group_id": id,
         "state": view.as_ref().map_or(state, |v| v.state),
@@ -133,6 +122,28 @@ pub fn group(broker: &Broker, id: &str) -> Option<Value> {
         "offsets": offsets,
         "lag": total_lag,
     }))
+}
+
+/// A group's committed offsets against the log ends, and their total lag.
+fn committed_offsets(broker: &Broker, id: &str) -> (Vec<Value>, u64) {
+    let mut committed = broker.groups.committed(id);
+    committed.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut total_lag = 0u64;
+    let offsets = committed
+        .into_iter()
+        .map(|(topic, p, c)| {
+            let end = broker.partition(&topic, p).map(|part| part.log.log_end_offset());
+            let lag = end.map(|e| (e as i64 - c.offset).max(0) as u64);
+            total_lag += lag.unwrap_or(0);
+            json!({ "topic": topic, "partition": p, "committed_offset": c.offset, "log_end_offset": end, "lag": lag, "metadata": c.metadata })
+        })
+        .collect();
+    (offsets, total_lag)
+}
+
+/// A group's total lag: records between its committed offsets and the log ends.
+pub fn group_lag(broker: &Broker, id: &str) -> u64 {
+    committed_offsets(broker, id).1
 }
 
 pub fn processors(broker: &Broker) -> Value {

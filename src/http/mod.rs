@@ -3,6 +3,7 @@
 //! of processor state. HTTP/1.1 by `hyper`; GET only; loopback by default.
 
 pub mod api;
+pub mod history;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,15 +38,17 @@ pub type Reply = Response<Full<Bytes>>;
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
+    let history = Arc::new(history::History::default());
+    let sampler = tokio::spawn(history::sample(Arc::clone(&history), Arc::clone(&broker)));
     tokio::pin!(shutdown);
     while let Some((permit, accepted)) = crate::server::accept(&listener, &limit, &mut shutdown).await {
         match accepted {
             Ok((stream, _)) => {
-                let broker = Arc::clone(&broker);
+                let (broker, history) = (Arc::clone(&broker), Arc::clone(&history));
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
-                        let broker = Arc::clone(&broker);
-                        async move { Ok::<_, Infallible>(route(&broker, req).await) }
+                        let (broker, history) = (Arc::clone(&broker), Arc::clone(&history));
+                        async move { Ok::<_, Infallible>(route(&broker, &history, req).await) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).serve_connection(TokioIo::new(stream), service);
                     if let Err(e) = conn.await {
@@ -58,6 +61,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Fu
         }
         while connections.try_join_next().is_some() {}
     }
+    sampler.abort();
     connections.shutdown().await;
 }
 
@@ -78,7 +82,7 @@ pub fn error(status: StatusCode, message: &str) -> Reply {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-async fn route(broker: &Arc<Broker>, req: Request<Incoming>) -> Reply {
+async fn route(broker: &Arc<Broker>, history: &history::History, req: Request<Incoming>) -> Reply {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
         r.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -105,7 +109,11 @@ async fn route(broker: &Arc<Broker>, req: Request<Incoming>) -> Reply {
         [] => reply(StatusCode::OK, "text/html; charset=utf-8", CONSOLE_HTML),
         ["console", "app.js"] => reply(StatusCode::OK, "text/javascript; charset=utf-8", CONSOLE_JS),
         ["console", "style.css"] => reply(StatusCode::OK, "text/css; charset=utf-8", CONSOLE_CSS),
-        ["api", "overview"] => json(StatusCode::OK, &api::overview(broker)),
+        ["api", "overview"] => {
+            let mut o = api::overview(broker);
+            o["history"] = history.totals();
+            json(StatusCode::OK, &o)
+        }
         ["api", "topics", name, "records"] => match broker.topic(name) {
             Some(t) => {
                 let limit = query.iter().find(|(k, _)| k == "limit").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(20).min(1000);
@@ -120,7 +128,10 @@ async fn route(broker: &Arc<Broker>, req: Request<Incoming>) -> Reply {
         },
         ["api", "groups"] => json(StatusCode::OK, &api::groups(broker)),
         ["api", "groups", id] => match api::group(broker, id) {
-            Some(g) => json(StatusCode::OK, &g),
+            Some(mut g) => {
+                g["lag_history"] = history.lag(id);
+                json(StatusCode::OK, &g)
+            }
             None => error(StatusCode::NOT_FOUND, &format!("no group {id:?}")),
         },
         ["api", "processors"] => json(StatusCode::OK, &api::processors(broker)),

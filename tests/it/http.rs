@@ -126,13 +126,22 @@ fn metrics_count_a_known_workload() {
     // Five more records on partition 0: the group lags by five there.
     {
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-        let p: BaseProducer = client(&b).create().unwrap();
+        let p: BaseProducer = client(&b).set("acks", "1").create().unwrap();
         for i in 0..5 {
             p.send(BaseRecord::<str, str>::to("m").partition(0).key("x").payload(&format!("more-{i}"))).unwrap();
         }
         p.flush(Duration::from_secs(30)).unwrap();
     }
+    // acks=1 leaves them unsynced; a checkpoint fsyncs them, and the
+    // histogram counts every fsync of a topic log, whoever asked for it.
+    let fsyncs = || b.broker.topics().iter().flat_map(|t| t.partitions.iter().map(|p| p.log.fsync_count())).sum::<u64>() as f64;
+    b.broker.topic("m").unwrap().partitions[0].log.checkpoint().unwrap();
+    let before = fsyncs();
     let text = http(b.http_addr, "GET", "/metrics").1;
+    let after = fsyncs();
+    let counted = sample(&text, "eddy_fsync_duration_seconds_count", &[]).unwrap();
+    assert!(before <= counted && counted <= after, "{before} <= {counted} <= {after}");
+    assert!(counted > m("eddy_fsync_duration_seconds_count", &[]));
     assert_eq!(sample(&text, "eddy_consumer_group_lag", &[("group", "g"), ("topic", "m"), ("partition", "0")]), Some(5.0));
     assert_eq!(sample(&text, "eddy_topic_records_in_total", &[("topic", "m")]), Some(105.0));
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
@@ -391,7 +400,25 @@ fn the_console_renders_overview_topics_groups_and_processors() {
         out
     };
 
+    // The broker keeps a history of throughput and lag for the charts:
+    // wait for three samples after the workload settled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let history = loop {
+        let g = get_json(b.http_addr, "/api/groups/dash");
+        let h = g["lag_history"].as_array().unwrap().clone();
+        if h.len() >= 3 && h[h.len() - 3..].iter().all(|s| s["lag"] == 5) {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no lag history: {g}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(history.windows(2).all(|w| w[0]["t"].as_i64() < w[1]["t"].as_i64()), "oldest first: {history:?}");
+    let o = get_json(b.http_addr, "/api/overview");
+    let last = o["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((&last["bytes_in"], &last["records_in"]), (&o["bytes_in"], &o["records_in"]), "nothing produced since the last sample");
+
     let dom = render(&format!("{base}#/overview"), &shots.join("overview.png"));
+    assert_eq!(dom.matches("<svg class=\"chart\"").count(), 2, "throughput charts drawn from the broker's history on first load");
     assert_eq!(testid(&dom, "tile-topics"), "2", "views and the processor's output");
     assert_eq!(testid(&dom, "tile-partitions"), "4");
     assert_eq!(testid(&dom, "tile-records"), en(stored));
@@ -410,6 +437,7 @@ fn the_console_renders_overview_topics_groups_and_processors() {
     let dom = render(&format!("{base}#/groups/dash"), &shots.join("group.png"));
     assert_eq!(testid(&dom, "tile-state"), "Stable", "the consumer is still a member");
     assert_eq!(testid(&dom, "tile-lag"), "5");
+    assert!(dom.contains("<svg class=\"chart\""), "the lag is charted on first load");
 
     let answer = get_json(b.http_addr, "/processors/pages/windows?key=%2Fhome");
     let dom = render(&format!("{base}#/processors/pages?key=%2Fhome"), &shots.join("processor.png"));

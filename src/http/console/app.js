@@ -3,12 +3,9 @@
 'use strict';
 
 const REFRESH_MS = 2000;
-const HISTORY = 90; // samples kept for charts (3 minutes)
 const view = document.getElementById('view');
 const title = document.getElementById('title');
 const live = document.getElementById('live');
-const samples = []; // overview totals over time
-const lagSamples = {}; // group id -> [{t, v}]
 let timer = null;
 let renderedRoute = null;
 
@@ -98,7 +95,8 @@ function barChart(items, label) {
     <text x="${L}" y="${H - 6}">${esc(items[0].label)}</text>
     <text x="${W}" y="${H - 6}" text-anchor="end">${esc(items[items.length - 1].label)}</text>${bars}</svg>`;
 }
-function rates(key) {
+// Per-second rates between consecutive samples of the broker's history.
+function rates(samples, key) {
   const out = [];
   for (let i = 1; i < samples.length; i++) {
     const dt = (samples[i].t - samples[i - 1].t) / 1000;
@@ -106,15 +104,10 @@ function rates(key) {
   }
   return out;
 }
-function push(list, item) {
-  list.push(item);
-  while (list.length > HISTORY) list.shift();
-}
 
 // ---- pages ----------------------------------------------------------------
 async function overview() {
   const [o, topics] = await Promise.all([get('/api/overview'), get('/api/topics')]);
-  push(samples, { t: Date.now(), bytes_in: o.bytes_in, bytes_out: o.bytes_out, records_in: o.records_in });
   document.getElementById('cluster').innerHTML = `cluster ${esc(o.cluster_id)}<br>node ${esc(o.node_id)} · v${esc(o.version)}`;
   const user = topics.filter((t) => !t.internal).sort((a, b) => b.size_bytes - a.size_bytes);
   return tiles([
@@ -123,8 +116,8 @@ async function overview() {
     ['connections', 'Connections', num(o.connections)], ['groups', 'Consumer groups', num(o.groups)],
     ['processors', 'Processors', num(o.processors)], ['uptime', 'Uptime', duration(o.uptime_s)],
   ]) + '<div class="grid2">' +
-    card('Produce throughput', lineChart(rates('bytes_in'), (v) => bytes(v) + '/s')) +
-    card('Fetch throughput', lineChart(rates('bytes_out'), (v) => bytes(v) + '/s')) + '</div>' +
+    card('Produce throughput', lineChart(rates(o.history, 'bytes_in'), (v) => bytes(v) + '/s')) +
+    card('Fetch throughput', lineChart(rates(o.history, 'bytes_out'), (v) => bytes(v) + '/s')) + '</div>' +
     card('Largest topics', table([['Topic'], ['Partitions', 1], ['Records', 1], ['Size', 1]],
       user.slice(0, 10).map((t) => [`<a href="#/topics/${encodeURIComponent(t.name)}">${esc(t.name)}</a>`, num(t.partitions.length), num(t.records), bytes(t.size_bytes)])));
 }
@@ -152,7 +145,6 @@ async function topicPage(name) {
 
 async function groupList() {
   const groups = await get('/api/groups');
-  for (const g of groups) push(lagSamples[g.group_id] = lagSamples[g.group_id] || [], { t: Date.now(), v: g.lag });
   return card('Consumer groups', table([['Group'], ['State'], ['Type'], ['Members', 1], ['Lag', 1]],
     groups.map((g) => [`<a href="#/groups/${encodeURIComponent(g.group_id)}">${esc(g.group_id)}</a>`, state(g.state), esc(g.type), num(g.members.length), num(g.lag)])));
 }
@@ -164,8 +156,7 @@ function state(s) {
 
 async function groupPage(id) {
   const g = await get('/api/groups/' + encodeURIComponent(id));
-  const hist = lagSamples[id] = lagSamples[id] || [];
-  push(hist, { t: Date.now(), v: g.lag });
+  const hist = g.lag_history.map((s) => ({ t: s.t, v: s.lag }));
   return tiles([['state', 'State', g.state], ['members', 'Members', num(g.members.length)], ['lag', 'Total lag', num(g.lag)], ['protocol', 'Assignor', g.protocol || '–']]) +
     card('Lag (records behind the log end)', lineChart(hist, (v) => num(Math.round(v)))) +
     card('Members', table([['Member'], ['Client'], ['Host'], ['Assignment']],

@@ -85,6 +85,8 @@ pub struct Log {
     dirty_open: AtomicBool,
     /// fsyncs of segment files done by `sync_to` (for metrics and tests).
     fsyncs: AtomicU64,
+    /// Told how long each segment fsync took (the broker's latency metric).
+    fsync_observer: std::sync::OnceLock<Box<dyn Fn(std::time::Duration) + Send + Sync>>,
     /// Set by a failed fsync: the kernel may have dropped the dirty pages, so
     /// nothing written since can be called durable again (a retry would
     /// "succeed"). The log refuses appends and syncs until reopened.
@@ -296,6 +298,7 @@ impl Log {
             checkpoint_lock: Mutex::new(()),
             dirty_open: AtomicBool::new(dirty),
             fsyncs: AtomicU64::new(0),
+            fsync_observer: std::sync::OnceLock::new(),
             failed: AtomicBool::new(false),
             maintenance: Mutex::new(()),
             cleaner_checkpoint: AtomicU64::new(cleaner_checkpoint),
@@ -399,6 +402,13 @@ impl Log {
             return Err(LogError::Io(std::io::Error::other("an earlier fsync of this log failed; restart to recover it")));
         }
         Ok(())
+    }
+
+    /// Sets what is told the duration of every segment fsync from now on,
+    /// whatever asked for it (acks=all, `flush.ms`, checkpoints, shutdown).
+    /// Only the first observer set is kept.
+    pub fn observe_fsyncs(&self, observe: impl Fn(std::time::Duration) + Send + Sync + 'static) {
+        let _ = self.fsync_observer.set(Box::new(observe));
     }
 
     /// How many segment fsyncs `sync_to` has done since open.
@@ -600,7 +610,12 @@ impl Log {
             map.range(from..).map(|(_, s)| Arc::clone(s)).collect()
         };
         for seg in &segs {
-            if let Err(e) = seg.sync_data() {
+            let started = std::time::Instant::now();
+            let synced = seg.sync_data();
+            if let Some(observe) = self.fsync_observer.get() {
+                observe(started.elapsed());
+            }
+            if let Err(e) = synced {
                 self.failed.store(true, Ordering::Release);
                 tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; the log refuses writes until the broker restarts and recovers it");
                 return Err(e.into());
