@@ -444,5 +444,6 @@ fn the_console_renders_overview_topics_groups_and_processors() {
     assert_eq!(testid(&dom, "tile-records-in"), "305");
     assert_eq!(dom.matches("data-testid=\"window\"").count(), answer["windows"].as_array().unwrap().len());
     assert!(dom.contains("<svg class=\"chart\""), "the windows are charted");
+    assert!(dom.contains("hopping 10s, advancing 5s · grace 1h · kept 1d"), "the window in words");
     println!("console screenshots in {}", shots.display());
 }

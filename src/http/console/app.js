@@ -165,6 +165,17 @@ async function groupPage(id) {
       g.offsets.map((o) => [`<a href="#/topics/${encodeURIComponent(o.topic)}">${esc(o.topic)}</a>`, num(o.partition), num(o.committed_offset), num(o.log_end_offset), `<span data-testid="partition-lag">${num(o.lag)}</span>`])));
 }
 
+// A span of milliseconds the way the config writes it: 10s, 5m, 1h, 1d.
+function span(ms) {
+  for (const [unit, n] of [['d', 86400000], ['h', 3600000], ['m', 60000], ['s', 1000]]) if (ms >= n && ms % n === 0) return (ms / n) + unit;
+  return ms + 'ms';
+}
+function windowText(w) {
+  const shape = { tumbling: () => `tumbling ${span(w.size_ms)}`, hopping: () => `hopping ${span(w.size_ms)}, advancing ${span(w.advance_ms)}`,
+    sliding: () => `sliding, ${span(w.difference_ms)} apart at most`, session: () => `session, closing after ${span(w.gap_ms)} of inactivity` }[w.type];
+  return `${shape ? shape() : w.type} · grace ${span(w.grace_ms)} · kept ${span(w.retention_ms)}`;
+}
+
 async function processorList() {
   const ps = await get('/api/processors');
   return card('Processors', table([['Processor'], ['Status'], ['Window'], ['Sources'], ['Output'], ['Records in', 1], ['Late', 1], ['Lag', 1], ['Watermark']],
@@ -189,7 +200,7 @@ async function processorPage(name, key) {
     ['late', 'Late', num(p.late)], ['lag', 'Lag', num(p.lag)], ['watermark', 'Watermark', time(p.watermark)]]) +
     (p.error ? card('Last error', `<p class="pill bad">${esc(p.error)}</p>`) : '') +
     card('Definition', `<div class="kv"><div>Sources</div><div>${esc(p.sources.join(', '))}</div><div>Key</div><div>${esc(p.key.join(', ') || 'record key')}</div>
-      <div>Window</div><div>${esc(JSON.stringify(p.window))}</div><div>Aggregates</div><div>${esc(p.aggregates.map((a) => `${a.name} = ${a.fn}(${a.field || ''})`).join(', '))}</div>
+      <div>Window</div><div>${esc(windowText(p.window))}</div><div>Aggregates</div><div>${esc(p.aggregates.map((a) => `${a.name} = ${a.fn}(${a.field || ''})`).join(', '))}</div>
       <div>Emit</div><div>${esc(p.emit)}</div><div>Guarantee</div><div>${esc(p.guarantee)}</div><div>Output</div><div><a href="#/topics/${encodeURIComponent(p.output)}">${esc(p.output)}</a></div></div>`) +
     card('Look up a key', `<form class="form" id="keyform"><input name="key" placeholder="key, e.g. user-42" value="${esc(key || '')}"><button>Show windows</button></form>`) + windows;
 }
