@@ -1,55 +1,80 @@
-//! Broker benchmark: librdkafka against the real `eddy` binary over loopback.
+//! Broker benchmark, side by side: librdkafka against the real `eddy` binary
+//! and, when one is on the machine, a peer Kafka-compatible broker (Tansu,
+//! with its in-memory and its SQLite storage engines), over loopback.
 //!
-//! `cargo bench --bench broker [-- --mb N --rate R --secs S --dir PATH]`
+//! `cargo bench --bench broker [-- OPTIONS]`
 //!
-//! Starts `eddy serve` (release build) on a free loopback port with a fresh
-//! data directory, then measures:
-//! * produce throughput of 1 KiB records (1 and 8 partitions; acks=all and
-//!   acks=1), with the broker's CPU seconds per GB ingested (from
-//!   /proc/<pid>/stat) and the producer process's own CPU use;
-//! * consume throughput of everything produced, from the start;
-//! * produce latency (send → delivery report) at a fixed offered rate;
-//! * the raw limit: the same bytes written to a file with one fdatasync.
+//! Every round starts each broker afresh (empty data directory) and runs the
+//! same workload against it; rounds alternate which broker goes first. Per
+//! broker and scenario it prints the median over rounds, and Eddy's ratio to
+//! each peer. Scenarios:
+//! * produce of 1 KiB and 100-byte records to 1 and 8 partitions with acks=1
+//!   and acks=all: MB/s, records/s, broker CPU ms per MB produced (from
+//!   /proc/<pid>/stat, user + system), the producer's own CPU;
+//! * produce latency (send → delivery report, acks=all, linger.ms 0) at a
+//!   fixed offered rate: p50 / p99 / p99.9;
+//! * consume of the 1 KiB, 8-partition topic from the start with client
+//!   defaults: MB/s and broker CPU ms per MB;
+//! * end-to-end latency (send → a consumer receives it) at a modest rate;
+//! * the broker's peak RSS over the round (VmHWM).
+//! It also measures the machine's raw limits in the same run: loopback TCP
+//! throughput and sequential file writes with fdatasync.
 //!
-//! Prints results; never fails on a number. Results live in bench/README.md.
+//! Options: `--mb N` (MB per produce scenario, default 256), `--rate-mb R`
+//! (offered MB/s for the latency scenario, default 100), `--secs S` (its
+//! length, default 5), `--rounds N` (default 2), `--dir PATH` (data, default
+//! target/tmp), `--tansu PATH` (default: `tansu` on PATH or in
+//! $TANSU; no peer when absent), `--only eddy|tansu-memory|tansu-sqlite`
+//! (repeatable). Prints results; never fails on a number.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer, ProducerContext};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
 struct Args {
     mb: u64,
-    rate: u64,
+    rate_mb: u64,
     secs: u64,
-    dir: std::path::PathBuf,
+    rounds: usize,
+    dir: PathBuf,
+    tansu: Option<PathBuf>,
+    only: Vec<String>,
 }
 
 fn args() -> Args {
-    let mut a = Args { mb: 1024, rate: 5000, secs: 10, dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp") };
+    let mut a = Args { mb: 256, rate_mb: 100, secs: 5, rounds: 2, dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp"), tansu: None, only: Vec::new() };
     let v: Vec<String> = std::env::args().skip(1).filter(|x| x != "--bench").collect();
     let mut i = 0;
     while i < v.len() {
         let val = v.get(i + 1).cloned().unwrap_or_default();
         match v[i].as_str() {
             "--mb" => a.mb = val.parse().expect("--mb N"),
-            "--rate" => a.rate = val.parse().expect("--rate R"),
+            "--rate-mb" => a.rate_mb = val.parse().expect("--rate-mb R"),
             "--secs" => a.secs = val.parse().expect("--secs S"),
+            "--rounds" => a.rounds = val.parse().expect("--rounds N"),
             "--dir" => a.dir = val.into(),
+            "--tansu" => a.tansu = Some(val.into()),
+            "--only" => a.only.push(val),
             other => panic!("unknown option {other}"),
         }
         i += 2;
     }
+    a.tansu = a.tansu.or_else(|| std::env::var_os("TANSU").map(PathBuf::from)).or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("tansu")).find(|p| p.is_file()))
+    });
     a
 }
 
@@ -67,28 +92,68 @@ fn own_cpu_seconds() -> f64 {
     cpu_seconds(std::process::id())
 }
 
+/// Peak resident set of a process in MB (VmHWM).
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The brokers a run can compare.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Eddy,
+    TansuMemory,
+    TansuSqlite,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Eddy => "eddy",
+            Kind::TansuMemory => "tansu-memory",
+            Kind::TansuSqlite => "tansu-sqlite",
+        }
+    }
+}
+
 struct Broker {
     child: Child,
     addr: String,
 }
 
 impl Broker {
-    fn start(dir: &std::path::Path) -> Broker {
+    fn start(kind: Kind, tansu: Option<&Path>, dir: &Path) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["serve", "--listen", &addr, "--http-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting eddy");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut cmd = match kind {
+            Kind::Eddy => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_eddy"));
+                c.args(["serve", "--listen", &addr, "--http-listen", "off", "--data-dir"]).arg(dir);
+                c
+            }
+            Kind::TansuMemory | Kind::TansuSqlite => {
+                let mut c = Command::new(tansu.expect("a tansu binary"));
+                let url = format!("tcp://{addr}");
+                let storage = match kind {
+                    Kind::TansuMemory => "memory://tansu/".to_string(),
+                    _ => format!("sqlite://{}", dir.join("tansu.db").display()),
+                };
+                c.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &storage]);
+                c
+            }
+        };
+        let child = cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("starting {}: {e}", kind.name()));
+        let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "eddy did not start");
+            assert!(Instant::now() < deadline, "{} did not start", kind.name());
             std::thread::sleep(Duration::from_millis(50));
         }
         Broker { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -96,6 +161,14 @@ impl Drop for Broker {
     fn drop(&mut self) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -122,6 +195,25 @@ impl ProducerContext for Counting {
     }
 }
 
+/// Records each delivery's time since its send (the opaque), in ms.
+#[derive(Default)]
+struct Timing {
+    ms: Mutex<Vec<f64>>,
+    failed: AtomicU64,
+}
+impl ClientContext for Timing {}
+impl ProducerContext for Timing {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
+        match r {
+            Ok(_) => self.ms.lock().push(sent.elapsed().as_secs_f64() * 1000.0),
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 fn create_topic(b: &Broker, name: &str, partitions: i32) {
     let a: AdminClient<DefaultClientContext> = client(b).create().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -129,20 +221,26 @@ fn create_topic(b: &Broker, name: &str, partitions: i32) {
     r[0].as_ref().expect("topic created");
 }
 
-/// Produces `count` 1 KiB records as fast as one librdkafka producer can.
-/// Returns (MB/s, broker CPU s per GB, producer CPU share of one core).
-fn produce(b: &Broker, topic: &str, count: u64, acks: &str) -> (f64, f64, f64) {
-    let ctx = Counting::default();
+struct Produced {
+    mb_s: f64,
+    records_s: f64,
+    broker_ms_per_mb: f64,
+    producer_cores: f64,
+}
+
+/// Produces `count` records of `size` bytes as fast as one librdkafka
+/// producer can.
+fn produce(b: &Broker, topic: &str, count: u64, size: usize, acks: &str) -> Produced {
     let p: BaseProducer<Counting> = client(b)
         .set("acks", acks)
         .set("linger.ms", "5")
         .set("compression.codec", "none")
         .set("queue.buffering.max.kbytes", "262144")
-        .create_with_context(ctx)
+        .create_with_context(Counting::default())
         .unwrap();
-    let value = vec![b'x'; 1024];
+    let value = vec![b'x'; size];
     let keys: Vec<String> = (0..1024).map(|i| format!("key-{i}")).collect();
-    let (broker_cpu0, own_cpu0, t0) = (cpu_seconds(b.child.id()), own_cpu_seconds(), Instant::now());
+    let (broker_cpu0, own_cpu0, t0) = (cpu_seconds(b.pid()), own_cpu_seconds(), Instant::now());
     let mut sent = 0u64;
     while sent < count {
         let rec = BaseRecord::to(topic).key(keys[(sent % 1024) as usize].as_str()).payload(&value[..]);
@@ -154,26 +252,26 @@ fn produce(b: &Broker, topic: &str, count: u64, acks: &str) -> (f64, f64, f64) {
             Err((e, _)) => panic!("produce: {e}"),
         }
     }
-    p.flush(Duration::from_secs(120)).expect("flushed");
+    p.flush(Duration::from_secs(300)).expect("flushed");
     let secs = t0.elapsed().as_secs_f64();
     let ctx = p.context();
     assert_eq!(ctx.failed.load(Ordering::Relaxed), 0, "deliveries failed");
     assert_eq!(ctx.ok.load(Ordering::Relaxed), count);
-    let bytes = count as f64 * 1024.0;
-    let broker_cpu = cpu_seconds(b.child.id()) - broker_cpu0;
-    let own_cpu = own_cpu_seconds() - own_cpu0;
-    (bytes / secs / 1e6, broker_cpu / (bytes / 1e9), own_cpu / secs)
+    let mb = count as f64 * size as f64 / 1e6;
+    Produced {
+        mb_s: mb / secs,
+        records_s: count as f64 / secs,
+        broker_ms_per_mb: (cpu_seconds(b.pid()) - broker_cpu0) * 1000.0 / mb,
+        producer_cores: (own_cpu_seconds() - own_cpu0) / secs,
+    }
 }
 
-/// Consumes everything in `topic` from the start. Returns MB/s.
-fn consume(b: &Broker, topic: &str, partitions: i32, count: u64) -> f64 {
-    let c: BaseConsumer = client(b).set("group.id", "bench").set("enable.auto.commit", "false").set("fetch.max.bytes", "52428800").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let t0 = Instant::now();
+/// Consumes `count` records of `topic` from the start, with the client's
+/// defaults (a group member). Returns (MB/s, broker CPU ms per MB).
+fn consume(b: &Broker, topic: &str, count: u64) -> (f64, f64) {
+    let c: BaseConsumer = client(b).set("group.id", format!("bench-{topic}")).set("auto.offset.reset", "earliest").create().unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let (cpu0, t0) = (cpu_seconds(b.pid()), Instant::now());
     let (mut n, mut bytes) = (0u64, 0u64);
     while n < count {
         if let Some(m) = c.poll(Duration::from_secs(10)) {
@@ -183,57 +281,206 @@ fn consume(b: &Broker, topic: &str, partitions: i32, count: u64) -> f64 {
         }
         assert!(t0.elapsed() < Duration::from_secs(600), "consume too slow");
     }
-    bytes as f64 / t0.elapsed().as_secs_f64() / 1e6
+    let mb = bytes as f64 / 1e6;
+    (mb / t0.elapsed().as_secs_f64(), (cpu_seconds(b.pid()) - cpu0) * 1000.0 / mb)
 }
 
-/// Offered load of `rate` records/s for `secs`; per-record latency from
-/// send to delivery report, acks=all. Returns (p50, p99, p999) in ms.
-fn latency(b: &Broker, topic: &str, rate: u64, secs: u64) -> (f64, f64, f64) {
-    let p: FutureProducer = client(b).set("acks", "all").set("linger.ms", "0").create().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let value = vec![b'y'; 1024];
-    let lat = Arc::new(parking_lot::Mutex::new(Vec::with_capacity((rate * secs) as usize)));
-    rt.block_on(async {
-        let start = Instant::now();
-        let mut handles = Vec::new();
-        for i in 0..rate * secs {
-            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                tokio::time::sleep(wait).await;
-            }
-            let sent = Instant::now();
-            let fut = p.send_result(FutureRecord::to(topic).key("k").payload(&value[..])).map_err(|(e, _)| e).expect("enqueued");
-            let lat = Arc::clone(&lat);
-            handles.push(tokio::spawn(async move {
-                fut.await.expect("report").map_err(|(e, _)| e).expect("delivered");
-                lat.lock().push(sent.elapsed().as_secs_f64() * 1000.0);
-            }));
-        }
-        for h in handles {
-            h.await.unwrap();
-        }
-    });
-    let mut l = lat.lock().clone();
-    l.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let q = |f: f64| l[((l.len() as f64 * f) as usize).min(l.len() - 1)];
+fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |f: f64| v[((v.len() as f64 * f) as usize).min(v.len() - 1)];
     (q(0.5), q(0.99), q(0.999))
 }
 
-/// The raw limit: the same bytes written to a plain file in 1 MiB writes,
-/// then one fdatasync. MB/s.
-fn raw_disk(dir: &std::path::Path, mb: u64) -> f64 {
+/// Offers `rate_mb` MB/s of 1 KiB records for `secs` (acks=all, linger.ms
+/// 0), paced in 1 ms steps. Returns (p50, p99, p99.9) of send → delivery in
+/// ms and the rate actually achieved in MB/s.
+fn latency(b: &Broker, topic: &str, rate_mb: u64, secs: u64) -> ((f64, f64, f64), f64) {
+    let p: BaseProducer<Timing> =
+        client(b).set("acks", "all").set("linger.ms", "0").set("queue.buffering.max.kbytes", "1048576").set("queue.buffering.max.messages", "1000000").create_with_context(Timing::default()).unwrap();
+    let value = vec![b'y'; 1024];
+    let per_sec = rate_mb as f64 * 1e6 / 1024.0;
+    let total = (per_sec * secs as f64) as u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = ((start.elapsed().as_secs_f64() * per_sec) as u64).min(total);
+        while sent < due {
+            match p.send(BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).key("k").payload(&value[..])) {
+                Ok(()) => sent += 1,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => break,
+                Err((e, _)) => panic!("produce: {e}"),
+            }
+        }
+        p.poll(Duration::from_micros(200));
+        if start.elapsed() > Duration::from_secs(secs * 4 + 30) {
+            break;
+        }
+    }
+    p.flush(Duration::from_secs(120)).expect("flushed");
+    let achieved = sent as f64 * 1024.0 / 1e6 / start.elapsed().as_secs_f64();
+    assert_eq!(p.context().failed.load(Ordering::Relaxed), 0, "deliveries failed");
+    let ms = std::mem::take(&mut *p.context().ms.lock());
+    (quantiles(ms), achieved)
+}
+
+/// Sends 1 000 records/s for `secs`, each carrying its send time, while a
+/// consumer (client defaults) reads them. Returns (p50, p99, p99.9) in ms.
+fn end_to_end(b: &Broker, topic: &str, secs: u64) -> (f64, f64, f64) {
+    // The topic is fresh: reading from the start misses nothing.
+    let c: BaseConsumer = client(b).set("group.id", "bench-e2e").set("auto.offset.reset", "earliest").create().unwrap();
+    c.subscribe(&[topic]).unwrap();
+    // Joined and positioned before the first send.
+    let t0 = Instant::now();
+    while c.assignment().map_or(0, |a| a.count()) == 0 && t0.elapsed() < Duration::from_secs(30) {
+        c.poll(Duration::from_millis(100));
+    }
+    let base = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (p, stop): (BaseProducer, _) = (client(b).set("acks", "1").set("linger.ms", "0").create().unwrap(), Arc::clone(&stop));
+        let topic = topic.to_string();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < secs * 1000 {
+                let due = base + Duration::from_millis(n);
+                if let Some(w) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(w);
+                }
+                let at = base.elapsed().as_nanos() as u64;
+                let _ = p.send(BaseRecord::<str, [u8]>::to(&topic).key("k").payload(&at.to_le_bytes()));
+                p.poll(Duration::ZERO);
+                n += 1;
+            }
+            p.flush(Duration::from_secs(30)).ok();
+            n
+        })
+    };
+    let mut lat = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(secs + 30);
+    let mut last = Instant::now();
+    loop {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            if let Some(p) = m.payload().filter(|p| p.len() == 8) {
+                let at = u64::from_le_bytes(p.try_into().unwrap());
+                lat.push((base.elapsed().as_nanos() as u64 - at) as f64 / 1e6);
+                last = Instant::now();
+            }
+        }
+        let drained = producer.is_finished() && (lat.len() as u64 >= secs * 1000 || last.elapsed() > Duration::from_secs(3));
+        if drained || Instant::now() > deadline {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = producer.join();
+    quantiles(lat)
+}
+
+/// The raw loopback limit: `mb` MB through one TCP connection in 1 MiB
+/// writes, read by another thread. MB/s.
+fn raw_loopback(mb: u64) -> f64 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return n,
+                Ok(k) => n += k as u64,
+            }
+        }
+    });
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let t0 = Instant::now();
+    for _ in 0..mb {
+        s.write_all(&chunk).unwrap();
+    }
+    drop(s);
+    let n = reader.join().unwrap();
+    n as f64 / t0.elapsed().as_secs_f64() / 1e6
+}
+
+/// The raw disk limit: `mb` MB written to a plain file in 1 MiB writes,
+/// with an fdatasync after every `sync_every` MiB. MB/s.
+fn raw_disk(dir: &Path, mb: u64, sync_every: u64) -> f64 {
     let path = dir.join("raw.bin");
     let mut f = std::fs::File::create(&path).unwrap();
     let chunk = vec![b'x'; 1 << 20];
     let t0 = Instant::now();
-    for _ in 0..mb {
+    for i in 1..=mb {
         f.write_all(&chunk).unwrap();
+        if i % sync_every == 0 || i == mb {
+            f.sync_data().unwrap();
+        }
     }
-    f.sync_data().unwrap();
     let r = (mb << 20) as f64 / t0.elapsed().as_secs_f64() / 1e6;
     drop(f);
     let _ = std::fs::remove_file(path);
     r
+}
+
+/// One broker, one round: every scenario's (name, value), in the order run.
+fn round(kind: Kind, a: &Args, dir: &Path) -> Vec<(String, f64)> {
+    let mut out = Results::default();
+    let b = Broker::start(kind, a.tansu.as_deref(), dir);
+    for size in [1024usize, 100] {
+        for partitions in [1, 8] {
+            for acks in ["1", "all"] {
+                let topic = format!("p{partitions}-s{size}-acks{acks}");
+                create_topic(&b, &topic, partitions);
+                let count = a.mb * 1_000_000 / size as u64;
+                let r = produce(&b, &topic, count, size, acks);
+                let name = format!("produce {size} B, {partitions} partition(s), acks={acks}");
+                out.insert(format!("{name}: MB/s"), r.mb_s);
+                out.insert(format!("{name}: records/s"), r.records_s);
+                out.insert(format!("{name}: broker CPU ms/MB"), r.broker_ms_per_mb);
+                out.insert(format!("{name}: producer cores"), r.producer_cores);
+            }
+        }
+    }
+    let (mb_s, ms_mb) = consume(&b, "p8-s1024-acks1", a.mb * 1_000_000 / 1024);
+    out.insert("consume 1 KiB, 8 partitions, client defaults: MB/s".into(), mb_s);
+    out.insert("consume 1 KiB, 8 partitions, client defaults: broker CPU ms/MB".into(), ms_mb);
+    create_topic(&b, "latency", 1);
+    let ((p50, p99, p999), achieved) = latency(&b, "latency", a.rate_mb, a.secs);
+    let name = format!("produce latency at {} MB/s offered, acks=all", a.rate_mb);
+    out.insert(format!("{name}: achieved MB/s"), achieved);
+    out.insert(format!("{name}: p50 ms"), p50);
+    out.insert(format!("{name}: p99 ms"), p99);
+    out.insert(format!("{name}: p99.9 ms"), p999);
+    create_topic(&b, "e2e", 1);
+    let (p50, p99, p999) = end_to_end(&b, "e2e", a.secs);
+    out.insert("end-to-end latency, 1 000 records/s: p50 ms".into(), p50);
+    out.insert("end-to-end latency, 1 000 records/s: p99 ms".into(), p99);
+    out.insert("end-to-end latency, 1 000 records/s: p99.9 ms".into(), p999);
+    out.insert("broker peak RSS MB".into(), peak_rss_mb(b.pid()));
+    drop(b);
+    let _ = std::fs::remove_dir_all(dir);
+    out.0
+}
+
+#[derive(Default)]
+struct Results(Vec<(String, f64)>);
+
+impl Results {
+    fn insert(&mut self, name: String, v: f64) {
+        self.0.push((name, v));
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn main() {
@@ -242,24 +489,75 @@ fn main() {
     let tmp = tempfile::Builder::new().prefix("eddy-broker-bench-").tempdir_in(&a.dir).unwrap();
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())).unwrap_or_default();
     println!("machine: {cpu}, {} cores; data in {}", std::thread::available_parallelism().map_or(0, |n| n.get()), tmp.path().display());
-    let count = a.mb * 1024; // 1 KiB records
-    println!("raw file write + one fdatasync: {:.0} MB/s", raw_disk(tmp.path(), a.mb));
-    let b = Broker::start(&tmp.path().join("data"));
-    println!("| scenario | MB/s | broker CPU s/GB | producer CPU (cores) |");
-    println!("|---|---:|---:|---:|");
-    for (partitions, acks) in [(1, "all"), (8, "all"), (1, "1"), (8, "1")] {
-        let topic = format!("p{partitions}-acks{acks}");
-        create_topic(&b, &topic, partitions);
-        let (mbs, cpu_gb, prod) = produce(&b, &topic, count, acks);
-        println!("| produce {partitions} partition(s), acks={acks}, {} MB | {mbs:.1} | {cpu_gb:.3} | {prod:.2} |", count / 1024);
+    let mut kinds = vec![Kind::Eddy];
+    match &a.tansu {
+        Some(t) => {
+            println!("peer: {}", t.display());
+            kinds.extend([Kind::TansuMemory, Kind::TansuSqlite]);
+        }
+        None => println!("peer: none (no tansu on PATH, in $TANSU or given with --tansu): Eddy alone"),
     }
-    for partitions in [1, 8] {
-        let topic = format!("p{partitions}-acksall");
-        let mbs = consume(&b, &topic, partitions, count);
-        println!("| consume {partitions} partition(s) from the start | {mbs:.1} | | |");
+    kinds.retain(|k| a.only.is_empty() || a.only.iter().any(|o| o == k.name()));
+
+    let raw_mb = a.mb.max(256);
+    println!("raw limits: loopback TCP {:.0} MB/s; file writes of 1 MiB: {:.0} MB/s with one fdatasync at the end, {:.0} MB/s with an fdatasync per MiB", raw_loopback(raw_mb * 4), raw_disk(tmp.path(), raw_mb, raw_mb), raw_disk(tmp.path(), raw_mb.min(256), 1));
+
+    let mut results: Vec<BTreeMap<String, Vec<f64>>> = vec![BTreeMap::new(); kinds.len()];
+    let mut names: Vec<String> = Vec::new();
+    for r in 0..a.rounds {
+        // Alternate who goes first.
+        let order: Vec<usize> = if r % 2 == 0 { (0..kinds.len()).collect() } else { (0..kinds.len()).rev().collect() };
+        for i in order {
+            let t0 = Instant::now();
+            // A broker that fails a scenario loses that round, not the run.
+            let dir = tmp.path().join(format!("{}-{r}", kinds[i].name()));
+            let got = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| round(kinds[i], &a, &dir))) {
+                Ok(got) => got,
+                Err(_) => {
+                    println!("round {} {}: FAILED (see the panic above)", r + 1, kinds[i].name());
+                    continue;
+                }
+            };
+            println!("round {} {}: {:.0} s", r + 1, kinds[i].name(), t0.elapsed().as_secs_f64());
+            for (k, v) in got {
+                if !names.contains(&k) {
+                    names.push(k.clone());
+                }
+                results[i].entry(k).or_default().push(v);
+            }
+        }
     }
-    create_topic(&b, "latency", 1);
-    let (p50, p99, p999) = latency(&b, "latency", a.rate, a.secs);
-    println!("produce latency, acks=all, {} records/s of 1 KiB for {} s: p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms", a.rate, a.secs);
-    drop(b);
+
+    let mut header = "| scenario (median of rounds) |".to_string();
+    for k in &kinds {
+        header.push_str(&format!(" {} |", k.name()));
+    }
+    for k in &kinds[1..] {
+        header.push_str(&format!(" eddy / {} |", k.name()));
+    }
+    println!("\n{header}");
+    println!("|---|{}", "---:|".repeat(kinds.len() * 2 - 1));
+    for name in names {
+        let med: Vec<f64> = results.iter().map(|r| r.get(&name).map_or(f64::NAN, |v| median(v.clone()))).collect();
+        let mut line = format!("| {name} |");
+        for m in &med {
+            line.push_str(&format!(" {} |", fmt(*m)));
+        }
+        for m in &med[1..] {
+            line.push_str(&format!(" {:.2} |", med[0] / m));
+        }
+        println!("{line}");
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_nan() {
+        "–".into()
+    } else if v >= 1000.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
 }
