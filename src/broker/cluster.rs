@@ -25,7 +25,7 @@ pub fn describe_cluster(broker: &Broker, req: DescribeClusterRequest, _version: 
     r.cluster_id = StrBytes::from_string(broker.cluster_id.clone());
     r.controller_id = BrokerId(broker.config.broker.node_id);
     r.brokers = vec![b];
-    r.cluster_authorized_operations = i32::MIN;
+    r.cluster_authorized_operations = crate::protocol::operations::answer(req.include_cluster_authorized_operations, crate::protocol::operations::CLUSTER);
     r
 }
 

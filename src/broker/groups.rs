@@ -240,7 +240,7 @@ pub fn describe_groups(broker: &Broker, req: DescribeGroupsRequest, version: i16
     for id in &req.groups {
         let mut d = DescribedGroup::default();
         d.group_id = id.clone();
-        d.authorized_operations = i32::MIN;
+        d.authorized_operations = crate::protocol::operations::answer(req.include_authorized_operations, crate::protocol::operations::GROUP);
         match broker.groups.describe(id.as_str()) {
             None => {
                 d.group_state = s(State::Dead.name());
@@ -373,7 +373,7 @@ pub fn consumer_describe(broker: &Broker, req: ConsumerGroupDescribeRequest, _ve
     for id in &req.group_ids {
         let mut d = consumer_group_describe_response::DescribedGroup::default();
         d.group_id = id.clone();
-        d.authorized_operations = i32::MIN;
+        d.authorized_operations = crate::protocol::operations::answer(req.include_authorized_operations, crate::protocol::operations::GROUP);
         match broker.groups.describe_consumer(id.as_str()) {
             None => {
                 d.error_code = code::GROUP_ID_NOT_FOUND;

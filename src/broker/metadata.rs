@@ -7,13 +7,10 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::{Broker, Topic};
-use crate::protocol::code;
-
-/// Every topic operation, for clients that ask for authorized operations
-/// (there are no ACLs yet, so everything is allowed).
-const ALL_TOPIC_OPERATIONS: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+use crate::protocol::{code, operations};
 
 pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let cluster_operations = req.include_cluster_authorized_operations;
     let node = BrokerId(broker.config.broker.node_id);
     let (host, port) = broker.config.advertised();
     let mut b = MetadataResponseBroker::default();
@@ -62,7 +59,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
     r.cluster_id = Some(StrBytes::from_string(broker.cluster_id.clone()));
     r.controller_id = node;
     r.topics = topics;
-    r.cluster_authorized_operations = i32::MIN;
+    r.cluster_authorized_operations = operations::answer(cluster_operations, operations::CLUSTER);
     r
 }
 
@@ -81,7 +78,7 @@ fn topic_entry(topic: &Topic, node: BrokerId, with_operations: bool) -> Metadata
     t.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     t.topic_id = topic.id;
     t.is_internal = topic.name.starts_with("__");
-    t.topic_authorized_operations = if with_operations { ALL_TOPIC_OPERATIONS } else { i32::MIN };
+    t.topic_authorized_operations = operations::answer(with_operations, operations::TOPIC);
     t.partitions = topic
         .partitions
         .iter()

@@ -210,6 +210,36 @@ pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body:
 }
 
 /// Kafka error codes used by the broker.
+/// Authorized-operations bit sets (`AclOperation` codes as bits), for
+/// requests that ask for them. There are no ACLs yet, so a principal may do
+/// everything a resource type supports; without the flag the answer is
+/// `i32::MIN` ("not requested").
+pub mod operations {
+    const fn bits(ops: &[u8]) -> i32 {
+        let mut v = 0;
+        let mut i = 0;
+        while i < ops.len() {
+            v |= 1 << ops[i];
+            i += 1;
+        }
+        v
+    }
+    // READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
+    // CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
+    pub const TOPIC: i32 = bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+    pub const GROUP: i32 = bits(&[3, 6, 8]);
+    pub const CLUSTER: i32 = bits(&[5, 7, 8, 9, 10, 11, 12]);
+
+    /// What to answer for a resource's authorized operations.
+    pub fn answer(requested: bool, all: i32) -> i32 {
+        if requested {
+            all
+        } else {
+            i32::MIN
+        }
+    }
+}
+
 pub mod code {
     pub const NONE: i16 = 0;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use crate::broker_support::TestBroker;
@@ -347,5 +347,40 @@ fn pipelined_requests_are_answered_in_order() {
         let p = &r.responses[0].partition_responses[0];
         assert_eq!((p.error_code, p.base_offset), (0, next_offset));
         next_offset += 1;
+    }
+}
+
+/// Clients that ask for authorized operations get the operations (all of a
+/// resource type's, without ACLs); the rest get "not requested". kafka-python's
+/// admin client reads the bits and fails on i32::MIN's sign bit.
+#[test]
+fn authorized_operations_are_answered_when_asked_for() {
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    for asked in [false, true] {
+        let mut m = MetadataRequest::default();
+        let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+        t.name = Some(TopicName(StrBytes::from_static_str("ops")));
+        m.topics = Some(vec![t]);
+        m.allow_auto_topic_creation = true;
+        m.include_cluster_authorized_operations = asked;
+        m.include_topic_authorized_operations = asked;
+        let r: MetadataResponse = call(&mut s, ApiKey::Metadata, 8, &m);
+        let cluster = if asked { (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) } else { i32::MIN };
+        assert_eq!(r.cluster_authorized_operations, cluster, "Metadata v8, asked: {asked}");
+        assert_eq!(r.topics.len(), 1);
+        assert_eq!(r.topics[0].error_code, 0, "auto-created");
+        assert_eq!(r.topics[0].topic_authorized_operations, if asked { 0b1101_1111_1000 } else { i32::MIN });
+
+        let mut d = DescribeClusterRequest::default();
+        d.include_cluster_authorized_operations = asked;
+        let r: DescribeClusterResponse = call(&mut s, ApiKey::DescribeCluster, 0, &d);
+        assert_eq!(r.cluster_authorized_operations, cluster, "DescribeCluster, asked: {asked}");
+
+        let mut g = DescribeGroupsRequest::default();
+        g.groups = vec![GroupId(StrBytes::from_static_str("nobody"))];
+        g.include_authorized_operations = asked;
+        let r: DescribeGroupsResponse = call(&mut s, ApiKey::DescribeGroups, 5, &g);
+        assert_eq!(r.groups[0].authorized_operations, if asked { (1 << 3) | (1 << 6) | (1 << 8) } else { i32::MIN }, "DescribeGroups, asked: {asked}");
     }
 }
