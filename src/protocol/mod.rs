@@ -3,6 +3,9 @@
 //!
 //! Only envelopes are decoded: record sets stay `Bytes` slices of the
 //! request frame (the crate's `Bytes` decoder slices, it does not copy).
+//! Versions older than the crate decodes are handled in `legacy`.
+
+pub mod legacy;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -20,7 +23,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
@@ -31,7 +34,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 10),
+    (ApiKey::OffsetCommit, 0, 10),
     (ApiKey::OffsetFetch, 1, 10),
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::ListGroups, 0, 5),
@@ -184,7 +187,11 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     }
     let malformed = |e: anyhow::Error| DecodeError::Malformed { api: api_key, version, reason: format!("{e:#}") };
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version)).map_err(malformed)?;
-    let body = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
+    let body = if legacy::handles(api_key, version) {
+        legacy::decode(api_key, version, std::mem::take(&mut frame)).map_err(|reason| DecodeError::Malformed { api: api_key, version, reason })?
+    } else {
+        RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?
+    };
     if !frame.is_empty() {
         // Kafka ignores bytes after the fields it knows, and some clients send
         // them (librdkafka 2.12 pads Metadata v13 with three zero bytes).
@@ -203,7 +210,11 @@ pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body:
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0);
     header.encode(&mut buf, header_version)?;
-    body.encode(&mut buf, version)?;
+    if legacy::handles(api_key, version) {
+        legacy::encode(api_key, version, body, &mut buf)?;
+    } else {
+        body.encode(&mut buf, version)?;
+    }
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())

@@ -9,6 +9,7 @@ mod idempotence;
 mod cli;
 mod compaction;
 mod kafka_clients;
+mod legacy_versions;
 mod log_behaviour;
 mod log_compaction;
 mod log_corruption;
