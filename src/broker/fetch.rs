@@ -1,6 +1,7 @@
 //! Fetch: whole batches from each requested partition, capped by the high
 //! watermark and the byte limits; a long poll that waits for appends (not a
-//! timer) when less than `min_bytes` is ready.
+//! timer) when less than `min_bytes` is ready. Versions 0–3 get the batches
+//! down-converted to a message set.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,8 @@ fn count_out(broker: &Broker, r: &FetchResponse, version: i16) {
         }
         let t = if version >= 13 { broker.topic_by_id(tr.topic_id) } else { broker.topic(tr.topic.as_str()) };
         let Some(t) = t else { continue };
-        let records: u64 = tr.partitions.iter().filter_map(|p| p.records.as_ref()).map(|b| batch_records(b)).sum();
+        let count = if version < 4 { crate::log::message_set::count } else { batch_records };
+        let records: u64 = tr.partitions.iter().filter_map(|p| p.records.as_ref()).map(|b| count(b)).sum();
         let c = broker.metrics.topic(&t.name);
         c.bytes_out.inc_by(bytes as u64);
         c.records_out.inc_by(records);
@@ -78,7 +80,9 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
     let mut remaining = req.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut errors = false;
-    let read_committed = req.isolation_level == 1;
+    // Fetch v0–3 have no isolation level, and their message sets no
+    // transaction markers: such a fetch sees committed data only.
+    let read_committed = req.isolation_level == 1 || version < 4;
     let mut responses = Vec::with_capacity(req.topics.len());
     for topic in &req.topics {
         let t = if version >= 13 { broker.topic_by_id(topic.topic_id) } else { broker.topic(topic.topic.as_str()) };
@@ -104,12 +108,13 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
                     // read_committed readers stop at the last stable offset
                     // and are told which aborted transactions to skip.
                     let upper = if read_committed { p.log.last_stable_offset() } else { p.high_watermark() as u64 };
-                    match read_partition(&p, fp.fetch_offset, limit, total == 0, upper) {
+                    let read = read_partition(&p, fp.fetch_offset, limit, total == 0, upper).and_then(|records| if version < 4 { down_convert(&p, records, fp.fetch_offset, upper, version, limit, total == 0) } else { Ok(records) });
+                    match read {
                         Ok(records) => {
                             total += records.len();
                             remaining = remaining.saturating_sub(records.len());
                             pd.error_code = code::NONE;
-                            if read_committed && !records.is_empty() {
+                            if read_committed && version >= 4 && !records.is_empty() {
                                 let from = u64::try_from(fp.fetch_offset).unwrap_or(0);
                                 pd.aborted_transactions = Some(
                                     p.log
@@ -159,4 +164,23 @@ fn read_partition(p: &Partition, offset: i64, limit: usize, first: bool, upper: 
         return Ok(Bytes::new());
     }
     Ok(r.records)
+}
+
+/// Fetch v0–3 predate record batch v2: the batches read become a message
+/// set (magic 0 for v0–1, magic 1 for v2–3) without control batches and
+/// aborted data. Should everything read be such (a large aborted
+/// transaction), the read moves past it rather than answer an empty set
+/// that would hold the client at this offset; it never passes `upper`.
+fn down_convert(p: &Partition, mut batches: Bytes, from: i64, upper: u64, version: i16, limit: usize, first: bool) -> Result<Bytes, LogError> {
+    let magic = if version >= 2 { 1 } else { 0 };
+    let aborted = p.log.aborted_transactions(u64::try_from(from).unwrap_or(0), upper);
+    loop {
+        let set = crate::log::message_set::from_batches(&batches, from, magic, &aborted, limit)?;
+        let next = crate::log::batch::whole_batches(&batches).last().map(|(h, _)| h.next_offset() as u64);
+        match next {
+            Some(next) if set.is_empty() && next < upper => batches = p.log.read(next, limit, upper)?.records,
+            _ if !first && set.len() > limit => return Ok(Bytes::new()),
+            _ => return Ok(set),
+        }
+    }
 }

@@ -1,6 +1,7 @@
-//! Produce: validate and append each partition's record set as sent, then
-//! answer per acks — none for acks=0, after the append for acks=1, after the
-//! shared fsync for acks=all.
+//! Produce: validate and append each partition's record set as sent (an
+//! old version's message set up-converted first), then answer per acks —
+//! none for acks=0, after the append for acks=1, after the shared fsync for
+//! acks=all.
 
 use std::sync::Arc;
 
@@ -51,14 +52,21 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
                 pr.error_code = code;
                 pr.error_message = Some(StrBytes::from_string(message));
             };
-            match (partition, pd.records) {
+            // Produce v0–2 carry a message set (magic 0 or 1): it becomes
+            // one v2 batch here, so the log holds only v2 batches.
+            let records = match pd.records {
+                Some(set) if version < 3 => Some(crate::log::message_set::to_batch(&set)),
+                other => other.map(Ok),
+            };
+            match (partition, records) {
                 _ if !matches!(acks, -1..=1) => fail(&mut pr, code::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, not {acks}")),
                 (None, _) if topic.is_none() && version >= 13 => fail(&mut pr, code::UNKNOWN_TOPIC_ID, "unknown topic id".into()),
                 (None, _) => fail(&mut pr, code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),
                 (Some(_), _) if topic.as_ref().is_some_and(|t| Broker::is_internal(&t.name)) => fail(&mut pr, code::INVALID_TOPIC_EXCEPTION, "internal topics are written by the broker only".into()),
                 (Some(_), None) => fail(&mut pr, code::CORRUPT_MESSAGE, "no records".into()),
-                (Some(_), Some(records)) if !single_batch(&records) => fail(&mut pr, code::INVALID_RECORD, "a produce request must carry exactly one record batch per partition".into()),
-                (Some(p), Some(records)) => {
+                (Some(_), Some(Err(e))) => fail(&mut pr, e.kafka_code(), format!("the message set does not convert to a record batch: {e}")),
+                (Some(_), Some(Ok(records))) if !single_batch(&records) => fail(&mut pr, code::INVALID_RECORD, "a produce request must carry exactly one record batch per partition".into()),
+                (Some(p), Some(Ok(records))) => {
                     if acks == -1 && needs_replicas {
                         fail(&mut pr, code::NOT_ENOUGH_REPLICAS, "min.insync.replicas is above 1 and Eddy has one replica".into());
                     } else {

@@ -1,7 +1,8 @@
 //! Decompression of record-batch bodies, for the few places that must look
 //! inside a batch (timestamp lookups, compaction, processors), and
 //! compression for the batches the cleaner rewrites. The produce and fetch
-//! paths never call this.
+//! paths never call this, except to convert the message sets of pre-0.11
+//! request versions (`message_set`).
 
 use std::io::{Read, Write};
 

@@ -10,6 +10,7 @@ pub mod compression;
 pub mod config;
 pub mod index;
 pub mod manager;
+pub mod message_set;
 pub mod partition;
 pub mod producer;
 pub mod records;

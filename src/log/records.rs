@@ -1,7 +1,8 @@
 //! Records inside a batch: building batches the broker writes itself
 //! (internal topics, later processor output) and reading records back where
 //! the broker must look inside (replaying internal topics, later compaction
-//! and processors). Never used on the produce/fetch path.
+//! and processors). Never used on the produce/fetch path, except to convert
+//! the message sets of pre-0.11 request versions (`message_set`).
 
 use bytes::{BufMut, Bytes, BytesMut};
 

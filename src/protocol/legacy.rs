@@ -1,24 +1,37 @@
 //! Request versions below what the `kafka-protocol` crate decodes: the
 //! pre-4.0 versions that clients which do not negotiate still send (Sarama
 //! 1.22 commits with OffsetCommit v1 and lists topics with DescribeConfigs
-//! v0). Kafka up to 3.9 served them. None of them is flexible, so each is
+//! v0; kafka-go 0.2 hard-codes CreateTopics v0, Produce v2 and Fetch v2).
+//! Kafka up to 3.9 served them. None of them is flexible, so each is
 //! decoded here by hand into the crate's struct that its handler already
-//! takes, and answered in its own layout.
+//! takes, and answered in its own layout. Produce v0–2 and Fetch v0–3 carry
+//! message sets (magic 0 and 1), which the broker converts
+//! (`log::message_set`); here they are only bytes.
 //!
 //! Decoding is bounded by the frame: every length is checked against the
 //! bytes left before anything is sliced, and a vector is sized from an
 //! array's count only once the bytes left could hold that many elements.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse, GroupId, OffsetCommitRequest, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, FetchResponse, GroupId, OffsetCommitRequest, ProduceRequest, ProduceResponse, RequestKind,
+    ResponseKind, TopicName,
+};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 /// Whether `version` of `api` is decoded and encoded here rather than by the
-/// crate (which starts at OffsetCommit v2 and DescribeConfigs v1).
+/// crate (which starts at OffsetCommit v2, DescribeConfigs v1, Produce v3,
+/// Fetch v4 and CreateTopics v2).
 pub fn handles(api: ApiKey, version: i16) -> bool {
     match api {
+        ApiKey::Produce => version <= 2,
+        ApiKey::Fetch => version <= 3,
+        ApiKey::CreateTopics => version <= 1,
         ApiKey::OffsetCommit => version <= 1,
         ApiKey::DescribeConfigs => version == 0,
         _ => false,
@@ -32,6 +45,9 @@ pub fn decode(api: ApiKey, version: i16, body: Bytes) -> Result<RequestKind, Str
     match api {
         ApiKey::OffsetCommit => offset_commit(&mut r, version).map(RequestKind::OffsetCommit),
         ApiKey::DescribeConfigs => describe_configs(&mut r).map(RequestKind::DescribeConfigs),
+        ApiKey::Produce => produce(&mut r).map(RequestKind::Produce),
+        ApiKey::Fetch => fetch(&mut r, version).map(RequestKind::Fetch),
+        ApiKey::CreateTopics => create_topics(&mut r, version).map(RequestKind::CreateTopics),
         _ => Err(format!("{api:?} v{version} has no hand-written decoder")),
     }
 }
@@ -42,6 +58,9 @@ pub fn encode(api: ApiKey, version: i16, body: &ResponseKind, buf: &mut BytesMut
         // v0 and v1 responses have exactly v2's layout (no throttle time).
         ResponseKind::OffsetCommit(r) => r.encode(buf, 2),
         ResponseKind::DescribeConfigs(r) => describe_configs_v0(r, buf),
+        ResponseKind::Produce(r) => produce_response(r, version, buf),
+        ResponseKind::Fetch(r) => fetch_response(r, version, buf),
+        ResponseKind::CreateTopics(r) => create_topics_response(r, version, buf),
         _ => anyhow::bail!("{api:?} v{version} has no hand-written encoder"),
     }
 }
@@ -75,6 +94,16 @@ impl Reader {
     fn i64(&mut self) -> Result<i64, String> {
         self.need(8)?;
         Ok(self.0.get_i64())
+    }
+
+    fn nullable_bytes(&mut self) -> Result<Option<Bytes>, String> {
+        let len = self.i32()?;
+        if len == -1 {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| format!("bytes length {len}"))?;
+        self.need(len)?;
+        Ok(Some(self.0.split_to(len)))
     }
 
     fn nullable_string(&mut self) -> Result<Option<StrBytes>, String> {
@@ -166,6 +195,80 @@ fn describe_configs(r: &mut Reader) -> Result<DescribeConfigsRequest, String> {
     Ok(req)
 }
 
+/// Produce v0–2: acks, timeout, then topics of (partition, message set).
+/// v3 only adds the transactional id in front, which these have none of.
+fn produce(r: &mut Reader) -> Result<ProduceRequest, String> {
+    let mut req = ProduceRequest::default();
+    req.acks = r.i16()?;
+    req.timeout_ms = r.i32()?;
+    req.topic_data = r.array(2 + 4, |r| {
+        let mut t = TopicProduceData::default();
+        t.name = TopicName(r.string()?);
+        t.partition_data = r.array(4 + 4, |r| {
+            let mut p = PartitionProduceData::default();
+            p.index = r.i32()?;
+            p.records = r.nullable_bytes()?; // a slice of the frame
+            Ok(p)
+        })?;
+        Ok(t)
+    })?;
+    Ok(req)
+}
+
+/// Fetch v0–3: replica, max wait, min bytes, (v3) max bytes, then topics of
+/// (partition, offset, partition max bytes). Before v3 a response had no
+/// overall limit (Kafka read it as `i32::MAX`); before v4 there was no
+/// isolation level: the broker decides what such a fetch may see.
+fn fetch(r: &mut Reader, version: i16) -> Result<FetchRequest, String> {
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(r.i32()?);
+    req.max_wait_ms = r.i32()?;
+    req.min_bytes = r.i32()?;
+    req.max_bytes = if version >= 3 { r.i32()? } else { i32::MAX };
+    req.isolation_level = 0;
+    req.topics = r.array(2 + 4, |r| {
+        let mut t = FetchTopic::default();
+        t.topic = TopicName(r.string()?);
+        t.partitions = r.array(4 + 8 + 4, |r| {
+            let mut p = FetchPartition::default();
+            p.partition = r.i32()?;
+            p.fetch_offset = r.i64()?;
+            p.partition_max_bytes = r.i32()?;
+            Ok(p)
+        })?;
+        Ok(t)
+    })?;
+    Ok(req)
+}
+
+/// CreateTopics v0: topics of (name, partitions, replication, assignments,
+/// configs), then the timeout; v1 adds `validate_only`. v2 is v1's layout.
+fn create_topics(r: &mut Reader, version: i16) -> Result<CreateTopicsRequest, String> {
+    let mut req = CreateTopicsRequest::default();
+    req.topics = r.array(2 + 4 + 2 + 4 + 4, |r| {
+        let mut t = CreatableTopic::default();
+        t.name = TopicName(r.string()?);
+        t.num_partitions = r.i32()?;
+        t.replication_factor = r.i16()?;
+        t.assignments = r.array(4 + 4, |r| {
+            let mut a = CreatableReplicaAssignment::default();
+            a.partition_index = r.i32()?;
+            a.broker_ids = r.array(4, |r| Ok(BrokerId(r.i32()?)))?;
+            Ok(a)
+        })?;
+        t.configs = r.array(2 + 2, |r| {
+            let mut c = CreatableTopicConfig::default();
+            c.name = r.string()?;
+            c.value = r.nullable_string()?;
+            Ok(c)
+        })?;
+        Ok(t)
+    })?;
+    req.timeout_ms = r.i32()?;
+    req.validate_only = version >= 1 && r.i8()? != 0;
+    Ok(req)
+}
+
 fn put_string(buf: &mut BytesMut, s: &str) -> anyhow::Result<()> {
     let len = i16::try_from(s.len()).map_err(|_| anyhow::anyhow!("a string of {} bytes is too long for the protocol", s.len()))?;
     buf.put_i16(len);
@@ -211,6 +314,66 @@ fn describe_configs_v0(r: &DescribeConfigsResponse, buf: &mut BytesMut) -> anyho
             let is_default = if res.resource_type == TOPIC { c.config_source != DYNAMIC_TOPIC_CONFIG } else { c.config_source == DEFAULT_CONFIG };
             buf.put_u8(is_default as u8);
             buf.put_u8(c.is_sensitive as u8);
+        }
+    }
+    Ok(())
+}
+
+/// Produce v0: topics of (partition, error, base offset); v1 adds the
+/// throttle time at the end, v2 the log append time per partition.
+fn produce_response(r: &ProduceResponse, version: i16, buf: &mut BytesMut) -> anyhow::Result<()> {
+    put_count(buf, r.responses.len());
+    for t in &r.responses {
+        put_string(buf, &t.name)?;
+        put_count(buf, t.partition_responses.len());
+        for p in &t.partition_responses {
+            buf.put_i32(p.index);
+            buf.put_i16(p.error_code);
+            buf.put_i64(p.base_offset);
+            if version >= 2 {
+                buf.put_i64(p.log_append_time_ms);
+            }
+        }
+    }
+    if version >= 1 {
+        buf.put_i32(r.throttle_time_ms);
+    }
+    Ok(())
+}
+
+/// Fetch v0: topics of (partition, error, high watermark, message set); v1
+/// to v3 add the throttle time in front. A partition without records gets
+/// an empty set, not a null one (old clients read a size, not a null).
+fn fetch_response(r: &FetchResponse, version: i16, buf: &mut BytesMut) -> anyhow::Result<()> {
+    let records: usize = r.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.as_ref()).map(Bytes::len).sum();
+    buf.reserve(records + 64);
+    if version >= 1 {
+        buf.put_i32(r.throttle_time_ms);
+    }
+    put_count(buf, r.responses.len());
+    for t in &r.responses {
+        put_string(buf, &t.topic)?;
+        put_count(buf, t.partitions.len());
+        for p in &t.partitions {
+            buf.put_i32(p.partition_index);
+            buf.put_i16(p.error_code);
+            buf.put_i64(p.high_watermark);
+            let set = p.records.as_deref().unwrap_or_default();
+            put_count(buf, set.len());
+            buf.put_slice(set);
+        }
+    }
+    Ok(())
+}
+
+/// CreateTopics v0: topics of (name, error); v1 adds the error message.
+fn create_topics_response(r: &CreateTopicsResponse, version: i16, buf: &mut BytesMut) -> anyhow::Result<()> {
+    put_count(buf, r.topics.len());
+    for t in &r.topics {
+        put_string(buf, &t.name)?;
+        buf.put_i16(t.error_code);
+        if version >= 1 {
+            put_nullable_string(buf, t.error_message.as_ref())?;
         }
     }
     Ok(())

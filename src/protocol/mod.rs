@@ -11,16 +11,17 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-/// `(api, min, max)` for every API Eddy serves. Advertised exactly.
-/// Produce advertises 0 as its minimum (older librdkafka turns compression
-/// off otherwise) but versions 0–2 are refused: they predate record batch v2.
+/// `(api, min, max)` for every API Eddy serves. Advertised exactly. The
+/// versions below the crate's floor (Produce 0–2, Fetch 0–3, CreateTopics
+/// 0–1, OffsetCommit 0–1, DescribeConfigs 0) are served by `legacy`, for
+/// clients that send them without asking (Kafka 4.0 dropped them).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 13),
-    (ApiKey::Fetch, 4, 18),
+    (ApiKey::Fetch, 0, 18),
     (ApiKey::ListOffsets, 1, 10),
     (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeConfigs, 0, 4),
@@ -144,9 +145,9 @@ pub fn consumer_assignment(bytes: &[u8]) -> Vec<(String, Vec<i32>)> {
     kafka_protocol::messages::ConsumerProtocolAssignment::decode(&mut b, version).map(|a| a.assigned_partitions.into_iter().map(|tp| (tp.topic.to_string(), tp.partitions)).collect()).unwrap_or_default()
 }
 
-/// The range served for an API, if any. Produce's real floor is 3.
+/// The range served for an API, if any.
 pub fn served_range(key: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(k, min, max)| if k == ApiKey::Produce { (3, max) } else { (min, max) })
+    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| (min, max))
 }
 
 /// A decoded request.

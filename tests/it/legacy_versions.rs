@@ -45,6 +45,11 @@ impl Body {
         b.0.extend_from_slice(s.as_bytes());
         b
     }
+    fn bytes(self, v: &[u8]) -> Self {
+        let mut b = self.i32(v.len() as i32);
+        b.0.extend_from_slice(v);
+        b
+    }
 }
 
 /// Sends `body` as (api, version) with a v1 request header and returns the
@@ -73,6 +78,13 @@ impl Resp {
     }
     fn i32(&mut self) -> i32 {
         self.0.get_i32()
+    }
+    fn i64(&mut self) -> i64 {
+        self.0.get_i64()
+    }
+    fn nullable_bytes(&mut self) -> Option<Bytes> {
+        let n = self.i32();
+        (n >= 0).then(|| self.0.split_to(n as usize))
     }
     fn nullable_str(&mut self) -> Option<String> {
         let n = self.i16();
@@ -206,4 +218,278 @@ fn describe_configs_v0_returns_every_config_with_is_default() {
     assert_eq!(find("segment.ms"), ("segment.ms".to_string(), Some("60000".to_string()), false), "a topic override is not a default");
     assert!(find("cleanup.policy").2 && find("retention.ms").2, "configs the topic does not set are defaults");
     assert!(topic.len() > 10, "every config: {}", topic.len());
+}
+
+/// One message of a magic 0 or 1 message set, as kafka-go 0.2 writes it:
+/// its CRC-32 (IEEE) over magic..value.
+fn message(offset: i64, magic: i8, attributes: i8, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<u8> {
+    let mut m = vec![magic as u8, attributes as u8];
+    if magic == 1 {
+        m.extend_from_slice(&timestamp.to_be_bytes());
+    }
+    for f in [key, value] {
+        match f {
+            Some(b) => {
+                m.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                m.extend_from_slice(b);
+            }
+            None => m.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    let mut out = offset.to_be_bytes().to_vec();
+    out.extend_from_slice(&((m.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&m).to_be_bytes());
+    out.extend_from_slice(&m);
+    out
+}
+
+/// A message as read back from a fetch's message set.
+#[derive(Debug, PartialEq)]
+struct Msg {
+    offset: i64,
+    magic: i8,
+    timestamp: Option<i64>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+}
+
+/// Parses a whole message set, checking every message's CRC-32 and that
+/// it is uncompressed.
+fn messages(set: Bytes) -> Vec<Msg> {
+    let mut r = Resp(set);
+    let mut out = Vec::new();
+    while !r.0.is_empty() {
+        let offset = r.i64();
+        let size = r.i32() as usize;
+        let mut m = Resp(r.0.split_to(size));
+        let crc = m.i32() as u32;
+        assert_eq!(crc32fast::hash(&m.0), crc, "CRC-32 of the message at offset {offset}");
+        let magic = m.i8();
+        assert_eq!(m.i8(), 0, "attributes: uncompressed, CreateTime");
+        let timestamp = (magic == 1).then(|| m.i64());
+        let key = m.nullable_bytes().map(|b| b.to_vec());
+        let value = m.nullable_bytes().map(|b| b.to_vec());
+        m.done();
+        out.push(Msg { offset, magic, timestamp, key, value });
+    }
+    out
+}
+
+/// Produce v0–2 of one partition's message set; returns (error, base offset).
+fn produce_old(s: &mut TcpStream, version: i16, topic: &str, set: &[u8]) -> (i16, i64) {
+    let body = Body::default().i16(-1).i32(10_000).i32(1).str(topic).i32(1).i32(0).bytes(set);
+    let mut r = Resp(send(s, ApiKey::Produce, version, &body).expect("a produce response"));
+    assert_eq!((r.i32(), r.str().as_str(), r.i32(), r.i32()), (1, topic, 1, 0));
+    let (error, base) = (r.i16(), r.i64());
+    if version >= 2 {
+        assert_eq!(r.i64(), -1, "log append time: the topic uses CreateTime");
+    }
+    if version >= 1 {
+        assert_eq!(r.i32(), 0, "throttle time");
+    }
+    r.done();
+    (error, base)
+}
+
+fn consumer(b: &TestBroker, topic: &str) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("broker.address.family", "v4")
+        .set("group.id", "legacy-tests")
+        .set("enable.auto.commit", "false")
+        .set("log_level", "3")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    c
+}
+
+#[test]
+fn produce_v0_to_v2_message_sets_become_v2_batches_that_rdkafka_reads() {
+    use rdkafka::message::Message;
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    auto_create(&mut s, "old-produce");
+    let t0 = 1_700_000_000_000i64;
+    // Produce v2 with a magic 1 set, as kafka-go 0.2's Writer sends it.
+    let mut set = message(0, 1, 0, t0, Some(b"k1"), Some(b"v1"));
+    set.extend(message(1, 1, 0, t0 - 5, None, Some(b"v2")));
+    set.extend(message(2, 1, 0, t0 + 7, Some(b"k3"), None));
+    assert_eq!(produce_old(&mut s, 2, "old-produce", &set), (0, 0));
+    // Produce v1 with a gzip wrapper around two messages (relative offsets).
+    let mut inner = message(0, 1, 0, t0 + 10, Some(b"g1"), Some(b"gzipped one"));
+    inner.extend(message(1, 1, 0, t0 + 11, Some(b"g2"), Some(b"gzipped two")));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &inner).unwrap();
+    let wrapper = message(1, 1, 1, t0 + 11, None, Some(&gz.finish().unwrap()));
+    assert_eq!(produce_old(&mut s, 1, "old-produce", &wrapper), (0, 3));
+    // Produce v0 with a magic 0 message: no timestamp.
+    assert_eq!(produce_old(&mut s, 0, "old-produce", &message(0, 0, 0, 0, Some(b"k0"), Some(b"magic zero"))), (0, 5));
+    // A damaged message is CORRUPT_MESSAGE, and the connection serves on.
+    let mut bad = message(0, 1, 0, t0, Some(b"k"), Some(b"v"));
+    *bad.last_mut().unwrap() ^= 1;
+    assert_eq!(produce_old(&mut s, 2, "old-produce", &bad).0, 2);
+
+    // The log holds v2 batches only, one per request, the gzip one compressed.
+    let log = &b.broker.partition("old-produce", 0).unwrap().log;
+    let read = log.read(0, 1 << 20, 100).unwrap().records;
+    let batches: Vec<_> = eddy::log::batch::whole_batches(&read).map(|(h, _)| (h.magic, h.base_offset, h.records_count, h.compression())).collect();
+    assert_eq!(batches, vec![(2, 0, 3, 0), (2, 3, 2, 1), (2, 5, 1, 0)]);
+
+    let c = consumer(&b, "old-produce");
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < 6 {
+        assert!(std::time::Instant::now() < deadline, "read {} of 6", got.len());
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            got.push((m.offset(), m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), m.timestamp().to_millis(), m.headers().is_none()));
+        }
+    }
+    let v = |x: &[u8]| Some(x.to_vec());
+    assert_eq!(
+        got,
+        vec![
+            (0, v(b"k1"), v(b"v1"), Some(t0), true),
+            (1, None, v(b"v2"), Some(t0 - 5), true),
+            (2, v(b"k3"), None, Some(t0 + 7), true),
+            (3, v(b"g1"), v(b"gzipped one"), Some(t0 + 10), true),
+            (4, v(b"g2"), v(b"gzipped two"), Some(t0 + 11), true),
+            (5, v(b"k0"), v(b"magic zero"), None, true),
+        ]
+    );
+}
+
+/// Fetch v0–3 of one partition; returns (error, high watermark, message set).
+fn fetch_old(s: &mut TcpStream, version: i16, topic: &str, offset: i64, max_bytes: i32) -> (i16, i64, Bytes) {
+    let mut body = Body::default().i32(-1).i32(100).i32(1);
+    if version >= 3 {
+        body = body.i32(max_bytes);
+    }
+    let body = body.i32(1).str(topic).i32(1).i32(0).i64(offset).i32(max_bytes);
+    let mut r = Resp(send(s, ApiKey::Fetch, version, &body).expect("a fetch response"));
+    if version >= 1 {
+        assert_eq!(r.i32(), 0, "throttle time");
+    }
+    assert_eq!((r.i32(), r.str().as_str(), r.i32(), r.i32()), (1, topic, 1, 0));
+    let (error, hw, set) = (r.i16(), r.i64(), r.nullable_bytes().expect("a message set, maybe empty"));
+    r.done();
+    (error, hw, set)
+}
+
+#[test]
+fn fetch_v0_to_v3_down_convert_rdkafka_batches_to_message_sets() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    auto_create(&mut s, "old-fetch");
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("broker.address.family", "v4")
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .set("log_level", "3")
+        .create()
+        .unwrap();
+    let t0 = 1_700_000_000_000i64;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sends: Vec<_> = (0..20)
+        .map(|i| {
+            let key = format!("key-{i}");
+            let value = format!("value-{i}");
+            let headers = OwnedHeaders::new().insert(Header { key: "dropped", value: Some("by down-conversion") });
+            let mut rec = rdkafka::producer::FutureRecord::to("old-fetch").partition(0).key(&key).timestamp(t0 + i).headers(headers);
+            if i != 7 {
+                rec = rec.payload(&value);
+            }
+            producer.send_result(rec).unwrap()
+        })
+        .collect();
+    for f in sends {
+        rt.block_on(f).unwrap().unwrap();
+    }
+    let want = |i: i64, magic: i8| Msg {
+        offset: i,
+        magic,
+        timestamp: (magic == 1).then_some(t0 + i),
+        key: Some(format!("key-{i}").into_bytes()),
+        value: (i != 7).then(|| format!("value-{i}").into_bytes()),
+    };
+
+    // Fetch v2 (kafka-go 0.2): magic 1, every record, offsets absolute.
+    let (error, hw, set) = fetch_old(&mut s, 2, "old-fetch", 0, 1 << 20);
+    assert_eq!((error, hw), (0, 20));
+    assert_eq!(messages(set), (0..20).map(|i| want(i, 1)).collect::<Vec<_>>());
+    // Fetch v0 from the middle of a batch: magic 0, from that offset on.
+    let (_, _, set) = fetch_old(&mut s, 0, "old-fetch", 13, 1 << 20);
+    assert_eq!(messages(set), (13..20).map(|i| want(i, 0)).collect::<Vec<_>>());
+    // Fetch v3 with a limit below one message still gets one.
+    let (_, _, set) = fetch_old(&mut s, 3, "old-fetch", 5, 10);
+    assert_eq!(messages(set), vec![want(5, 1)]);
+    // At the end: an empty set, not an error.
+    let (error, _, set) = fetch_old(&mut s, 1, "old-fetch", 20, 1 << 20);
+    assert_eq!((error, set.len()), (0, 0));
+    assert_eq!(fetch_old(&mut s, 2, "old-fetch", 21, 1 << 20).0, 1, "OFFSET_OUT_OF_RANGE");
+}
+
+#[test]
+fn old_fetches_skip_aborted_and_open_transactions_and_markers() {
+    use eddy::log::records::{build_batch, with_producer, NewRecord};
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    auto_create(&mut s, "old-txn");
+    let p = b.broker.partition("old-txn", 0).unwrap();
+    let one = |v: &'static [u8]| build_batch(&[NewRecord { key: Some(b"k"), value: Some(v), timestamp: 1, headers: &[] }]);
+    p.append_internal(&one(b"plain-0")).unwrap(); // 0
+    p.append_internal(&with_producer(&one(b"aborted"), 9, 0, 0, true)).unwrap(); // 1
+    p.append_marker_internal(9, 0, false).unwrap(); // 2: abort marker
+    p.append_internal(&with_producer(&one(b"committed"), 10, 0, 0, true)).unwrap(); // 3
+    p.append_marker_internal(10, 0, true).unwrap(); // 4: commit marker
+    p.append_internal(&one(b"plain-5")).unwrap(); // 5
+    p.append_internal(&with_producer(&one(b"open"), 11, 0, 0, true)).unwrap(); // 6, never ended
+    p.append_internal(&one(b"plain-7")).unwrap(); // 7, above the last stable offset
+    // As an old consumer reads: from the offset after the last message,
+    // until a fetch comes back empty (the records' 1970 timestamps put the
+    // markers in new segments, so this takes several reads).
+    let (mut got, mut next) = (Vec::new(), 0);
+    loop {
+        let (error, hw, set) = fetch_old(&mut s, 2, "old-txn", next, 1 << 20);
+        assert_eq!((error, hw), (0, 8));
+        let msgs = messages(set);
+        let Some(last) = msgs.last() else { break };
+        next = last.offset + 1;
+        got.extend(msgs.into_iter().map(|m| (m.offset, m.value.unwrap())));
+    }
+    assert_eq!(got, vec![(0, b"plain-0".to_vec()), (3, b"committed".to_vec()), (5, b"plain-5".to_vec())]);
+    // A fetch at the aborted record moves past it and the markers.
+    let (_, _, set) = fetch_old(&mut s, 1, "old-txn", 1, 1 << 20);
+    assert_eq!(messages(set).first().map(|m| m.offset), Some(3));
+}
+
+#[test]
+fn create_topics_v0_and_v1_create_and_validate() {
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    assert_eq!(advertised(&mut s, ApiKey::CreateTopics), (0, 7));
+    let topic = |body: Body, name: &str, partitions: i32| body.str(name).i32(partitions).i16(1).i32(0).i32(1).str("retention.ms").str("3600000");
+    // v0, as kafka-go 0.2's Conn.CreateTopics sends it.
+    let req = topic(Body::default().i32(1), "made-by-v0", 3).i32(5000);
+    let mut r = Resp(send(&mut s, ApiKey::CreateTopics, 0, &req).unwrap());
+    assert_eq!((r.i32(), r.str().as_str(), r.i16()), (1, "made-by-v0", 0));
+    r.done();
+    assert_eq!(b.broker.topic("made-by-v0").unwrap().partitions.len(), 3);
+    assert_eq!(b.broker.topic("made-by-v0").unwrap().configs.get("retention.ms").map(String::as_str), Some("3600000"));
+    // v1: validate only, and an existing topic with its message.
+    let req = topic(topic(Body::default().i32(2), "only-checked", 2), "made-by-v0", 1).i32(5000).i8(1);
+    let mut r = Resp(send(&mut s, ApiKey::CreateTopics, 1, &req).unwrap());
+    assert_eq!(r.i32(), 2);
+    assert_eq!((r.str().as_str(), r.i16(), r.nullable_str().unwrap_or_default()), ("only-checked", 0, String::new()));
+    let (name, error, message) = (r.str(), r.i16(), r.nullable_str());
+    assert_eq!((name.as_str(), error), ("made-by-v0", 36), "TOPIC_ALREADY_EXISTS");
+    assert!(message.unwrap().contains("already exists"));
+    r.done();
+    assert!(b.broker.topic("only-checked").is_none());
 }

@@ -71,10 +71,10 @@ fn api_versions_lists_what_is_served_and_answers_unknown_versions() {
 fn an_unsupported_version_of_another_api_closes_only_that_connection() {
     let b = TestBroker::start();
     let mut s = connect(&b);
-    // Produce v2 predates record batch v2: refused although v0 is advertised.
+    // ListOffsets v0 (Kafka 4.0 dropped it too) is not served.
     let mut bytes = request_bytes(ApiKey::Metadata, 1, 1, &MetadataRequest::default());
-    bytes[4..6].copy_from_slice(&0i16.to_be_bytes()); // api key 0 = Produce
-    bytes[6..8].copy_from_slice(&2i16.to_be_bytes()); // version 2
+    bytes[4..6].copy_from_slice(&2i16.to_be_bytes()); // api key 2 = ListOffsets
+    bytes[6..8].copy_from_slice(&0i16.to_be_bytes()); // version 0
     s.write_all(&bytes).unwrap();
     assert!(closed(&mut s));
     let mut s = connect(&b);
