@@ -35,7 +35,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 0, 10),
+    (ApiKey::OffsetCommit, 0, 9),
     (ApiKey::OffsetFetch, 1, 10),
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::ListGroups, 0, 5),
@@ -300,4 +300,26 @@ pub mod code {
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
     pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 119;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every advertised version is one the crate decodes, or one `legacy`
+    /// handles: a client that sees a version uses it.
+    #[test]
+    fn every_advertised_version_can_be_decoded() {
+        for &(key, min, max) in SUPPORTED {
+            let crate_range = key.valid_versions();
+            for v in min..=max {
+                assert!(
+                    (crate_range.min..=crate_range.max).contains(&v) || legacy::handles(key, v),
+                    "{key:?} v{v} is advertised but neither the crate ({}–{}) nor legacy decodes it",
+                    crate_range.min,
+                    crate_range.max
+                );
+            }
+        }
+    }
 }
