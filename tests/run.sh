@@ -14,3 +14,6 @@ fi
 # Benchmarks are run by hand (see bench/README.md); CI only checks they build.
 cargo test --no-run --benches
 cargo test
+# Real clients from the package registries against the broker binary that
+# cargo test just built (tests/compat/CONTRACT.md): prints the matrix.
+bash tests/compat/run.sh
