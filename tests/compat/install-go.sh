@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Go clients of the compatibility matrix from Debian and builds
 # their programs offline (see CONTRACT.md). Idempotent: installs only missing
-# packages and rebuilds only when a source is newer than its binary.
+# packages and rebuilds only when a source (its own or the shared package's)
+# is newer than its binary.
 #
 # Debian's -dev packages put Go sources under /usr/share/gocode/src; the build
 # runs in GOPATH mode (GO111MODULE=off) with that tree on GOPATH, so it needs
-# no module proxy and no network. Sarama's zstd codec (DataDog/zstd) is cgo,
-# hence gcc.
+# no module proxy and no network. tests/compat/go is on GOPATH too: the two
+# programs import what they share from go/src/eddycompat/check. Sarama's zstd
+# codec (DataDog/zstd) is cgo, hence gcc.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -35,7 +37,7 @@ if ((${#missing[@]})); then
 fi
 
 export GO111MODULE=off
-export GOPATH="$COMPAT_CACHE/gopath:/usr/share/gocode"
+export GOPATH="$COMPAT_CACHE/gopath:$here/go:/usr/share/gocode"
 export GOCACHE="$COMPAT_CACHE/go-build"
 export GOPROXY=off GOFLAGS= GOENV=off
 export CGO_ENABLED=1
@@ -45,7 +47,7 @@ mkdir -p "$COMPAT_CACHE/gopath" "$GOCACHE"
 
 build() { # build SOURCE_DIR BINARY
     local src="$here/go/$1" bin="$COMPAT_CACHE/bin/$2"
-    if [ -x "$bin" ] && [ -z "$(find "$src" "$here/install-go.sh" -newer "$bin" -print -quit)" ]; then
+    if [ -x "$bin" ] && [ -z "$(find "$src" "$here/go/src" "$here/install-go.sh" -newer "$bin" -print -quit)" ]; then
         echo "install-go: $bin is up to date" >&2
         return
     fi

@@ -3,6 +3,9 @@
 // Built by tests/compat/install-go.sh in GOPATH mode against Debian's
 // golang-github-shopify-sarama-dev; run by tests/compat/sarama.sh with
 // BOOTSTRAP set to a fresh broker. Prints one MATRIX line per scenario.
+//
+// The records, the checks and the MATRIX lines are eddycompat/check's
+// (tests/compat/go/src/eddycompat/check), shared with the kafka-go program.
 package main
 
 import (
@@ -11,35 +14,28 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"eddycompat/check"
 	"github.com/Shopify/sarama"
 )
 
 const (
-	client     = "sarama"
-	topic      = "compat-sarama"
-	group      = "compat-sarama-g"
-	partitions = 4
-	total      = 10000
-	firstN     = 6000
+	client = "sarama"
+	topic  = "compat-sarama"
+	group  = "compat-sarama-g"
 )
 
 var (
 	bootstrap = []string{os.Getenv("BOOTSTRAP")}
-	started   = time.Now()
 	// Where the producer was told each record went: i -> (partition, offset).
-	acked = make([]placement, total)
+	acked = make([]placement, check.Total)
 	// What the first group member processed and committed: partition -> next offset.
 	committed = map[int32]int64{}
 	// Records seen by the two group members.
-	firstSeen  []record
-	secondSeen []record
+	firstSeen  []check.Record
+	secondSeen []check.Record
 	// Whether consume-group ran to its commit (commit-resume needs it).
 	groupDone bool
 )
@@ -50,43 +46,13 @@ type placement struct {
 	ok        bool
 }
 
-type record struct {
-	partition int32
-	offset    int64
-	key       []byte
-	value     []byte
-	headers   []*sarama.RecordHeader
-}
-
-// The record number i as produced: key, value and headers.
-func key(i int) string { return fmt.Sprintf("k%d", i%97) }
-func value(i int) string {
-	v := fmt.Sprintf(`{"i": %d, "pad": "`, i)
-	v += strings.Repeat("x", 96-len(v)) + `"}`
-	return v
-}
+// The headers of record number i as produced (its key and value are
+// check.Key(i) and check.Value(i)).
 func headers(i int) []sarama.RecordHeader {
 	return []sarama.RecordHeader{
 		{Key: []byte("seq"), Value: []byte(fmt.Sprint(i))},
 		{Key: []byte("client"), Value: []byte(client)},
 	}
-}
-
-// The i a value encodes, or an error.
-func decode(v []byte) (int, error) {
-	s := strings.TrimPrefix(string(v), `{"i": `)
-	comma := strings.IndexByte(s, ',')
-	if comma < 0 || len(s) == len(v) {
-		return 0, fmt.Errorf("value %q does not encode a record number", v)
-	}
-	i, err := strconv.Atoi(s[:comma])
-	if err != nil {
-		return 0, fmt.Errorf("value %q: %v", v, err)
-	}
-	if i < 0 || i >= total {
-		return 0, fmt.Errorf("value %q: i out of range", v)
-	}
-	return i, nil
 }
 
 func config() *sarama.Config {
@@ -103,55 +69,7 @@ func main() {
 		sarama.Logger = log.New(os.Stderr, "[sarama] ", log.LstdFlags|log.Lmicroseconds)
 	}
 	fmt.Fprintf(os.Stderr, "sarama: bootstrap %s, protocol level %s\n", bootstrap[0], sarama.MaxVersion)
-	failed := false
-	run := func(name string, limit time.Duration, f func(ctx context.Context) (string, error)) {
-		t0 := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), limit)
-		defer cancel()
-		type result struct {
-			detail string
-			err    error
-		}
-		done := make(chan result, 1)
-		go func() {
-			defer func() {
-				if p := recover(); p != nil {
-					done <- result{err: fmt.Errorf("panic: %v", p)}
-				}
-			}()
-			d, err := f(ctx)
-			done <- result{d, err}
-		}()
-		var r result
-		select {
-		case r = <-done:
-		case <-time.After(limit + 10*time.Second):
-			r.err = fmt.Errorf("did not finish within %s", limit+10*time.Second)
-		}
-		took := time.Since(t0).Round(time.Millisecond)
-		if r.err != nil {
-			failed = true
-			fmt.Printf("MATRIX\t%s\t%s\tFAIL\t%s (%s)\n", client, name, oneLine(r.err.Error()), took)
-		} else {
-			fmt.Printf("MATRIX\t%s\t%s\tok\t%s (%s)\n", client, name, r.detail, took)
-		}
-	}
-	run("admin", 30*time.Second, admin)
-	run("produce", 60*time.Second, produce)
-	run("consume-group", 50*time.Second, consumeGroup)
-	run("commit-resume", 50*time.Second, commitResume)
-	fmt.Fprintf(os.Stderr, "sarama: done in %s\n", time.Since(started).Round(time.Millisecond))
-	if failed {
-		os.Exit(1)
-	}
-}
-
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 300 {
-		s = s[:300] + "..."
-	}
-	return s
+	check.Main(client, admin, produce, consumeGroup, commitResume)
 }
 
 // admin: ClusterAdmin.CreateTopic with 4 partitions, then ListTopics
@@ -160,12 +78,12 @@ func oneLine(s string) string {
 func admin(ctx context.Context) (string, error) {
 	a, err := sarama.NewClusterAdmin(bootstrap, config())
 	if err != nil {
-		ensureTopic()
+		check.EnsureTopic(client, topic, bootstrap[0])
 		return "", fmt.Errorf("NewClusterAdmin: %w", err)
 	}
 	defer a.Close()
-	if err := a.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false); err != nil {
-		ensureTopic()
+	if err := a.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: check.Partitions, ReplicationFactor: 1}, false); err != nil {
+		check.EnsureTopic(client, topic, bootstrap[0])
 		return "", fmt.Errorf("CreateTopic: %w", err)
 	}
 	all, err := a.ListTopics()
@@ -176,8 +94,8 @@ func admin(ctx context.Context) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("ListTopics: %s is not among the %d topics listed", topic, len(all))
 	}
-	if d.NumPartitions != partitions || d.ReplicationFactor != 1 {
-		return "", fmt.Errorf("ListTopics: %s has %d partitions and replication factor %d, want %d and 1", topic, d.NumPartitions, d.ReplicationFactor, partitions)
+	if d.NumPartitions != check.Partitions || d.ReplicationFactor != 1 {
+		return "", fmt.Errorf("ListTopics: %s has %d partitions and replication factor %d, want %d and 1", topic, d.NumPartitions, d.ReplicationFactor, check.Partitions)
 	}
 	// Sarama fills ConfigEntries (with the non-default configs: none here)
 	// only for the topics the DescribeConfigs answer names.
@@ -197,21 +115,10 @@ func admin(ctx context.Context) (string, error) {
 	if md[0].Err != sarama.ErrNoError {
 		return "", fmt.Errorf("DescribeTopics: topic error %v", md[0].Err)
 	}
-	if n := len(md[0].Partitions); n != partitions {
-		return "", fmt.Errorf("DescribeTopics: %d partitions, want %d", n, partitions)
+	if n := len(md[0].Partitions); n != check.Partitions {
+		return "", fmt.Errorf("DescribeTopics: %d partitions, want %d", n, check.Partitions)
 	}
-	return fmt.Sprintf("CreateTopic + ListTopics (DescribeConfigs v0) + DescribeTopics: %s has %d partitions, %d topics listed", topic, partitions, len(all)), nil
-}
-
-// If the admin API failed, the later scenarios still get their topic (they
-// test something else); the admin scenario stays FAIL.
-func ensureTopic() {
-	eddy := os.Getenv("EDDY")
-	if eddy == "" {
-		return
-	}
-	out, err := runCmd(eddy, "topic", "create", topic, "--partitions", fmt.Sprint(partitions), "--bootstrap", bootstrap[0])
-	fmt.Fprintf(os.Stderr, "sarama: admin failed; created %s with $EDDY: %v %s\n", topic, err, out)
+	return fmt.Sprintf("CreateTopic + ListTopics (DescribeConfigs v0) + DescribeTopics: %s has %d partitions, %d topics listed", topic, check.Partitions, len(all)), nil
 }
 
 // produce: 10,000 keyed records with two headers, acks=all, hash partitioner.
@@ -227,11 +134,11 @@ func produce(ctx context.Context) (string, error) {
 	var errs []error
 	ackedCount := 0
 	go func() {
-		for i := 0; i < total; i++ {
+		for i := 0; i < check.Total; i++ {
 			m := &sarama.ProducerMessage{
 				Topic:    topic,
-				Key:      sarama.StringEncoder(key(i)),
-				Value:    sarama.StringEncoder(value(i)),
+				Key:      sarama.StringEncoder(check.Key(i)),
+				Value:    sarama.StringEncoder(check.Value(i)),
 				Headers:  headers(i),
 				Metadata: i,
 			}
@@ -242,7 +149,7 @@ func produce(ctx context.Context) (string, error) {
 			}
 		}
 	}()
-	for ackedCount+len(errs) < total {
+	for ackedCount+len(errs) < check.Total {
 		select {
 		case m := <-p.Successes():
 			i := m.Metadata.(int)
@@ -255,14 +162,14 @@ func produce(ctx context.Context) (string, error) {
 			errs = append(errs, e)
 		case <-ctx.Done():
 			p.AsyncClose()
-			return "", fmt.Errorf("%d of %d acknowledged, %d errors, then timed out", ackedCount, total, len(errs))
+			return "", fmt.Errorf("%d of %d acknowledged, %d errors, then timed out", ackedCount, check.Total, len(errs))
 		}
 	}
 	if err := p.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("Close: %w", err))
 	}
 	if len(errs) > 0 {
-		return "", fmt.Errorf("%d of %d acknowledged, %d errors, first: %v", ackedCount, total, len(errs), errs[0])
+		return "", fmt.Errorf("%d of %d acknowledged, %d errors, first: %v", ackedCount, check.Total, len(errs), errs[0])
 	}
 	// Every acknowledged offset is distinct within its partition.
 	seen := map[placement]int{}
@@ -274,20 +181,7 @@ func produce(ctx context.Context) (string, error) {
 		seen[a] = i
 		perPartition[a.partition]++
 	}
-	return fmt.Sprintf("%d acknowledged (acks=all), per partition %v", ackedCount, sortedCounts(perPartition)), nil
-}
-
-func sortedCounts(m map[int32]int) string {
-	var ps []int
-	for p := range m {
-		ps = append(ps, int(p))
-	}
-	sort.Ints(ps)
-	var parts []string
-	for _, p := range ps {
-		parts = append(parts, fmt.Sprintf("%d:%d", p, m[int32(p)]))
-	}
-	return strings.Join(parts, " ")
+	return fmt.Sprintf("%d acknowledged (acks=all), per partition %v", ackedCount, check.PerPartition(perPartition)), nil
 }
 
 // A group member's handler: takes records while take() says so.
@@ -382,8 +276,14 @@ func runMember(ctx context.Context, h *handler) error {
 	return runErr
 }
 
-func toRecord(m *sarama.ConsumerMessage) record {
-	return record{m.Partition, m.Offset, m.Key, m.Value, m.Headers}
+func toRecord(m *sarama.ConsumerMessage) check.Record {
+	hs := make([]check.Header, len(m.Headers))
+	for j, h := range m.Headers {
+		if h != nil {
+			hs[j] = check.Header(*h)
+		}
+	}
+	return check.Record{Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: hs}
 }
 
 // consume-group: processes exactly the first 6,000 records it receives, marks
@@ -394,22 +294,22 @@ func consumeGroup(ctx context.Context) (string, error) {
 	h.take = func(m *sarama.ConsumerMessage) (bool, bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		if len(firstSeen) >= firstN {
+		if len(firstSeen) >= check.FirstN {
 			return false, true
 		}
 		firstSeen = append(firstSeen, toRecord(m))
 		committed[m.Partition] = m.Offset + 1
-		return true, len(firstSeen) >= firstN
+		return true, len(firstSeen) >= check.FirstN
 	}
 	if err := runMember(ctx, h); err != nil {
 		return "", fmt.Errorf("after %d records: %w", len(firstSeen), err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(firstSeen) != firstN {
-		return "", fmt.Errorf("processed %d records, want %d", len(firstSeen), firstN)
+	if len(firstSeen) != check.FirstN {
+		return "", fmt.Errorf("processed %d records, want %d", len(firstSeen), check.FirstN)
 	}
-	if err := checkOrder(firstSeen); err != nil {
+	if err := check.Order(firstSeen); err != nil {
 		return "", err
 	}
 	// What the group coordinator holds now must be exactly what was processed.
@@ -417,7 +317,7 @@ func consumeGroup(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	for p := int32(0); p < partitions; p++ {
+	for p := int32(0); p < check.Partitions; p++ {
 		want, ok := committed[p]
 		if !ok {
 			want = -1
@@ -427,17 +327,7 @@ func consumeGroup(ctx context.Context) (string, error) {
 		}
 	}
 	groupDone = true
-	return fmt.Sprintf("processed %d, committed %s (OffsetCommit v1), left the group", len(firstSeen), offsetsString(committed)), nil
-}
-
-func offsetsString(m map[int32]int64) string {
-	var parts []string
-	for p := int32(0); p < partitions; p++ {
-		if o, ok := m[p]; ok {
-			parts = append(parts, fmt.Sprintf("%d:%d", p, o))
-		}
-	}
-	return strings.Join(parts, " ")
+	return fmt.Sprintf("processed %d, committed %s (OffsetCommit v1), left the group", len(firstSeen), check.PerPartition(committed)), nil
 }
 
 // The group's committed offsets (OffsetFetch through ClusterAdmin), -1 where none.
@@ -478,7 +368,7 @@ func commitResume(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("NewClient: %w", err)
 	}
 	end := map[int32]int64{}
-	for p := int32(0); p < partitions; p++ {
+	for p := int32(0); p < check.Partitions; p++ {
 		o, err := cl.GetOffset(topic, p, sarama.OffsetNewest)
 		if err != nil {
 			cl.Close()
@@ -487,18 +377,15 @@ func commitResume(ctx context.Context) (string, error) {
 		end[p] = o
 	}
 	cl.Close()
-	remaining := 0
-	for p := int32(0); p < partitions; p++ {
-		start := committed[p] // 0 where nothing was committed (OffsetOldest)
-		remaining += int(end[p] - start)
-	}
-	if remaining+firstN != total {
-		return "", fmt.Errorf("high watermarks %v with commits %v leave %d records, want %d", end, committed, remaining, total-firstN)
+	// A partition without a commit resumes at 0 (OffsetOldest).
+	remaining, err := check.Remaining(end, committed)
+	if err != nil {
+		return "", err
 	}
 	var mu sync.Mutex
 	first := map[int32]int64{}
 	h := &handler{stopped: make(chan struct{})}
-	var extra []record
+	var extra []check.Record
 	h.take = func(m *sarama.ConsumerMessage) (bool, bool) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -521,82 +408,28 @@ func commitResume(ctx context.Context) (string, error) {
 	defer mu.Unlock()
 	if len(extra) > 0 {
 		e := extra[0]
-		return "", fmt.Errorf("record past the expected end: partition %d offset %d", e.partition, e.offset)
+		return "", fmt.Errorf("record past the expected end: partition %d offset %d", e.Partition, e.Offset)
 	}
-	for p, o := range first {
-		want := committed[p] // 0 if the first member processed nothing there
-		if o != want {
-			return "", fmt.Errorf("partition %d: resumed at offset %d, committed %d", p, o, want)
-		}
-	}
-	if err := checkOrder(secondSeen); err != nil {
+	if err := check.Resume(first, committed, firstSeen, secondSeen, placed); err != nil {
 		return "", err
 	}
-	if err := checkUnion(); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("resumed at %s, read %d more; union is the %d produced (keys, values, headers, placements checked)", offsetsString(first), len(secondSeen), total), nil
+	return fmt.Sprintf("resumed at %s, read %d more; union is the %d produced (keys, values, headers, placements checked)", check.PerPartition(first), len(secondSeen), check.Total), nil
 }
 
-// Offsets strictly increase within each partition.
-func checkOrder(rs []record) error {
-	last := map[int32]int64{}
-	for _, r := range rs {
-		if l, ok := last[r.partition]; ok && r.offset <= l {
-			return fmt.Errorf("partition %d: offset %d after %d", r.partition, r.offset, l)
+// Record i (as read) has the headers it was produced with and was read
+// where the producer was told it went.
+func placed(i int, r check.Record) error {
+	want := headers(i)
+	if len(r.Headers) != len(want) {
+		return fmt.Errorf("record %d: %d headers, want %d", i, len(r.Headers), len(want))
+	}
+	for j, h := range r.Headers {
+		if string(h.Key) != string(want[j].Key) || string(h.Value) != string(want[j].Value) {
+			return fmt.Errorf("record %d: header %d is %q=%q, want %q=%q", i, j, h.Key, h.Value, want[j].Key, want[j].Value)
 		}
-		last[r.partition] = r.offset
+	}
+	if a := acked[i]; a.ok && (a.partition != r.Partition || a.offset != r.Offset) {
+		return fmt.Errorf("record %d: read at partition %d offset %d, acknowledged at %d/%d", i, r.Partition, r.Offset, a.partition, a.offset)
 	}
 	return nil
-}
-
-// Both members' records together are exactly the 10,000 produced.
-func checkUnion() error {
-	seen := make([]bool, total)
-	keyPartition := map[string]int32{}
-	for _, r := range append(append([]record{}, firstSeen...), secondSeen...) {
-		i, err := decode(r.value)
-		if err != nil {
-			return err
-		}
-		if seen[i] {
-			return fmt.Errorf("record %d received twice (partition %d offset %d)", i, r.partition, r.offset)
-		}
-		seen[i] = true
-		if string(r.key) != key(i) {
-			return fmt.Errorf("record %d: key %q, want %q", i, r.key, key(i))
-		}
-		if string(r.value) != value(i) {
-			return fmt.Errorf("record %d: value %q, want %q", i, r.value, value(i))
-		}
-		want := headers(i)
-		if len(r.headers) != len(want) {
-			return fmt.Errorf("record %d: %d headers, want %d", i, len(r.headers), len(want))
-		}
-		for j, h := range r.headers {
-			if string(h.Key) != string(want[j].Key) || string(h.Value) != string(want[j].Value) {
-				return fmt.Errorf("record %d: header %d is %q=%q, want %q=%q", i, j, h.Key, h.Value, want[j].Key, want[j].Value)
-			}
-		}
-		if a := acked[i]; a.ok && (a.partition != r.partition || a.offset != r.offset) {
-			return fmt.Errorf("record %d: read at partition %d offset %d, acknowledged at %d/%d", i, r.partition, r.offset, a.partition, a.offset)
-		}
-		if p, ok := keyPartition[string(r.key)]; ok && p != r.partition {
-			return fmt.Errorf("key %s in partitions %d and %d", r.key, p, r.partition)
-		}
-		keyPartition[string(r.key)] = r.partition
-	}
-	for i, ok := range seen {
-		if !ok {
-			return fmt.Errorf("record %d never received", i)
-		}
-	}
-	return nil
-}
-
-func runCmd(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	return strings.TrimSpace(string(out)), err
 }
