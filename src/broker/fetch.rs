@@ -108,7 +108,11 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
                     // read_committed readers stop at the last stable offset
                     // and are told which aborted transactions to skip.
                     let upper = if read_committed { p.log.last_stable_offset() } else { p.high_watermark() as u64 };
-                    let read = read_partition(&p, fp.fetch_offset, limit, total == 0, upper).and_then(|records| if version < 4 { down_convert(&p, records, fp.fetch_offset, upper, version, limit, total == 0) } else { Ok(records) });
+                    // Before v3 there is no response-wide limit: every
+                    // partition may return one batch larger than its limit,
+                    // or one that is too large would never be fetched.
+                    let first = total == 0 || version <= 2;
+                    let read = read_partition(&p, fp.fetch_offset, limit, first, upper).and_then(|records| if version < 4 { down_convert(&p, records, fp.fetch_offset, upper, version, limit, first) } else { Ok(records) });
                     match read {
                         Ok(records) => {
                             total += records.len();

@@ -54,8 +54,12 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
             };
             // Produce v0–2 carry a message set (magic 0 or 1): it becomes
             // one v2 batch here, so the log holds only v2 batches.
+            // Converted only for a partition that can take it (the arms
+            // below refuse the others before looking at the records), so a
+            // request to nowhere costs no decompression.
+            let writable = partition.is_some() && matches!(acks, -1..=1) && !topic.as_ref().is_some_and(|t| Broker::is_internal(&t.name));
             let records = match pd.records {
-                Some(set) if version < 3 => Some(crate::log::message_set::to_batch(&set)),
+                Some(set) if version < 3 && writable => Some(crate::log::message_set::to_batch(&set)),
                 other => other.map(Ok),
             };
             match (partition, records) {

@@ -26,24 +26,26 @@ pub fn codec_name(codec: u8) -> &'static str {
     }
 }
 
-fn read_capped(mut r: impl Read, codec: u8) -> Result<Vec<u8>, LogError> {
+fn read_capped(mut r: impl Read, codec: u8, cap: u64) -> Result<Vec<u8>, LogError> {
     let mut out = Vec::new();
     (&mut r)
-        .take(MAX_DECOMPRESSED + 1)
+        .take(cap + 1)
         .read_to_end(&mut out)
         .map_err(|e| LogError::CorruptBatch(format!("{} body does not decompress: {e}", codec_name(codec))))?;
-    if out.len() as u64 > MAX_DECOMPRESSED {
-        return Err(LogError::CorruptBatch(format!(
-            "{} body decompresses to more than {MAX_DECOMPRESSED} bytes",
-            codec_name(codec)
-        )));
+    if out.len() as u64 > cap {
+        return Err(LogError::CorruptBatch(format!("{} body decompresses to more than {cap} bytes", codec_name(codec))));
     }
     Ok(out)
 }
 
-fn snappy(data: &[u8]) -> Result<Vec<u8>, LogError> {
+fn snappy(data: &[u8], cap: u64) -> Result<Vec<u8>, LogError> {
     let bad = |e: String| LogError::CorruptBatch(format!("snappy body does not decompress: {e}"));
     if !data.starts_with(&XERIAL_MAGIC) {
+        // Raw snappy declares its length up front: checked before allocating.
+        let n = snap::raw::decompress_len(data).map_err(|e| bad(e.to_string()))?;
+        if n as u64 > cap {
+            return Err(bad(format!("it declares {n} bytes, more than {cap}")));
+        }
         return snap::raw::Decoder::new().decompress_vec(data).map_err(|e| bad(e.to_string()));
     }
     // xerial framing: magic, i32 version, i32 compatible version, then
@@ -58,7 +60,7 @@ fn snappy(data: &[u8]) -> Result<Vec<u8>, LogError> {
         pos += 4;
         let block = data.get(pos..pos + len).ok_or_else(|| bad("truncated xerial block".into()))?;
         let n = snap::raw::decompress_len(block).map_err(|e| bad(e.to_string()))?;
-        if (out.len() + n) as u64 > MAX_DECOMPRESSED {
+        if (out.len() + n) as u64 > cap {
             return Err(bad("decompressed size over the limit".into()));
         }
         let start = out.len();
@@ -80,17 +82,24 @@ pub fn batch_body(batch: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, LogError> 
     })
 }
 
-/// Decompresses a batch body (the bytes after the 61-byte header).
+/// Decompresses a batch body (the bytes after the 61-byte header), to at
+/// most `MAX_DECOMPRESSED` bytes.
 pub fn decompress(codec: u8, data: &[u8]) -> Result<Vec<u8>, LogError> {
+    decompress_capped(codec, data, MAX_DECOMPRESSED)
+}
+
+/// Decompresses `data`, refusing it (CorruptBatch) once it would exceed
+/// `cap` bytes.
+pub fn decompress_capped(codec: u8, data: &[u8], cap: u64) -> Result<Vec<u8>, LogError> {
     match codec {
         0 => Ok(data.to_vec()),
-        1 => read_capped(flate2::read::GzDecoder::new(data), codec),
-        2 => snappy(data),
-        3 => read_capped(lz4_flex::frame::FrameDecoder::new(data), codec),
+        1 => read_capped(flate2::read::GzDecoder::new(data), codec, cap),
+        2 => snappy(data, cap),
+        3 => read_capped(lz4_flex::frame::FrameDecoder::new(data), codec, cap),
         4 => {
             let d = zstd::stream::read::Decoder::new(data)
                 .map_err(|e| LogError::CorruptBatch(format!("zstd body does not decompress: {e}")))?;
-            read_capped(d, codec)
+            read_capped(d, codec, cap)
         }
         other => Err(LogError::CorruptBatch(format!("unknown compression codec {other}"))),
     }

@@ -103,7 +103,11 @@ fn parse(set: &Bytes, cut_tail: bool) -> Result<Vec<Message>, LogError> {
             0 => NO_TIMESTAMP,
             1 if end - p >= 8 + 8 => {
                 p += 8;
-                i64::from_be_bytes(set[p - 8..p].try_into().expect("8 bytes"))
+                let t = i64::from_be_bytes(set[p - 8..p].try_into().expect("8 bytes"));
+                if t < NO_TIMESTAMP {
+                    return Err(LogError::InvalidTimestamp(format!("message timestamp {t}")));
+                }
+                t
             }
             1 => return Err(LogError::CorruptBatch("a magic 1 message too small for its timestamp".into())),
             m => return Err(LogError::CorruptBatch(format!("message magic {m}: only 0 and 1 come as message sets"))),
@@ -124,7 +128,16 @@ fn parse(set: &Bytes, cut_tail: bool) -> Result<Vec<Message>, LogError> {
 /// did: keys, values and magic 1 timestamps kept (magic 0 has none: −1),
 /// CreateTime, no headers, no producer id; compressed with the codec of the
 /// set's (last) compressed message, uncompressed if it had none.
+///
+/// All the wrappers of one set together decompress to at most
+/// `compression::MAX_DECOMPRESSED` bytes: a request of many small
+/// compression bombs is refused before it costs more.
 pub fn to_batch(set: &Bytes) -> Result<Bytes, LogError> {
+    to_batch_within(set, compression::MAX_DECOMPRESSED)
+}
+
+/// `to_batch` with at most `budget` decompressed bytes for the whole set.
+fn to_batch_within(set: &Bytes, mut budget: u64) -> Result<Bytes, LogError> {
     let mut codec = 0u8;
     let mut flat: Vec<Message> = Vec::new();
     for m in parse(set, true)? {
@@ -137,7 +150,8 @@ pub fn to_batch(set: &Bytes) -> Result<Bytes, LogError> {
             return Err(LogError::InvalidRecord(format!("message magic {} cannot use codec {c} ({})", m.magic, compression::codec_name(c))));
         }
         codec = c;
-        let inner = Bytes::from(compression::decompress(c, m.value.as_deref().unwrap_or_default())?);
+        let inner = Bytes::from(compression::decompress_capped(c, m.value.as_deref().unwrap_or_default(), budget)?);
+        budget -= inner.len() as u64;
         for i in parse(&inner, false)? {
             if i.magic != m.magic {
                 return Err(LogError::InvalidRecord(format!("a magic {} message inside a magic {} wrapper", i.magic, m.magic)));
@@ -260,6 +274,25 @@ mod tests {
             put_message(&mut out, i as i64, magic, attributes, *ts, *k, *v);
         }
         out.freeze()
+    }
+
+    /// Many gzip wrappers that each decompress within the per-message cap
+    /// still share one budget for the whole set.
+    #[test]
+    fn compressed_wrappers_share_one_decompression_budget() {
+        let inner = set(1, &[(None, Some(&[b'z'; 1000][..]), 1)], 0);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &inner).unwrap();
+        let wrapped = gz.finish().unwrap();
+        let mut out = BytesMut::new();
+        for i in 0..10 {
+            put_message(&mut out, i, 1, 1, 1, None, Some(&wrapped));
+        }
+        let ten = out.freeze();
+        let per = inner.len() as u64;
+        assert_eq!(records::read_records(&to_batch_within(&ten, 10 * per).unwrap()).unwrap().len(), 10);
+        let err = to_batch_within(&ten, 10 * per - 1).unwrap_err();
+        assert!(matches!(err, LogError::CorruptBatch(ref m) if m.contains("decompresses to more than")), "{err}");
     }
 
     #[test]

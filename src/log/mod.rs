@@ -34,6 +34,8 @@ pub enum LogError {
     CorruptBatch(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
     #[error("record batch of {size} bytes is larger than max.message.bytes ({max})")]
     MessageTooLarge { size: usize, max: usize },
     #[error("offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]")]
@@ -60,6 +62,7 @@ impl LogError {
             LogError::CorruptBatch(_) => 2,         // CORRUPT_MESSAGE
             LogError::MessageTooLarge { .. } => 10, // MESSAGE_TOO_LARGE
             LogError::InvalidRecord(_) => 87,       // INVALID_RECORD
+            LogError::InvalidTimestamp(_) => 32,    // INVALID_TIMESTAMP
             LogError::OutOfOrderSequence { .. } => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
             LogError::InvalidProducerEpoch { .. } => 47, // INVALID_PRODUCER_EPOCH
             LogError::CorruptLog { .. } | LogError::BadTopicMeta { .. } | LogError::Io(_) | LogError::Closed => 56, // KAFKA_STORAGE_ERROR

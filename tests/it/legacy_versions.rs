@@ -332,6 +332,8 @@ fn produce_v0_to_v2_message_sets_become_v2_batches_that_rdkafka_reads() {
     let mut bad = message(0, 1, 0, t0, Some(b"k"), Some(b"v"));
     *bad.last_mut().unwrap() ^= 1;
     assert_eq!(produce_old(&mut s, 2, "old-produce", &bad).0, 2);
+    // A magic 1 timestamp below -1 is INVALID_TIMESTAMP, as Kafka answers.
+    assert_eq!(produce_old(&mut s, 2, "old-produce", &message(0, 1, 0, -5, Some(b"k"), Some(b"v"))).0, 32);
 
     // The log holds v2 batches only, one per request, the gzip one compressed.
     let log = &b.broker.partition("old-produce", 0).unwrap().log;
@@ -492,4 +494,47 @@ fn create_topics_v0_and_v1_create_and_validate() {
     assert!(message.unwrap().contains("already exists"));
     r.done();
     assert!(b.broker.topic("only-checked").is_none());
+}
+
+/// Before v3 a fetch has no response-wide limit: each partition returns its
+/// next message even when it is larger than the partition's limit, after
+/// another partition already returned data (else it would never be read).
+#[test]
+fn fetch_v2_returns_an_oversized_message_of_every_partition() {
+    let b = TestBroker::start();
+    crate::processors::create(&b, "old-big", 2);
+    let mut s = connect(&b);
+    let big = vec![b'x'; 4000];
+    assert_eq!(produce_old_to(&mut s, "old-big", 0, &message(0, 1, 0, 1, Some(b"a"), Some(b"small"))), 0);
+    assert_eq!(produce_old_to(&mut s, "old-big", 1, &message(0, 1, 0, 2, Some(b"b"), Some(&big))), 0);
+    // Both partitions in one request, 1 000 bytes each.
+    let mut body = Body::default().i32(-1).i32(100).i32(1).i32(1).str("old-big").i32(2);
+    for p in 0..2 {
+        body = body.i32(p).i64(0).i32(1000);
+    }
+    let mut r = Resp(send(&mut s, ApiKey::Fetch, 2, &body).expect("a fetch response"));
+    assert_eq!(r.i32(), 0, "throttle time");
+    assert_eq!((r.i32(), r.str().as_str(), r.i32()), (1, "old-big".to_string().as_str(), 2));
+    let mut values = Vec::new();
+    for p in 0..2 {
+        assert_eq!((r.i32(), r.i16()), (p, 0));
+        r.i64();
+        let set = messages(r.nullable_bytes().expect("a message set"));
+        values.push(set.into_iter().map(|m| m.value.unwrap().len()).collect::<Vec<_>>());
+    }
+    r.done();
+    assert_eq!(values, vec![vec![5], vec![4000]]);
+}
+
+/// Produce v2 of a message set to one partition; returns the error code.
+fn produce_old_to(s: &mut TcpStream, topic: &str, partition: i32, set: &[u8]) -> i16 {
+    let body = Body::default().i16(-1).i32(10_000).i32(1).str(topic).i32(1).i32(partition).bytes(set);
+    let mut r = Resp(send(s, ApiKey::Produce, 2, &body).expect("a produce response"));
+    assert_eq!((r.i32(), r.str().as_str(), r.i32(), r.i32()), (1, topic, 1, partition));
+    let error = r.i16();
+    r.i64();
+    r.i64();
+    r.i32();
+    r.done();
+    error
 }
