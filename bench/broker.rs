@@ -135,11 +135,9 @@ impl Broker {
             Kind::TansuMemory | Kind::TansuSqlite => {
                 let mut c = Command::new(tansu.expect("a tansu binary"));
                 let url = format!("tcp://{addr}");
-                let storage = match kind {
-                    Kind::TansuMemory => "memory://tansu/".to_string(),
-                    _ => format!("sqlite://{}", dir.join("tansu.db").display()),
-                };
-                c.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &storage]);
+                // Tansu 0.6 reads a sqlite:// path relative to its working directory.
+                let storage = if kind == Kind::TansuMemory { "memory://tansu/" } else { "sqlite://tansu.db" };
+                c.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage]).current_dir(dir);
                 c
             }
         };
@@ -498,6 +496,7 @@ fn main() {
         None => println!("peer: none (no tansu on PATH, in $TANSU or given with --tansu): Eddy alone"),
     }
     kinds.retain(|k| a.only.is_empty() || a.only.iter().any(|o| o == k.name()));
+    assert!(!kinds.is_empty(), "--only {:?} names no broker of this run (eddy, tansu-memory, tansu-sqlite; tansu needs its binary)", a.only);
 
     let raw_mb = a.mb.max(256);
     println!("raw limits: loopback TCP {:.0} MB/s; file writes of 1 MiB: {:.0} MB/s with one fdatasync at the end, {:.0} MB/s with an fdatasync per MiB", raw_loopback(raw_mb * 4), raw_disk(tmp.path(), raw_mb, raw_mb), raw_disk(tmp.path(), raw_mb.min(256), 1));
@@ -528,22 +527,24 @@ fn main() {
         }
     }
 
+    // Ratios are Eddy's value over each peer's, when Eddy ran.
+    let peers = if kinds.first() == Some(&Kind::Eddy) { &kinds[1..] } else { &kinds[..0] };
     let mut header = "| scenario (median of rounds) |".to_string();
     for k in &kinds {
         header.push_str(&format!(" {} |", k.name()));
     }
-    for k in &kinds[1..] {
+    for k in peers {
         header.push_str(&format!(" eddy / {} |", k.name()));
     }
     println!("\n{header}");
-    println!("|---|{}", "---:|".repeat(kinds.len() * 2 - 1));
+    println!("|---|{}", "---:|".repeat(kinds.len() + peers.len()));
     for name in names {
         let med: Vec<f64> = results.iter().map(|r| r.get(&name).map_or(f64::NAN, |v| median(v.clone()))).collect();
         let mut line = format!("| {name} |");
         for m in &med {
             line.push_str(&format!(" {} |", fmt(*m)));
         }
-        for m in &med[1..] {
+        for m in &med[med.len() - peers.len()..] {
             line.push_str(&format!(" {:.2} |", med[0] / m));
         }
         println!("{line}");

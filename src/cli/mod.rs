@@ -293,8 +293,13 @@ fn group_describe(a: &Args) -> anyhow::Result<String> {
     // hold broker-computed assignments); a classic one by DescribeGroups.
     let mut cd = ConsumerGroupDescribeRequest::default();
     cd.group_ids = vec![GroupId(StrBytes::from_string(id.to_string()))];
-    let r: ConsumerGroupDescribeResponse = c.call(ApiKey::ConsumerGroupDescribe, 0, &cd)?;
-    let (state, protocol_type, protocol, members) = match r.groups.first().filter(|g| g.error_code == 0) {
+    // A broker without the API (it closes the connection) is asked again
+    // on a fresh connection with DescribeGroups.
+    let described: Option<ConsumerGroupDescribeResponse> = c.call(ApiKey::ConsumerGroupDescribe, 0, &cd).ok();
+    if described.is_none() {
+        c = a.client()?;
+    }
+    let (state, protocol_type, protocol, members) = match described.as_ref().and_then(|r| r.groups.first()).filter(|g| g.error_code == 0) {
         Some(g) => {
             let members: Vec<(String, String, String, String)> = g
                 .members

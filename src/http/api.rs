@@ -133,7 +133,7 @@ fn committed_offsets(broker: &Broker, id: &str) -> (Vec<Value>, u64) {
         .into_iter()
         .map(|(topic, p, c)| {
             let end = broker.partition(&topic, p).map(|part| part.log.log_end_offset());
-            let lag = end.map(|e| (e as i64 - c.offset).max(0) as u64);
+            let lag = end.map(|e| lag_of(e, c.offset));
             total_lag += lag.unwrap_or(0);
             json!({ "topic": topic, "partition": p, "committed_offset": c.offset, "log_end_offset": end, "lag": lag, "metadata": c.metadata })
         })
@@ -141,9 +141,14 @@ fn committed_offsets(broker: &Broker, id: &str) -> (Vec<Value>, u64) {
     (offsets, total_lag)
 }
 
+/// Records between a committed offset and the log end.
+fn lag_of(log_end: u64, committed: i64) -> u64 {
+    (log_end as i64 - committed).max(0) as u64
+}
+
 /// A group's total lag: records between its committed offsets and the log ends.
 pub fn group_lag(broker: &Broker, id: &str) -> u64 {
-    committed_offsets(broker, id).1
+    broker.groups.committed(id).into_iter().filter_map(|(topic, p, c)| broker.partition(&topic, p).map(|part| lag_of(part.log.log_end_offset(), c.offset))).sum()
 }
 
 pub fn processors(broker: &Broker) -> Value {

@@ -15,6 +15,9 @@ use crate::broker::Broker;
 pub const INTERVAL: Duration = Duration::from_secs(2);
 /// Samples kept: six minutes at `INTERVAL`.
 pub const KEEP: usize = 180;
+/// Groups whose lag one sample keeps: those lagging most. Bounds memory
+/// when ad-hoc group ids pile up (at most `KEEP` × this many entries).
+pub const MAX_GROUPS: usize = 500;
 
 struct Sample {
     t_ms: i64,
@@ -35,11 +38,15 @@ impl History {
     /// Takes one sample of the broker now.
     pub fn record(&self, broker: &Broker) {
         let (bytes_in, records_in, bytes_out, records_out) = broker.metrics.totals();
-        let lag = broker.groups.list().into_iter().map(|(id, ..)| {
+        let mut lag: Vec<(String, u64)> = broker.groups.list().into_iter().map(|(id, ..)| {
             let lag = super::api::group_lag(broker, &id);
             (id, lag)
-        });
-        let sample = Sample { t_ms: crate::log::now_ms(), bytes_in, records_in, bytes_out, records_out, lag: lag.collect() };
+        }).collect();
+        if lag.len() > MAX_GROUPS {
+            lag.sort_by(|a, b| b.1.cmp(&a.1));
+            lag.truncate(MAX_GROUPS);
+        }
+        let sample = Sample { t_ms: crate::log::now_ms(), bytes_in, records_in, bytes_out, records_out, lag };
         let mut samples = self.samples.lock();
         if samples.len() == KEEP {
             samples.pop_front();

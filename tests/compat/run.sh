@@ -99,18 +99,27 @@ for c in "${clients[@]}"; do
   rc=$?
   secs=$(( $(date +%s) - started ))
   stop_broker; stopped=$?
+  bad=0
   while IFS=$'\t' read -r tag client scenario result text; do
     [ "$tag" = MATRIX ] || continue
+    if [ "$client" != "$c" ] || [ -n "${cell[$c/$scenario]:-}" ]; then
+      echo "compat: $c: unexpected report (client '$client', scenario '$scenario' already reported or not its own)" >&2
+      bad=1
+    fi
+    # Only "ok" passes; anything else a program prints is a failure.
+    [ "$result" = ok ] || result=FAIL
     add_scenario "$scenario"
     cell[$c/$scenario]=$result; detail[$c/$scenario]=$text
   done <"$run/out.log"
   for s in $(expected "$c"); do
     [ -n "${cell[$c/$s]:-}" ] || { cell[$c/$s]=FAIL; detail[$c/$s]="not reported (exit $rc after ${secs}s)"; }
   done
-  bad=0
   for s in "${scenarios[@]}"; do [ "${cell[$c/$s]:-}" = FAIL ] && bad=1; done
   [ $rc -eq 0 ] || bad=1
   if grep -q "panicked" "$run/eddy.log"; then bad=1; echo "compat: $c: THE BROKER PANICKED" >&2; fi
+  # A request the broker could not decode closes the connection; a client
+  # may retry and pass, so the broker's log is checked too.
+  if grep -q "bad request; closing the connection" "$run/eddy.log"; then bad=1; echo "compat: $c: the broker closed a connection on a request it could not serve:" >&2; grep "bad request" "$run/eddy.log" | head -5 >&2; fi
   [ $stopped -eq 0 ] || { bad=1; echo "compat: $c: the broker did not stop cleanly on SIGTERM" >&2; }
   echo "compat: $c finished in ${secs}s (exit $rc)"
   if [ $bad -ne 0 ]; then
