@@ -74,11 +74,16 @@ struct Tail {
     bytes_since_index: u64,
 }
 
+/// Appended bytes after which writeback is started (see `start_writeback`).
+const WRITEBACK_CHUNK: u64 = 1 << 20;
+
 pub struct Segment {
     pub base_offset: u64,
     dir: PathBuf,
     file: File,
     size: AtomicU64,
+    /// Position up to which writeback of appended bytes has been started.
+    written_back: AtomicU64,
     indexes: RwLock<Indexes>,
     tail: Mutex<Tail>,
     index_interval: u64,
@@ -120,6 +125,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             file,
             size: AtomicU64::new(0),
+            written_back: AtomicU64::new(0),
             indexes: RwLock::new(indexes),
             tail: Mutex::new(Tail {
                 next_offset: base_offset,
@@ -216,6 +222,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             file,
             size: AtomicU64::new(size),
+            written_back: AtomicU64::new(size),
             indexes: RwLock::new(indexes),
             tail: Mutex::new(Tail {
                 next_offset: base_offset,
@@ -297,6 +304,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             file,
             size: AtomicU64::new(0),
+            written_back: AtomicU64::new(0),
             indexes: RwLock::new(Indexes {
                 offset: OffsetIndex::open(&index_path(dir, base_offset), Some(index_bytes))?,
                 time: TimeIndex::open(&time_index_path(dir, base_offset), Some(index_bytes))?,
@@ -448,7 +456,26 @@ impl Segment {
             pos += b.len() as u64;
         }
         self.size.store(pos, Ordering::Release);
+        self.start_writeback(pos);
         Ok(())
+    }
+
+    /// Starts the kernel writing appended bytes out once `WRITEBACK_CHUNK`
+    /// of them are dirty (`sync_file_range`, asynchronous), so dirty page
+    /// cache never piles up: the kernel would otherwise stall appends for
+    /// tens of milliseconds to throttle it, and every fsync would have more
+    /// to do. Durability still comes only from fsync.
+    fn start_writeback(&self, end: u64) {
+        let from = self.written_back.load(Ordering::Acquire);
+        if end < from + WRITEBACK_CHUNK {
+            return;
+        }
+        self.written_back.store(end, Ordering::Release);
+        // SAFETY: a plain syscall on a descriptor this segment owns; a
+        // failure only means writeback starts later (fsync reports errors).
+        unsafe {
+            libc::sync_file_range(std::os::fd::AsRawFd::as_raw_fd(&self.file), from as libc::off64_t, (end - from) as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
+        }
     }
 
     /// Reads the 61-byte header at `pos`, or None past the end.
