@@ -75,37 +75,38 @@ fn named(broker: &Broker, a: &crate::group::consumer::Assignment) -> Vec<Value> 
 pub fn group(broker: &Broker, id: &str) -> Option<Value> {
     let (_, state, protocol_type, group_type) = broker.groups.list().into_iter().find(|g| g.0 == id)?;
     let view = broker.groups.describe(id);
+    // What every member shows; each protocol adds its assignment.
+    let member = |member_id: &str, instance_id: &Option<String>, client_id: &str, host: &str, more: Value| {
+        let mut v = json!({ "member_id": member_id, "instance_id": instance_id, "client_id": client_id, "host": host });
+        if let (Some(v), Value::Object(more)) = (v.as_object_mut(), more) {
+            v.extend(more);
+        }
+        v
+    };
     let members: Vec<Value> = match broker.groups.describe_consumer(id).filter(|_| group_type == "consumer") {
         // KIP-848: the broker computed the assignment, so it knows it.
         Some(cv) => cv
             .members
             .iter()
             .map(|m| {
-                json!({
-                    "member_id": m.member_id,
-                    "instance_id": m.instance_id,
-                    "client_id": m.client_id,
-                    "host": m.client_host,
+                let more = json!({
                     "member_epoch": m.epoch,
                     "subscribed": m.subscribed,
                     "assignment": named(broker, &m.assigned),
                     "target_assignment": named(broker, &m.target),
-                })
+                });
+                member(&m.member_id, &m.instance_id, &m.client_id, &m.client_host, more)
             })
             .collect(),
         None => view
             .as_ref()
             .map(|v| {
+                let classic_consumer = v.protocol_type == "consumer";
                 v.members
                     .iter()
                     .map(|m| {
-                        json!({
-                            "member_id": m.member_id,
-                            "instance_id": m.instance_id,
-                            "client_id": m.client_id,
-                            "host": m.client_host,
-                            "assignment": if v.protocol_type == "consumer" { assignment(&m.assignment) } else { Vec::new() },
-                        })
+                        let assigned = if classic_consumer { assignment(&m.assignment) } else { Vec::new() };
+                        member(&m.member_id, &m.instance_id, &m.client_id, &m.client_host, json!({ "assignment": assigned }))
                     })
                     .collect()
             })
