@@ -53,6 +53,12 @@ pub struct BrokerSection {
     /// `max.connections`: connections served at once; more wait to be accepted. Default 10000.
     #[serde(rename = "max.connections")]
     pub max_connections: u32,
+    /// `max.connections.per.ip`: connections one client address may hold; a further one is closed at once. Default 2147483647.
+    #[serde(rename = "max.connections.per.ip")]
+    pub max_connections_per_ip: u32,
+    /// `connections.max.idle.ms`: a connection that sends nothing for this long (between requests or in the middle of one) is closed. Default 600000.
+    #[serde(rename = "connections.max.idle.ms")]
+    pub connections_max_idle_ms: u64,
     /// `group.initial.rebalance.delay.ms`: the first rebalance of an empty group waits this long for more members. Default 3000.
     #[serde(rename = "group.initial.rebalance.delay.ms")]
     pub group_initial_rebalance_delay_ms: u64,
@@ -106,6 +112,8 @@ impl Default for BrokerSection {
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
             max_connections: 10_000,
+            max_connections_per_ip: 2_147_483_647,
+            connections_max_idle_ms: 600_000,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -259,6 +267,12 @@ impl Config {
         if b.max_connections < 1 {
             return Err(err("[broker] max.connections: must be at least 1".into()));
         }
+        if b.max_connections_per_ip < 1 {
+            return Err(err("[broker] max.connections.per.ip: must be at least 1".into()));
+        }
+        if b.connections_max_idle_ms < 1 {
+            return Err(err("[broker] connections.max.idle.ms: must be at least 1".into()));
+        }
         if let Some(id) = &b.cluster_id {
             if id.is_empty() || id.len() > 64 {
                 return Err(err("[broker] cluster_id: must be 1 to 64 characters".into()));
@@ -357,6 +371,8 @@ impl Config {
         s.push_str(&format!("\"message.max.bytes\" = {}\n", b.message_max_bytes));
         s.push_str(&format!("\"socket.request.max.bytes\" = {}\n", b.socket_request_max_bytes));
         s.push_str(&format!("\"max.connections\" = {}\n", b.max_connections));
+        s.push_str(&format!("\"max.connections.per.ip\" = {}\n", b.max_connections_per_ip));
+        s.push_str(&format!("\"connections.max.idle.ms\" = {}\n", b.connections_max_idle_ms));
         s.push_str(&format!("\"group.initial.rebalance.delay.ms\" = {}\n", b.group_initial_rebalance_delay_ms));
         s.push_str(&format!("\"group.min.session.timeout.ms\" = {}\n", b.group_min_session_timeout_ms));
         s.push_str(&format!("\"group.max.session.timeout.ms\" = {}\n", b.group_max_session_timeout_ms));
@@ -427,7 +443,7 @@ mod tests {
     #[test]
     fn the_example_documents_every_option() {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/eddy.toml")).unwrap();
-        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms"] {
+        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms"] {
             assert!(text.contains(key), "config/eddy.toml does not mention {key}");
         }
         for def in topic_config::TOPIC_CONFIGS {

@@ -25,7 +25,7 @@ const READ_BUFFER: usize = 64 * 1024;
 
 type Pending = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut stop: watch::Receiver<bool>, max_frame: usize) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut stop: watch::Receiver<bool>, max_frame: usize, idle: std::time::Duration) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     tracing::debug!(%peer, "connection opened");
@@ -54,8 +54,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
             if buf.is_empty() {
                 buf.reserve(READ_BUFFER);
             }
+            // connections.max.idle.ms: a client that sends nothing is let go.
             let n = tokio::select! {
-                r = rd.read_buf(&mut buf) => r.unwrap_or(0),
+                r = tokio::time::timeout(idle, rd.read_buf(&mut buf)) => match r {
+                    Ok(r) => r.unwrap_or(0),
+                    Err(_) => {
+                        tracing::debug!(%peer, idle_ms = idle.as_millis() as u64, "idle connection closed (connections.max.idle.ms)");
+                        0
+                    }
+                },
                 _ = stop.changed() => 0,
             };
             if n == 0 {
@@ -75,12 +82,17 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
             buf.reserve(need.max(READ_BUFFER) - buf.len());
         }
         while buf.len() < need {
-            match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => {
+            // A frame that stops arriving (slowloris) is idle too.
+            match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
                     tracing::debug!(%peer, "connection closed in the middle of a request frame");
                     return finish(peer, queue, writer).await;
                 }
-                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(%peer, idle_ms = idle.as_millis() as u64, "a request frame stopped arriving; closing the connection (connections.max.idle.ms)");
+                    return finish(peer, queue, writer).await;
+                }
+                Ok(Ok(_)) => {}
             }
         }
         let _ = buf.split_to(4);

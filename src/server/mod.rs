@@ -46,6 +46,8 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     broker.start_processors();
     let limit = Arc::new(Semaphore::new(broker.config.broker.max_connections as usize));
     let max_frame = broker.config.broker.socket_request_max_bytes as usize;
+    let idle = Duration::from_millis(broker.config.broker.connections_max_idle_ms);
+    let per_ip = PerIp::new(broker.config.broker.max_connections_per_ip);
     let mut connections = JoinSet::new();
 
     // Log upkeep (blocking I/O, on its own task so that a slow retention
@@ -87,13 +89,19 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     while let Some((permit, accepted)) = accept(&listener, &limit, &mut shutdown).await {
         match accepted {
             Ok((stream, peer)) => {
+                let Some(slot) = per_ip.take(peer.ip()) else {
+                    tracing::warn!(%peer, limit = per_ip.limit, "max.connections.per.ip reached; closing the new connection");
+                    drop(stream);
+                    continue;
+                };
                 let (broker, stop) = (Arc::clone(&broker), stop_rx.clone());
                 broker.metrics.connections_accepted.inc();
                 broker.metrics.connections.inc();
                 connections.spawn(async move {
                     let metrics = Arc::clone(&broker.metrics);
-                    connection::serve(stream, peer, broker, stop, max_frame).await;
+                    connection::serve(stream, peer, broker, stop, max_frame, idle).await;
                     metrics.connections.dec();
+                    drop(slot);
                     drop(permit);
                 });
             }
@@ -111,4 +119,46 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     }
     let _ = upkeep.await;
     let _ = group_ticker.await;
+}
+
+/// Connections held per client address (`max.connections.per.ip`).
+#[derive(Clone)]
+struct PerIp {
+    limit: u32,
+    held: Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>,
+}
+
+/// One connection's place in its address's count, given back on drop.
+struct IpSlot {
+    ip: std::net::IpAddr,
+    held: Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>,
+}
+
+impl PerIp {
+    fn new(limit: u32) -> PerIp {
+        PerIp { limit, held: Arc::default() }
+    }
+
+    /// A slot for one more connection from `ip`, or None at the limit.
+    fn take(&self, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut held = self.held.lock();
+        let n = held.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { ip, held: Arc::clone(&self.held) })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock();
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
 }

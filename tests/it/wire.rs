@@ -384,3 +384,67 @@ fn authorized_operations_are_answered_when_asked_for() {
         assert_eq!(r.groups[0].authorized_operations, if asked { (1 << 3) | (1 << 6) | (1 << 8) } else { i32::MIN }, "DescribeGroups, asked: {asked}");
     }
 }
+
+/// The broker closed `s` (end of stream or reset) within 3 s; a read that
+/// merely times out is not a close.
+fn closed_by_broker(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
+/// connections.max.idle.ms: a connection that sends nothing, or stops in
+/// the middle of a frame (slowloris), is closed; one that keeps talking is not.
+#[test]
+fn idle_and_stalled_connections_are_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |c| c.broker.connections_max_idle_ms = 400);
+    let started = std::time::Instant::now();
+    let mut silent = connect(&b);
+    let mut stalled = connect(&b);
+    stalled.write_all(&100i32.to_be_bytes()).unwrap();
+    stalled.write_all(&[0, 18]).unwrap(); // two bytes of a 100-byte frame, then nothing
+    let mut busy = connect(&b);
+    while started.elapsed() < Duration::from_millis(1200) {
+        let r: ApiVersionsResponse = call(&mut busy, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        assert_eq!(r.error_code, 0, "a connection in use stays open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(closed_by_broker(&mut silent), "the silent connection was closed");
+    assert!(closed_by_broker(&mut stalled), "the stalled frame's connection was closed");
+    still_serving(&b);
+}
+
+/// max.connections.per.ip: the connection past the limit is closed at once;
+/// the others keep working, and a freed place can be taken again.
+#[test]
+fn connections_past_the_per_ip_limit_are_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |c| c.broker.max_connections_per_ip = 2);
+    let mut first = connect(&b);
+    let mut second = connect(&b);
+    for s in [&mut first, &mut second] {
+        let r: ApiVersionsResponse = call(s, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        assert_eq!(r.error_code, 0);
+    }
+    let mut third = connect(&b);
+    assert!(closed_by_broker(&mut third), "a third connection from 127.0.0.1 is refused");
+    let r: ApiVersionsResponse = call(&mut second, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0, "the others are unharmed");
+    drop(first);
+    // The freed place is given back when the broker sees the close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = connect(&b);
+        let frame = request_bytes(ApiKey::ApiVersions, 3, 7, &ApiVersionsRequest::default());
+        if again.write_all(&frame).is_ok() && read_frame(&mut again).is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the freed place was never given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
