@@ -17,6 +17,7 @@
 //!   defaults: MB/s and broker CPU ms per MB;
 //! * end-to-end latency (send → a consumer receives it) at a modest rate;
 //! * the broker's peak RSS over the round (VmHWM).
+//!
 //! It also measures the machine's raw limits in the same run: loopback TCP
 //! throughput and sequential file writes with fdatasync.
 //!

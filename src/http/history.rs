@@ -43,7 +43,7 @@ impl History {
             (id, lag)
         }).collect();
         if lag.len() > MAX_GROUPS {
-            lag.sort_by(|a, b| b.1.cmp(&a.1));
+            lag.sort_by_key(|g| std::cmp::Reverse(g.1));
             lag.truncate(MAX_GROUPS);
         }
         let sample = Sample { t_ms: crate::log::now_ms(), bytes_in, records_in, bytes_out, records_out, lag };
