@@ -93,6 +93,20 @@ fn own_cpu_seconds() -> f64 {
     cpu_seconds(std::process::id())
 }
 
+/// CPU seconds of each thread of this process, by thread id.
+fn own_thread_cpu() -> std::collections::HashMap<String, f64> {
+    let mut out = std::collections::HashMap::new();
+    for t in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let f: Vec<&str> = stat.rsplit_once(')').map(|x| x.1).unwrap_or("").split_whitespace().collect();
+        let ticks = f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+        // SAFETY: sysconf has no preconditions.
+        out.insert(tid, ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64);
+    }
+    out
+}
+
 /// Peak resident set of a process in MB (VmHWM).
 fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -266,28 +280,31 @@ fn produce(b: &Broker, topic: &str, count: u64, size: usize, acks: &str) -> Prod
 }
 
 /// Consumes `count` records of `topic` from the start, with the client's
-/// defaults (a group member). Returns (MB/s, broker CPU ms per MB).
-fn consume(b: &Broker, topic: &str, count: u64) -> (f64, f64) {
+/// defaults (a group member). Returns (MB/s, broker CPU ms per MB, the
+/// consumer process's CPU in cores, and its busiest thread's: near 1
+/// means that librdkafka thread is the bottleneck, not the broker).
+fn consume(b: &Broker, topic: &str, count: u64) -> (f64, f64, f64, f64) {
     let c: BaseConsumer = client(b).set("group.id", format!("bench-{topic}")).set("auto.offset.reset", "earliest").create().unwrap();
     c.subscribe(&[topic]).unwrap();
     // Timed from the first record: the group join (and the broker's initial
     // rebalance delay, 3 s by default as in Kafka) is not reading.
     let started = Instant::now();
-    let (mut cpu0, mut t0) = (0.0, started);
+    let (mut cpu0, mut own0, mut t0, mut threads0) = (0.0, 0.0, started, std::collections::HashMap::new());
     let (mut n, mut bytes) = (0u64, 0u64);
     while n < count {
         if let Some(m) = c.poll(Duration::from_secs(10)) {
             let m = m.expect("consume");
             if n == 0 {
-                (cpu0, t0) = (cpu_seconds(b.pid()), Instant::now());
+                (cpu0, own0, threads0, t0) = (cpu_seconds(b.pid()), own_cpu_seconds(), own_thread_cpu(), Instant::now());
             }
             bytes += m.payload().map_or(0, |p| p.len()) as u64;
             n += 1;
         }
         assert!(started.elapsed() < Duration::from_secs(600), "consume too slow");
     }
-    let mb = bytes as f64 / 1e6;
-    (mb / t0.elapsed().as_secs_f64(), (cpu_seconds(b.pid()) - cpu0) * 1000.0 / mb)
+    let (mb, secs) = (bytes as f64 / 1e6, t0.elapsed().as_secs_f64());
+    let busiest = own_thread_cpu().into_iter().map(|(tid, s)| s - threads0.get(&tid).copied().unwrap_or(0.0)).fold(0.0, f64::max);
+    (mb / secs, (cpu_seconds(b.pid()) - cpu0) * 1000.0 / mb, (own_cpu_seconds() - own0) / secs, busiest / secs)
 }
 
 fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -458,9 +475,11 @@ fn round(kind: Kind, a: &Args, dir: &Path) -> Vec<(String, f64)> {
             }
         }
     }
-    let (mb_s, ms_mb) = consume(&b, "p8-s1024-acks1", a.mb * 1_000_000 / 1024);
+    let (mb_s, ms_mb, cores, busiest) = consume(&b, "p8-s1024-acks1", a.mb * 1_000_000 / 1024);
     out.insert("consume 1 KiB, 8 partitions, client defaults: MB/s".into(), mb_s);
     out.insert("consume 1 KiB, 8 partitions, client defaults: broker CPU ms/MB".into(), ms_mb);
+    out.insert("consume 1 KiB, 8 partitions, client defaults: consumer cores".into(), cores);
+    out.insert("consume 1 KiB, 8 partitions, client defaults: consumer's busiest thread (cores)".into(), busiest);
     create_topic(&b, "latency", 1);
     let ((p50, p99, p999), achieved) = latency(&b, "latency", a.rate_mb, a.secs);
     let name = format!("produce latency at {} MB/s offered, acks=all", a.rate_mb);
