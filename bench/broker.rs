@@ -79,14 +79,19 @@ fn args() -> Args {
     a
 }
 
-/// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+/// CPU seconds (user + system) in a `/proc/.../stat` file (a process's or a thread's).
+fn stat_cpu_seconds(path: &Path) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat")))
 }
 
 fn own_cpu_seconds() -> f64 {
@@ -95,16 +100,8 @@ fn own_cpu_seconds() -> f64 {
 
 /// CPU seconds of each thread of this process, by thread id.
 fn own_thread_cpu() -> std::collections::HashMap<String, f64> {
-    let mut out = std::collections::HashMap::new();
-    for t in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
-        let tid = t.file_name().to_string_lossy().into_owned();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        let f: Vec<&str> = stat.rsplit_once(')').map(|x| x.1).unwrap_or("").split_whitespace().collect();
-        let ticks = f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-        // SAFETY: sysconf has no preconditions.
-        out.insert(tid, ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64);
-    }
-    out
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten();
+    tasks.map(|t| (t.file_name().to_string_lossy().into_owned(), stat_cpu_seconds(&t.path().join("stat")))).collect()
 }
 
 /// Peak resident set of a process in MB (VmHWM).

@@ -52,51 +52,47 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
                 pr.error_code = code;
                 pr.error_message = Some(StrBytes::from_string(message));
             };
-            // Produce v0–2 carry a message set (magic 0 or 1): it becomes
-            // one v2 batch here, so the log holds only v2 batches.
-            // Converted only for a partition that can take it (the arms
-            // below refuse the others before looking at the records), so a
-            // request to nowhere costs no decompression.
-            let writable = partition.is_some() && matches!(acks, -1..=1) && !topic.as_ref().is_some_and(|t| Broker::is_internal(&t.name));
-            let records = match pd.records {
-                Some(set) if version < 3 && writable => Some(crate::log::message_set::to_batch(&set)),
-                other => other.map(Ok),
-            };
-            match (partition, records) {
+            match (partition, pd.records) {
                 _ if !matches!(acks, -1..=1) => fail(&mut pr, code::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, not {acks}")),
                 (None, _) if topic.is_none() && version >= 13 => fail(&mut pr, code::UNKNOWN_TOPIC_ID, "unknown topic id".into()),
                 (None, _) => fail(&mut pr, code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),
                 (Some(_), _) if topic.as_ref().is_some_and(|t| Broker::is_internal(&t.name)) => fail(&mut pr, code::INVALID_TOPIC_EXCEPTION, "internal topics are written by the broker only".into()),
                 (Some(_), None) => fail(&mut pr, code::CORRUPT_MESSAGE, "no records".into()),
-                (Some(_), Some(Err(e))) => fail(&mut pr, e.kafka_code(), format!("the message set does not convert to a record batch: {e}")),
-                (Some(_), Some(Ok(records))) if !single_batch(&records) => fail(&mut pr, code::INVALID_RECORD, "a produce request must carry exactly one record batch per partition".into()),
-                (Some(p), Some(Ok(records))) => {
-                    if acks == -1 && needs_replicas {
-                        fail(&mut pr, code::NOT_ENOUGH_REPLICAS, "min.insync.replicas is above 1 and Eddy has one replica".into());
-                    } else {
-                        match p.log.append(&records) {
-                            Ok(info) => {
-                                if let Some(t) = &traffic {
-                                    t.bytes_in.inc_by(records.len() as u64);
-                                    t.records_in.inc_by(info.last_offset + 1 - info.base_offset);
+                // Produce v0–2 carry a message set (magic 0 or 1): it becomes
+                // one v2 batch here, so the log holds only v2 batches; only
+                // for a partition the arms above let through, so a request
+                // to nowhere costs no decompression.
+                (Some(p), Some(set)) => match if version < 3 { crate::log::message_set::to_batch(&set) } else { Ok(set) } {
+                    Err(e) => fail(&mut pr, e.kafka_code(), format!("the message set does not convert to a record batch: {e}")),
+                    Ok(records) if !single_batch(&records) => fail(&mut pr, code::INVALID_RECORD, "a produce request must carry exactly one record batch per partition".into()),
+                    Ok(records) => {
+                        if acks == -1 && needs_replicas {
+                            fail(&mut pr, code::NOT_ENOUGH_REPLICAS, "min.insync.replicas is above 1 and Eddy has one replica".into());
+                        } else {
+                            match p.log.append(&records) {
+                                Ok(info) => {
+                                    if let Some(t) = &traffic {
+                                        t.bytes_in.inc_by(records.len() as u64);
+                                        t.records_in.inc_by(info.last_offset + 1 - info.base_offset);
+                                    }
+                                    pr.base_offset = info.base_offset as i64;
+                                    pr.log_append_time_ms = info.log_append_time;
+                                    pr.log_start_offset = info.log_start_offset as i64;
+                                    p.appended();
+                                    if acks == -1 {
+                                        pending.push(Pending { topic: ti, slot: tr.partition_responses.len(), partition: p, end: info.last_offset + 1 });
+                                    }
                                 }
-                                pr.base_offset = info.base_offset as i64;
-                                pr.log_append_time_ms = info.log_append_time;
-                                pr.log_start_offset = info.log_start_offset as i64;
-                                p.appended();
-                                if acks == -1 {
-                                    pending.push(Pending { topic: ti, slot: tr.partition_responses.len(), partition: p, end: info.last_offset + 1 });
+                                Err(e) => {
+                                    tracing::debug!(topic = %td.name.as_str(), partition = pd.index, error = %e, "produce rejected");
+                                    fail(&mut pr, e.kafka_code(), e.to_string());
+                                    // Clients read the log start offset on errors too.
+                                    pr.log_start_offset = p.log.log_start_offset() as i64;
                                 }
-                            }
-                            Err(e) => {
-                                tracing::debug!(topic = %td.name.as_str(), partition = pd.index, error = %e, "produce rejected");
-                                fail(&mut pr, e.kafka_code(), e.to_string());
-                                // Clients read the log start offset on errors too.
-                                pr.log_start_offset = p.log.log_start_offset() as i64;
                             }
                         }
                     }
-                }
+                },
             }
             tr.partition_responses.push(pr);
         }
