@@ -33,32 +33,67 @@ pub struct Partition {
     pub index: i32,
     pub log: Arc<Log>,
     waiters: Mutex<Vec<Weak<Notify>>>,
-    /// The offset below which the log is known to be on disk.
-    durable: tokio::sync::watch::Sender<u64>,
-    /// Whether some task is running an fsync of this log right now.
-    syncing: std::sync::atomic::AtomicBool,
+    /// Offsets below this are in the file (acks=1: a process kill loses
+    /// nothing acknowledged).
+    written: Stage,
+    /// Offsets below this are on disk (acks=all: fsynced).
+    durable: Stage,
+}
+
+/// How far the log is known to have reached one level of safety, and
+/// whether some task is working on it right now.
+struct Stage {
+    reached: tokio::sync::watch::Sender<u64>,
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl Stage {
+    fn new(at: u64) -> Stage {
+        Stage { reached: tokio::sync::watch::Sender::new(at), running: std::sync::atomic::AtomicBool::new(false) }
+    }
+}
+
+/// What brings a log to a stage: a write-out, or a write-out and an fsync.
+#[derive(Clone, Copy)]
+enum Level {
+    Written,
+    Durable,
 }
 
 impl Partition {
     fn new(index: i32, log: Arc<Log>, metrics: &crate::metrics::Metrics) -> Partition {
-        let durable = tokio::sync::watch::Sender::new(log.log_end_offset());
+        let end = log.log_end_offset();
         let fsync_seconds = metrics.fsync.clone();
         log.observe_fsyncs(move |took| fsync_seconds.observe(took.as_secs_f64()));
-        Partition { index, log, waiters: Mutex::new(Vec::new()), durable, syncing: std::sync::atomic::AtomicBool::new(false) }
+        Partition { index, log, waiters: Mutex::new(Vec::new()), written: Stage::new(end), durable: Stage::new(end) }
     }
 
-    /// Waits until every offset below `end` is on disk (acks=all). One
-    /// waiter at a time runs the fsync, on a blocking thread, covering
-    /// everything appended so far; the others wait for its result: group
-    /// commit without a blocked thread per waiting request.
+    /// Waits until every offset below `end` is on disk (acks=all).
     pub async fn wait_durable(&self, end: u64) -> Result<(), String> {
+        self.wait_for(Level::Durable, end).await
+    }
+
+    /// Waits until every offset below `end` is in the file (acks=1).
+    pub async fn wait_written(&self, end: u64) -> Result<(), String> {
+        self.wait_for(Level::Written, end).await
+    }
+
+    /// One waiter at a time runs the write-out (and fsync), on a blocking
+    /// thread, covering everything appended so far; the others wait for
+    /// its result: group commit without a blocked thread per waiting
+    /// request.
+    async fn wait_for(&self, level: Level, end: u64) -> Result<(), String> {
         use std::sync::atomic::Ordering;
-        let mut seen = self.durable.subscribe();
+        let stage = match level {
+            Level::Written => &self.written,
+            Level::Durable => &self.durable,
+        };
+        let mut seen = stage.reached.subscribe();
         loop {
             if *seen.borrow_and_update() >= end {
                 return Ok(());
             }
-            if !self.syncing.swap(true, Ordering::AcqRel) {
+            if !stage.running.swap(true, Ordering::AcqRel) {
                 // Clears the flag even if this future is dropped mid-fsync, so
                 // later waiters can never wait on a sync nobody runs.
                 struct Syncing<'a>(&'a std::sync::atomic::AtomicBool);
@@ -67,24 +102,31 @@ impl Partition {
                         self.0.store(false, Ordering::Release);
                     }
                 }
-                let guard = Syncing(&self.syncing);
+                let guard = Syncing(&stage.running);
                 let log = Arc::clone(&self.log);
                 let target = log.log_end_offset();
-                let done = tokio::task::spawn_blocking(move || log.sync_to(target)).await;
+                let done = tokio::task::spawn_blocking(move || match level {
+                    Level::Written => log.write_out(),
+                    Level::Durable => log.sync_to(target),
+                })
+                .await;
                 drop(guard);
                 match done {
                     Ok(Ok(())) => {
-                        self.durable.send_modify(|v| *v = (*v).max(target));
+                        stage.reached.send_modify(|v| *v = (*v).max(target));
+                        if let Level::Durable = level {
+                            self.written.reached.send_modify(|v| *v = (*v).max(target));
+                        }
                         continue;
                     }
                     Ok(Err(e)) => {
                         // Let a waiting request try (and report) the next round.
-                        self.durable.send_modify(|_| {});
+                        stage.reached.send_modify(|_| {});
                         return Err(e.to_string());
                     }
                     Err(e) => {
-                        self.durable.send_modify(|_| {});
-                        return Err(format!("fsync task failed: {e}"));
+                        stage.reached.send_modify(|_| {});
+                        return Err(format!("write task failed: {e}"));
                     }
                 }
             }
@@ -416,7 +458,7 @@ impl Broker {
         Ok(())
     }
 
-    /// Starts a request: a produce that must wait for fsyncs comes back as
+    /// Starts a request: a produce that must wait for writes comes back as
     /// a future that owns what it needs, so its connection can read on;
     /// everything else is answered here.
     pub async fn dispatch(&self, req: Request, peer: std::net::SocketAddr) -> Handled {

@@ -17,10 +17,12 @@ struct Pending {
     slot: usize,
     partition: Arc<Partition>,
     end: u64,
+    /// acks=all (fsynced); else acks=1 (written to the file).
+    durable: bool,
 }
 
 /// A produce request whose records are appended, waiting only for the
-/// fsyncs acks=all asks for. It owns everything it needs, so the connection
+/// write to the file acks=1 asks for, or the write and fsync of acks=all. It owns everything it needs, so the connection
 /// can go on to its next request meanwhile (responses stay in order).
 pub struct Appended {
     acks: i16,
@@ -69,7 +71,7 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
                         if acks == -1 && needs_replicas {
                             fail(&mut pr, code::NOT_ENOUGH_REPLICAS, "min.insync.replicas is above 1 and Eddy has one replica".into());
                         } else {
-                            match p.log.append(&records) {
+                            match p.log.append_staged(&records) {
                                 Ok(info) => {
                                     if let Some(t) = &traffic {
                                         t.bytes_in.inc_by(records.len() as u64);
@@ -79,8 +81,11 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
                                     pr.log_append_time_ms = info.log_append_time;
                                     pr.log_start_offset = info.log_start_offset as i64;
                                     p.appended();
-                                    if acks == -1 {
-                                        pending.push(Pending { topic: ti, slot: tr.partition_responses.len(), partition: p, end: info.last_offset + 1 });
+                                    let end = info.last_offset + 1;
+                                    match acks {
+                                        // Nothing to answer: the write-out runs on its own.
+                                        0 => drop(tokio::spawn(async move { p.wait_written(end).await })),
+                                        _ => pending.push(Pending { topic: ti, slot: tr.partition_responses.len(), partition: p, end, durable: acks == -1 }),
                                     }
                                 }
                                 Err(e) => {
@@ -108,19 +113,21 @@ impl Appended {
         !self.pending.is_empty()
     }
 
-    /// Waits for the fsyncs (shared with concurrent producers: group
-    /// commit) and builds the response; None for acks=0.
+    /// Waits for the write-outs (acks=1) or write-outs and fsyncs
+    /// (acks=all), shared with concurrent producers (group commit), and
+    /// builds the response; None for acks=0.
     pub async fn finish(self) -> Option<ProduceResponse> {
         let Appended { acks, mut responses, pending } = self;
     if !pending.is_empty() {
-        // Partitions fsync in parallel; one partition's waiters share fsyncs.
+        // Partitions write in parallel; one partition's waiters share writes.
         let mut waits = tokio::task::JoinSet::new();
         for (i, w) in pending.iter().enumerate() {
             let (p, end) = (Arc::clone(&w.partition), w.end);
-            waits.spawn(async move { (i, p.wait_durable(end).await) });
+            let durable = w.durable;
+            waits.spawn(async move { (i, if durable { p.wait_durable(end).await } else { p.wait_written(end).await }) });
         }
-        // Anything not confirmed durable is an error, whatever went wrong.
-        let mut outcome: Vec<Result<(), String>> = vec![Err("the fsync wait did not complete".into()); pending.len()];
+        // Anything not confirmed written is an error, whatever went wrong.
+        let mut outcome: Vec<Result<(), String>> = vec![Err("the write wait did not complete".into()); pending.len()];
         while let Some(done) = waits.join_next().await {
             if let Ok((i, r)) = done {
                 outcome[i] = r;
@@ -128,7 +135,7 @@ impl Appended {
         }
         for (w, r) in pending.iter().zip(outcome) {
             if let Err(message) = r {
-                tracing::error!(error = %message, "fsync for acks=all failed");
+                tracing::error!(error = %message, acks, "writing produced records failed");
                 let pr = &mut responses[w.topic].partition_responses[w.slot];
                 pr.error_code = code::KAFKA_STORAGE_ERROR;
                 pr.error_message = Some(StrBytes::from_string(message));

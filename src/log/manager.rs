@@ -275,6 +275,7 @@ impl LogManager {
         for ((topic, partition), log) in logs {
             let result = log
                 .flush_if_due(now)
+                .and_then(|_| log.tend_memory())
                 .and_then(|_| log.apply_retention(now))
                 .and_then(|_| if checkpoint { log.checkpoint() } else { Ok(()) });
             if let Err(e) = result {

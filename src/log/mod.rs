@@ -15,6 +15,7 @@ pub mod partition;
 pub mod producer;
 pub mod records;
 pub mod segment;
+pub mod tail;
 pub mod topic;
 pub mod txn;
 pub mod txn_index;

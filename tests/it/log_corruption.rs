@@ -185,14 +185,47 @@ fn torn_tail_after_crash_is_truncated_and_reported() {
         log.append(&simple_batch(3, 50, i)).unwrap();
     }
     let end = log.log_end_offset();
+    let logs = || files(dir.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect::<Vec<_>>();
+    let last = logs().pop().unwrap();
+    // Sealed segments are cut to their exact size; the active one's bytes
+    // are the rest.
+    let sealed: u64 = logs().iter().filter(|p| **p != last).map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    let data_end = log.size_bytes() - sealed;
     drop(log); // no close: an unclean stop
-    let last = files(dir.path()).into_iter().rfind(|p| p.extension().is_some_and(|e| e == "log")).unwrap();
-    let len = std::fs::metadata(&last).unwrap().len();
+    let bytes = std::fs::read(&last).unwrap();
+    // Direct writes pad the last block with zeros (storage-format.md §2).
+    assert_eq!(bytes.len() as u64 % 4096, 0, "the active segment ends on a whole block");
+    assert!(bytes[data_end as usize..].iter().all(|&b| b == 0), "the padding is zeros");
     let f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
-    f.set_len(len - 7).unwrap();
+    f.set_len(data_end - 7).unwrap();
     let log = Log::open(dir.path(), config(), false).unwrap();
     assert!(log.was_recovered());
     assert_eq!(log.log_end_offset(), end - 3, "the torn last batch is gone, the rest kept");
+}
+
+#[test]
+fn zero_padding_after_an_unclean_stop_is_dropped_and_nothing_else() {
+    let dir = scratch_dir();
+    let log = Log::open(dir.path(), config(), false).unwrap();
+    for i in 0..5 {
+        log.append(&simple_batch(3, 50, i)).unwrap();
+    }
+    let (written, end) = (read_all(&log).0, log.log_end_offset());
+    drop(log); // no close: the active segment keeps its zero padding
+    let last = files(dir.path()).into_iter().rfind(|p| p.extension().is_some_and(|e| e == "log")).unwrap();
+    let padded = std::fs::metadata(&last).unwrap().len();
+    let log = Log::open(dir.path(), config(), false).unwrap();
+    assert!(log.was_recovered());
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_all(&log).0, written);
+    assert!(std::fs::metadata(&last).unwrap().len() < padded, "the padding is cut off");
+    // Appends go on where the data ended, across the old padding.
+    log.append(&simple_batch(2, 50, 9)).unwrap();
+    assert_eq!(log.log_end_offset(), end + 2);
+    drop(log);
+    let log = Log::open(dir.path(), config(), false).unwrap();
+    assert_eq!(log.log_end_offset(), end + 2);
+    assert_eq!(read_all(&log).0.len(), written.len() + 1, "one more batch");
 }
 
 #[test]

@@ -254,6 +254,7 @@ impl Log {
             segments.insert(base, Arc::new(seg));
         }
         let active = Arc::clone(segments.values().next_back().expect("at least one segment"));
+        active.prepare_appends()?;
         let log_end_offset = active.next_offset().max(active.base_offset);
         let first_base = *segments.keys().next().expect("at least one segment");
         let mut log_start_offset = checkpoint.log_start_offset.max(first_base);
@@ -380,6 +381,8 @@ impl Log {
             let entry = txn_index::Entry { txn, last_stable_offset: app.txns.last_stable_offset(offset + 1) };
             txn_index::append(&app.active.txn_index_file(), &entry)?;
         }
+        drop(app);
+        self.write_out()?;
         Ok(offset)
     }
 
@@ -428,9 +431,21 @@ impl Log {
         self.segments.read().values().cloned().collect()
     }
 
-    /// Validates and appends a client's record set (one or more batches).
+    /// Validates and appends a client's record set (one or more batches),
+    /// and writes it to the file: when this returns, a kill of the process
+    /// loses none of it (an fsync, `sync_to`, covers a machine crash).
     /// Nothing is written unless every batch is valid.
     pub fn append(&self, records: &Bytes) -> Result<AppendInfo, LogError> {
+        let info = self.append_staged(records)?;
+        self.write_out()?;
+        Ok(info)
+    }
+
+    /// `append` without the write to the file: the records are readable at
+    /// once, and reach the file at the next `write_out` or `sync_to` (or
+    /// when enough are staged), which callers share (the broker's group
+    /// commit for acks=1 and acks=all).
+    pub fn append_staged(&self, records: &Bytes) -> Result<AppendInfo, LogError> {
         let config = self.config();
         let batches = batch::validate_producer_records(records)?;
         for b in &batches {
@@ -610,11 +625,14 @@ impl Log {
             map.range(from..).map(|(_, s)| Arc::clone(s)).collect()
         };
         for seg in &segs {
-            let started = std::time::Instant::now();
-            let synced = seg.sync_data();
-            if let Some(observe) = self.fsync_observer.get() {
-                observe(started.elapsed());
-            }
+            let synced = seg.write_out().and_then(|()| {
+                let started = std::time::Instant::now();
+                let synced = seg.sync_data();
+                if let Some(observe) = self.fsync_observer.get() {
+                    observe(started.elapsed());
+                }
+                synced
+            });
             if let Err(e) = synced {
                 self.failed.store(true, Ordering::Release);
                 tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; the log refuses writes until the broker restarts and recovers it");
@@ -633,6 +651,31 @@ impl Log {
             drop(s);
             self.write_checkpoint()?;
         }
+        Ok(())
+    }
+
+    /// Writes every appended byte to the file, without an fsync: after it a
+    /// kill of the process loses nothing appended before the call (acks=1).
+    /// Concurrent callers share writes.
+    pub fn write_out(&self) -> Result<(), LogError> {
+        self.check_not_failed()?;
+        // Segments before the active one were written out when sealed.
+        let active = Arc::clone(&self.appender.lock().active);
+        if let Err(e) = active.write_out() {
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(dir = %self.dir.display(), error = %e, "a write to the log failed; the log refuses writes until the broker restarts and recovers it");
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Periodic upkeep of the log's memory: writes out what appends left
+    /// staged (acks=0), and hands an idle partition's appending chunk to
+    /// the shared cache.
+    pub fn tend_memory(&self) -> Result<(), LogError> {
+        self.write_out()?;
+        let active = Arc::clone(&self.appender.lock().active);
+        active.retire_idle()?;
         Ok(())
     }
 

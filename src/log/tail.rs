@@ -1,0 +1,269 @@
+//! The newest bytes of segments, held in memory.
+//!
+//! An append is copied into a block-aligned chunk of memory and reaches the
+//! file by direct I/O (`O_DIRECT`) in whole 4 KiB blocks: the last block is
+//! padded with zeros and written again, whole, by the next write-out. No
+//! page cache pages are filled, dirtied and written back, which is most of
+//! what buffered writes cost here (storage-format.md §8).
+//!
+//! Chunks stay in memory after they are written, so readers of the newest
+//! data (tailing consumers) get it from memory, without a copy. Chunks an
+//! appender has moved past are counted against one process-wide budget and
+//! dropped oldest first once they are in the file and the budget is
+//! exceeded; reads of what they held then go to the file.
+
+use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+/// The unit of direct I/O: file positions, lengths and memory addresses of
+/// every write are multiples of it (it covers 512-byte and 4 KiB devices).
+pub const BLOCK: usize = 4096;
+/// Smallest and largest chunk. A segment's chunks start small (an idle
+/// partition costs little) and double while appends keep coming.
+pub const MIN_CHUNK: usize = 16 << 10;
+pub const MAX_CHUNK: usize = 1 << 20;
+/// Default process-wide budget for chunks appenders have moved past.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
+pub fn floor(pos: u64) -> u64 {
+    pos & !(BLOCK as u64 - 1)
+}
+
+pub fn ceil(n: usize) -> usize {
+    n.div_ceil(BLOCK) * BLOCK
+}
+
+/// Zeroed, block-aligned memory.
+pub struct Mem {
+    ptr: NonNull<u8>,
+    cap: usize,
+}
+
+// SAFETY: `Mem` owns its allocation; what may touch which bytes, and when,
+// is the `Chunk` discipline below (one writer, above the published length
+// only; readers below it).
+unsafe impl Send for Mem {}
+unsafe impl Sync for Mem {}
+
+impl Mem {
+    fn new(cap: usize) -> Mem {
+        let layout = Layout::from_size_align(cap, BLOCK).expect("a chunk layout");
+        // SAFETY: `cap` is a non-zero multiple of BLOCK.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        Mem { ptr: NonNull::new(ptr).unwrap_or_else(|| handle_alloc_error(layout)), cap }
+    }
+
+    /// The address of byte `off`, for a write to the file.
+    pub fn ptr_at(&self, off: usize) -> *const u8 {
+        assert!(off <= self.cap);
+        // SAFETY: within the allocation (checked above).
+        unsafe { self.ptr.as_ptr().add(off) }
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.ptr.as_ptr(), Layout::from_size_align_unchecked(self.cap, BLOCK)) }
+    }
+}
+
+/// Bytes of a chunk handed to a reader: keeps the memory alive.
+struct View {
+    mem: Arc<Mem>,
+    off: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for View {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `off + len` lies below the chunk's published length when
+        // the view is made, and bytes below it are never written again.
+        unsafe { std::slice::from_raw_parts(self.mem.ptr.as_ptr().add(self.off), self.len) }
+    }
+}
+
+/// A run of a segment file's bytes in memory, from `base` (a multiple of
+/// BLOCK). Its single writer (the segment's appender) adds bytes at the
+/// published length and then publishes the new length; bytes below it
+/// never change, so readers may hold slices of them.
+pub struct Chunk {
+    pub base: u64,
+    pub cap: usize,
+    len: AtomicUsize,
+    /// None once the cache dropped it (only when it is all in the file).
+    mem: Mutex<Option<Arc<Mem>>>,
+    /// Every byte of it is in the file and it takes no more appends.
+    written: AtomicBool,
+    /// Counted in the cache budget.
+    cached: AtomicBool,
+}
+
+impl Chunk {
+    pub fn new(base: u64, cap: usize) -> (Arc<Chunk>, Arc<Mem>) {
+        debug_assert!(base % BLOCK as u64 == 0 && cap % BLOCK == 0);
+        let mem = Arc::new(Mem::new(cap));
+        let c = Chunk { base, cap, len: AtomicUsize::new(0), mem: Mutex::new(Some(Arc::clone(&mem))), written: AtomicBool::new(false), cached: AtomicBool::new(false) };
+        (Arc::new(c), mem)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn end(&self) -> u64 {
+        self.base + self.len() as u64
+    }
+
+    pub fn mem(&self) -> Option<Arc<Mem>> {
+        self.mem.lock().clone()
+    }
+
+    /// Copies `src` to `off` (at or above the published length, within the
+    /// capacity) and publishes the new length. Only the chunk's appender
+    /// calls this, with `mem` from `new`.
+    pub fn append(&self, mem: &Mem, off: usize, src: &[u8]) {
+        assert!(off >= self.len() && off + src.len() <= self.cap);
+        // SAFETY: the range is inside the allocation and above the published
+        // length, where no reader looks; there is one appender.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), mem.ptr.as_ptr().add(off), src.len()) };
+        self.len.store(off + src.len(), Ordering::Release);
+    }
+
+    /// Takes back the bytes from `off` on (zeroing them): bytes of an
+    /// append that failed, never published to readers. Appender only.
+    pub fn rewind(&self, mem: &Mem, off: usize) {
+        let len = self.len();
+        if off < len {
+            self.len.store(off, Ordering::Release);
+            // SAFETY: [off, len) is inside the allocation and, being above
+            // the segment's published size, read by nobody.
+            unsafe { std::ptr::write_bytes(mem.ptr.as_ptr().add(off), 0, len - off) };
+        }
+    }
+
+    /// `len` bytes from `off` (below the published length), without a copy.
+    pub fn slice(mem: &Arc<Mem>, off: usize, len: usize) -> Bytes {
+        Bytes::from_owner(View { mem: Arc::clone(mem), off, len })
+    }
+
+    /// Drops the memory (readers holding slices keep theirs): only for a
+    /// chunk wholly in the file.
+    pub fn evict(&self) {
+        debug_assert!(self.is_written());
+        if self.mem.lock().take().is_some() && self.cached.load(Ordering::Acquire) {
+            CACHE.used.fetch_sub(self.cap, Ordering::AcqRel);
+        }
+    }
+
+    pub fn set_written(&self) {
+        self.written.store(true, Ordering::Release);
+    }
+
+    pub fn is_written(&self) -> bool {
+        self.written.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if self.cached.load(Ordering::Acquire) && self.mem.get_mut().is_some() {
+            CACHE.used.fetch_sub(self.cap, Ordering::AcqRel);
+        }
+    }
+}
+
+struct Cache {
+    budget: AtomicUsize,
+    used: AtomicUsize,
+    /// Chunks in the order they were retired, oldest first.
+    fifo: Mutex<VecDeque<Weak<Chunk>>>,
+}
+
+static CACHE: Cache = Cache { budget: AtomicUsize::new(DEFAULT_CACHE_BYTES), used: AtomicUsize::new(0), fifo: parking_lot::const_mutex(VecDeque::new()) };
+
+/// Sets the process-wide budget for chunks appenders have moved past
+/// (`log.cache.bytes`); takes effect at the next retirement.
+pub fn set_cache_budget(bytes: usize) {
+    CACHE.budget.store(bytes, Ordering::Release);
+}
+
+/// Bytes of retired chunks still in memory.
+pub fn cache_used() -> usize {
+    CACHE.used.load(Ordering::Acquire)
+}
+
+/// Counts a chunk its appender has moved past against the budget, and
+/// drops the oldest written chunks while the budget is exceeded.
+pub fn retire(chunk: &Arc<Chunk>) {
+    if chunk.cached.swap(true, Ordering::AcqRel) || chunk.mem.lock().is_none() {
+        return;
+    }
+    CACHE.used.fetch_add(chunk.cap, Ordering::AcqRel);
+    let mut fifo = CACHE.fifo.lock();
+    fifo.push_back(Arc::downgrade(chunk));
+    evict(&mut fifo);
+}
+
+fn evict(fifo: &mut VecDeque<Weak<Chunk>>) {
+    let budget = CACHE.budget.load(Ordering::Acquire);
+    // Chunks not yet in the file go to the back; each entry is looked at
+    // once per call at most.
+    let mut rounds = fifo.len();
+    while CACHE.used.load(Ordering::Acquire) > budget && rounds > 0 {
+        rounds -= 1;
+        let Some(weak) = fifo.pop_front() else { break };
+        let Some(c) = weak.upgrade() else { continue };
+        if !c.is_written() {
+            fifo.push_back(weak);
+            continue;
+        }
+        c.evict();
+    }
+    // Entries of dropped segments' chunks are cleared now and then.
+    if fifo.len() > 4096 && fifo.len() > 2 * (CACHE.used.load(Ordering::Acquire) / MIN_CHUNK + 1) {
+        fifo.retain(|w| w.strong_count() > 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_outlive_the_chunk_and_eviction_waits_for_the_file() {
+        let (c, mem) = Chunk::new(8192, MIN_CHUNK);
+        c.append(&mem, 0, b"hello ");
+        c.append(&mem, 6, b"world");
+        let s = Chunk::slice(&mem, 0, c.len());
+        drop(mem);
+        assert_eq!(&s[..], b"hello world");
+        assert_eq!(c.end(), 8192 + 11);
+        // With no budget at all, a chunk not yet in the file stays; once it
+        // is written the next retirement drops it. (Other tests sharing the
+        // cache only see their own chunks dropped early, which is correct
+        // behaviour for them too.)
+        set_cache_budget(0);
+        retire(&c);
+        assert!(c.mem().is_some());
+        c.set_written();
+        let (other, _) = Chunk::new(0, MIN_CHUNK);
+        retire(&other);
+        assert!(c.mem().is_none());
+        set_cache_budget(DEFAULT_CACHE_BYTES);
+        // The slice still holds the memory.
+        assert_eq!(&s[..], b"hello world");
+        assert_eq!(floor(8191), 4096);
+        assert_eq!(ceil(4097), 8192);
+    }
+}
