@@ -41,7 +41,10 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
         let needs_replicas = topic.as_ref().and_then(|t| t.configs.get("min.insync.replicas")).or_else(|| broker.config.topic_defaults.get("min.insync.replicas")).is_some_and(|m| m != "1");
         let traffic = topic.as_ref().map(|t| broker.metrics.topic(&t.name));
         let mut tr = TopicProduceResponse::default();
-        tr.name = td.name.clone();
+        // A copy, not a slice of the request frame: the frame's buffer is
+        // then free for the connection's next read while this response
+        // waits for its write.
+        tr.name = kafka_protocol::messages::TopicName(StrBytes::from_string(td.name.to_string()));
         tr.topic_id = td.topic_id;
         for pd in td.partition_data {
             let mut pr = PartitionProduceResponse::default();

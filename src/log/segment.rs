@@ -529,6 +529,9 @@ impl Segment {
                 self.stage(&mut st, pos + 8, &b.rest)?;
                 pos += b.len() as u64;
             }
+            if let Some((c, m)) = &st.cur {
+                c.zero_rest_of_block(m);
+            }
         }
         let mut at = start;
         for b in batches {
@@ -576,15 +579,21 @@ impl Segment {
         let (chunk, mem) = Chunk::new(base, cap);
         if carry > 0 {
             let mut head = vec![0u8; carry];
-            match st.find(base) {
+            let loaded = match st.find(base) {
                 Some((c, m)) if c.end() >= pos => {
                     let off = (base - c.base) as usize;
                     head.copy_from_slice(&Chunk::slice(&m, off, carry));
+                    c.loaded().saturating_sub(off).min(carry)
                 }
-                _ => self.file.read_exact_at(&mut head, base)?,
-            }
+                _ => {
+                    self.file.read_exact_at(&mut head, base)?;
+                    carry
+                }
+            };
+            chunk.set_loaded(loaded);
             chunk.append(&mem, 0, &head);
         }
+        chunk.zero_rest_of_block(&mem);
         st.retire_current();
         st.cur = Some((chunk, mem));
         Ok(())
@@ -704,14 +713,15 @@ impl Segment {
 
     /// Bytes `[pos, pos + n)`, `min <= n <= max`, all below `size()`: a
     /// slice of a chunk without a copy when one holds at least `min` of
-    /// them, else read from the file and the chunks.
-    fn read_some(&self, pos: u64, min: usize, max: usize) -> io::Result<Bytes> {
+    /// them (then true if they were appended, not loaded from the file),
+    /// else read from the file and the chunks (false).
+    fn read_some(&self, pos: u64, min: usize, max: usize) -> io::Result<(Bytes, bool)> {
         let (memory_from, chunks) = {
             let st = self.staged.lock();
             if let Some((c, m)) = st.find(pos) {
-                let avail = (c.end() - pos) as usize;
+                let (off, avail) = ((pos - c.base) as usize, (c.end() - pos) as usize);
                 if avail >= min {
-                    return Ok(Chunk::slice(&m, (pos - c.base) as usize, avail.min(max)));
+                    return Ok((Chunk::slice(&m, off, avail.min(max)), off >= c.loaded()));
                 }
             }
             let chunks: Vec<(u64, u64, Arc<Mem>)> = st.in_memory().map(|(c, m)| (c.base, c.end(), m)).collect();
@@ -719,7 +729,7 @@ impl Segment {
         };
         if pos + min as u64 <= memory_from {
             let n = (max as u64).min(memory_from.saturating_sub(pos)) as usize;
-            return Ok(read_uninit(&self.file, n, pos)?.freeze());
+            return Ok((read_uninit(&self.file, n, pos)?.freeze(), false));
         }
         // Across the file and chunks, or across chunks: copied.
         let mut buf = BytesMut::with_capacity(max);
@@ -734,7 +744,7 @@ impl Segment {
             let n = ((end - p) as usize).min(max - buf.len());
             buf.extend_from_slice(&Chunk::slice(m, (p - base) as usize, n));
         }
-        Ok(buf.freeze())
+        Ok((buf.freeze(), false))
     }
 
     /// Fills `buf` with the bytes at `pos` (all below `size()`).
@@ -754,7 +764,7 @@ impl Segment {
                 None => {}
             }
         }
-        buf.copy_from_slice(&self.read_some(pos, buf.len(), buf.len())?);
+        buf.copy_from_slice(&self.read_some(pos, buf.len(), buf.len())?.0);
         Ok(())
     }
 
@@ -819,8 +829,8 @@ impl Segment {
 
     /// Reads whole batches starting at `pos`: at least the first batch, then
     /// more while they fit in `max_bytes` and start below `upper_bound`.
-    /// Every batch is CRC-checked; a corrupt batch ends the read (or fails it
-    /// when it is the first).
+    /// Every batch read from the file is CRC-checked; a corrupt batch ends
+    /// the read (or fails it when it is the first).
     pub fn read_batches(&self, pos: u64, max_bytes: usize, upper_bound: u64) -> Result<Bytes, LogError> {
         let size = self.size();
         let corrupt = |position: u64, reason: String| LogError::CorruptLog { path: self.log_file(), position, reason };
@@ -838,7 +848,7 @@ impl Segment {
         let want = (max_bytes as u64).max(first_len).min(size - pos) as usize;
         // Fewer bytes than asked for when that avoids a copy; the read ends
         // at the last whole batch anyway.
-        let buf = self.read_some(pos, first_len as usize, want)?;
+        let (buf, in_memory) = self.read_some(pos, first_len as usize, want)?;
         let mut end = 0usize;
         let mut expected_min = first.base_offset;
         while end + HEADER_LEN <= buf.len() {
@@ -858,7 +868,9 @@ impl Segment {
                 }
                 break;
             }
-            if let Err(reason) = batch::check_stored(&buf[end..end + len]) {
+            // Bytes that never left memory were checked when appended; bytes
+            // from the file are checked again (the disk may have damaged them).
+            if let Err(reason) = if in_memory { Ok(h) } else { batch::check_stored(&buf[end..end + len]) } {
                 if end == 0 {
                     return Err(corrupt(pos, reason.into()));
                 }

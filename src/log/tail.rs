@@ -12,7 +12,7 @@
 //! dropped oldest first once they are in the file and the budget is
 //! exceeded; reads of what they held then go to the file.
 
-use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,11 +39,24 @@ pub fn ceil(n: usize) -> usize {
     n.div_ceil(BLOCK) * BLOCK
 }
 
-/// Zeroed, block-aligned memory.
+/// Block-aligned memory, not initialised: bytes are written before they
+/// are read (`Chunk`), and bytes a write-out sends after the data are
+/// zeroed first (`Chunk::zero_rest_of_block`).
 pub struct Mem {
     ptr: NonNull<u8>,
     cap: usize,
 }
+
+/// Largest chunks' memory kept for reuse after their chunks are dropped:
+/// fresh memory costs a page fault per 4 KiB on first touch.
+const POOL_MAX: usize = 32;
+
+struct Pooled(NonNull<u8>);
+
+// SAFETY: a pooled allocation is owned by the pool alone.
+unsafe impl Send for Pooled {}
+
+static POOL: Mutex<Vec<Pooled>> = parking_lot::const_mutex(Vec::new());
 
 // SAFETY: `Mem` owns its allocation; what may touch which bytes, and when,
 // is the `Chunk` discipline below (one writer, above the published length
@@ -53,9 +66,14 @@ unsafe impl Sync for Mem {}
 
 impl Mem {
     fn new(cap: usize) -> Mem {
+        if cap == MAX_CHUNK {
+            if let Some(Pooled(ptr)) = POOL.lock().pop() {
+                return Mem { ptr, cap };
+            }
+        }
         let layout = Layout::from_size_align(cap, BLOCK).expect("a chunk layout");
         // SAFETY: `cap` is a non-zero multiple of BLOCK.
-        let ptr = unsafe { alloc_zeroed(layout) };
+        let ptr = unsafe { alloc(layout) };
         Mem { ptr: NonNull::new(ptr).unwrap_or_else(|| handle_alloc_error(layout)), cap }
     }
 
@@ -69,6 +87,13 @@ impl Mem {
 
 impl Drop for Mem {
     fn drop(&mut self) {
+        if self.cap == MAX_CHUNK {
+            let mut pool = POOL.lock();
+            if pool.len() < POOL_MAX {
+                pool.push(Pooled(self.ptr));
+                return;
+            }
+        }
         // SAFETY: allocated in `new` with this layout.
         unsafe { dealloc(self.ptr.as_ptr(), Layout::from_size_align_unchecked(self.cap, BLOCK)) }
     }
@@ -103,18 +128,30 @@ pub struct Chunk {
     written: AtomicBool,
     /// Counted in the cache budget.
     cached: AtomicBool,
+    /// Leading bytes that came from the file (the block an opened segment
+    /// ends in): unlike appended bytes, they were never checked.
+    loaded: AtomicUsize,
 }
 
 impl Chunk {
     pub fn new(base: u64, cap: usize) -> (Arc<Chunk>, Arc<Mem>) {
         debug_assert!(base % BLOCK as u64 == 0 && cap % BLOCK == 0);
         let mem = Arc::new(Mem::new(cap));
-        let c = Chunk { base, cap, len: AtomicUsize::new(0), mem: Mutex::new(Some(Arc::clone(&mem))), written: AtomicBool::new(false), cached: AtomicBool::new(false) };
+        let c = Chunk { base, cap, len: AtomicUsize::new(0), mem: Mutex::new(Some(Arc::clone(&mem))), written: AtomicBool::new(false), cached: AtomicBool::new(false), loaded: AtomicUsize::new(0) };
         (Arc::new(c), mem)
     }
 
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
+    }
+
+    /// How many leading bytes came from the file.
+    pub fn loaded(&self) -> usize {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    pub fn set_loaded(&self, n: usize) {
+        self.loaded.store(n, Ordering::Release);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,15 +177,24 @@ impl Chunk {
         self.len.store(off + src.len(), Ordering::Release);
     }
 
-    /// Takes back the bytes from `off` on (zeroing them): bytes of an
-    /// append that failed, never published to readers. Appender only.
-    pub fn rewind(&self, mem: &Mem, off: usize) {
+    /// Zeroes the bytes after the published length up to the end of its
+    /// block: a write-out sends them as padding (or, racing a later
+    /// append, that append's bytes), never old contents of the memory.
+    /// Appender only, after its last `append` of a request.
+    pub fn zero_rest_of_block(&self, mem: &Mem) {
         let len = self.len();
-        if off < len {
+        let stop = ceil(len).min(self.cap);
+        // SAFETY: [len, stop) is inside the allocation, above the published
+        // length, where no reader looks; there is one appender.
+        unsafe { std::ptr::write_bytes(mem.ptr.as_ptr().add(len), 0, stop - len) };
+    }
+
+    /// Takes back the bytes from `off` on: bytes of an append that failed,
+    /// never published to readers. Appender only.
+    pub fn rewind(&self, mem: &Mem, off: usize) {
+        if off < self.len() {
             self.len.store(off, Ordering::Release);
-            // SAFETY: [off, len) is inside the allocation and, being above
-            // the segment's published size, read by nobody.
-            unsafe { std::ptr::write_bytes(mem.ptr.as_ptr().add(off), 0, len - off) };
+            self.zero_rest_of_block(mem);
         }
     }
 
