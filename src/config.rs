@@ -21,7 +21,37 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::security::{Mechanism, SecurityProtocol};
 use crate::topic_config;
+
+/// `listeners` (one `PROTOCOL://host:port`), or PLAINTEXT at `listen`.
+fn parse_listeners(b: &BrokerSection) -> Result<(SecurityProtocol, String), String> {
+    let Some(l) = &b.listeners else {
+        return Ok((SecurityProtocol::Plaintext, b.listen.clone()));
+    };
+    if l.contains(',') {
+        return Err(format!("{l:?}: several listeners are not supported yet; give one"));
+    }
+    let (name, addr) = l.trim().split_once("://").ok_or_else(|| format!("{l:?} is not PROTOCOL://host:port"))?;
+    let protocol = SecurityProtocol::parse(name)?;
+    if addr.parse::<SocketAddr>().is_err() {
+        return Err(format!("{l:?}: {addr:?} is not an IP:port address"));
+    }
+    Ok((protocol, addr.to_string()))
+}
+
+/// A comma-separated list of SASL mechanism names.
+fn parse_mechanisms(list: &str) -> Result<Vec<Mechanism>, String> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match Mechanism::parse(name) {
+            Some(m) if !out.contains(&m) => out.push(m),
+            Some(_) => {}
+            None => return Err(format!("{name:?} is not supported: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")),
+        }
+    }
+    Ok(out)
+}
 
 /// The `[broker]` table.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -97,6 +127,29 @@ pub struct BrokerSection {
     pub log_cleaner_backoff_ms: i64,
     /// A directory of `*.toml` files with more `[processors.NAME]` tables; relative to the config file.
     pub processors_dir: Option<PathBuf>,
+    /// `listeners`: Kafka's `PROTOCOL://host:port`, one listener for now; PLAINTEXT or
+    /// SASL_PLAINTEXT (SSL and SASL_SSL are not supported yet). Default: unset, meaning
+    /// `PLAINTEXT://` at `listen`. Set either `listen` or `listeners`.
+    pub listeners: Option<String>,
+    /// `sasl.enabled.mechanisms`: comma-separated, of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+    /// Default `SCRAM-SHA-256,SCRAM-SHA-512` (PLAIN sends the password itself; without TLS, opt in).
+    #[serde(rename = "sasl.enabled.mechanisms")]
+    pub sasl_enabled_mechanisms: String,
+    /// `sasl.server.max.receive.size`: largest request frame before a SASL listener's client has
+    /// authenticated; a larger one closes the connection. Default 8192 (Kafka's is 524288).
+    #[serde(rename = "sasl.server.max.receive.size")]
+    pub sasl_server_max_receive_size: u32,
+    /// `connections.max.reauth.ms`: SASL sessions last this long, then the client must
+    /// re-authenticate on its connection (KIP-368); 0: sessions do not end. Default 0.
+    #[serde(rename = "connections.max.reauth.ms")]
+    pub connections_max_reauth_ms: u64,
+    /// `sasl.bootstrap.user` / `sasl.bootstrap.password`: a user whose SCRAM credentials are
+    /// created at start-up if it has none yet (salted, in the data directory; the password
+    /// is never stored there). Default: unset.
+    #[serde(rename = "sasl.bootstrap.user")]
+    pub sasl_bootstrap_user: Option<String>,
+    #[serde(rename = "sasl.bootstrap.password")]
+    pub sasl_bootstrap_password: Option<String>,
 }
 
 impl Default for BrokerSection {
@@ -127,6 +180,12 @@ impl Default for BrokerSection {
             log_cleaner_io_max_bytes_per_second: 0.0,
             log_cleaner_backoff_ms: 15_000,
             processors_dir: None,
+            listeners: None,
+            sasl_enabled_mechanisms: "SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            sasl_server_max_receive_size: 8192,
+            connections_max_reauth_ms: 0,
+            sasl_bootstrap_user: None,
+            sasl_bootstrap_password: None,
         }
     }
 }
@@ -246,6 +305,22 @@ impl Config {
         if b.listen.parse::<SocketAddr>().is_err() {
             return Err(err(format!("[broker] listen: {:?} is not an IP:port address", b.listen)));
         }
+        if b.listeners.is_some() && b.listen != BrokerSection::default().listen {
+            return Err(err("[broker] listen and listeners: set one of them, not both".into()));
+        }
+        let (protocol, _) = parse_listeners(b).map_err(|m| err(format!("[broker] listeners: {m}")))?;
+        let mechanisms = parse_mechanisms(&b.sasl_enabled_mechanisms).map_err(|m| err(format!("[broker] sasl.enabled.mechanisms: {m}")))?;
+        if protocol == SecurityProtocol::SaslPlaintext && mechanisms.is_empty() {
+            return Err(err("[broker] sasl.enabled.mechanisms: a SASL_PLAINTEXT listener needs at least one mechanism".into()));
+        }
+        if b.sasl_server_max_receive_size < 512 {
+            return Err(err("[broker] sasl.server.max.receive.size: must be at least 512".into()));
+        }
+        match (&b.sasl_bootstrap_user, &b.sasl_bootstrap_password) {
+            (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => {}
+            (None, None) => {}
+            _ => return Err(err("[broker] sasl.bootstrap.user / sasl.bootstrap.password: set both (not empty) or neither".into())),
+        }
         if let Some(a) = &b.advertised {
             let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
             if !ok {
@@ -348,9 +423,25 @@ impl Config {
         }
     }
 
+    /// The listener's security protocol and address.
+    pub fn listener(&self) -> Result<(SecurityProtocol, String), String> {
+        parse_listeners(&self.broker)
+    }
+
+    /// The SASL mechanisms enabled (`sasl.enabled.mechanisms`).
+    pub fn sasl_mechanisms(&self) -> Result<Vec<Mechanism>, String> {
+        parse_mechanisms(&self.broker.sasl_enabled_mechanisms)
+    }
+
+    /// The bootstrap SASL user and password, if configured.
+    pub fn sasl_bootstrap(&self) -> Option<(&str, &str)> {
+        Some((self.broker.sasl_bootstrap_user.as_deref()?, self.broker.sasl_bootstrap_password.as_deref()?))
+    }
+
     /// The address advertised to clients.
     pub fn advertised(&self) -> (String, i32) {
-        let a = self.broker.advertised.clone().unwrap_or_else(|| self.broker.listen.clone());
+        let listen = self.listener().map(|(_, a)| a).unwrap_or_else(|_| self.broker.listen.clone());
+        let a = self.broker.advertised.clone().unwrap_or(listen);
         match a.rsplit_once(':') {
             Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse().unwrap_or(9092)),
             None => (a, 9092),
@@ -362,7 +453,10 @@ impl Config {
         let b = &self.broker;
         let mut s = String::from("[broker]\n");
         s.push_str(&format!("\"node.id\" = {}\n", b.node_id));
-        s.push_str(&format!("listen = {:?}\n", b.listen));
+        match self.listener() {
+            Ok((p, a)) => s.push_str(&format!("listeners = \"{}://{a}\"\n", p.name())),
+            Err(e) => s.push_str(&format!("# listeners: {e}\n")),
+        }
         s.push_str(&format!("advertised = {:?}\n", self.advertised().0 + ":" + &self.advertised().1.to_string()));
         s.push_str(&format!("data_dir = {:?}\n", b.data_dir.display().to_string()));
         s.push_str(&format!("cluster_id = {:?}\n", b.cluster_id.clone().unwrap_or_else(|| "(generated, kept in the data directory)".into())));
@@ -385,6 +479,13 @@ impl Config {
         s.push_str(&format!("\"log.cleaner.dedupe.buffer.size\" = {}\n", b.log_cleaner_dedupe_buffer_size));
         s.push_str(&format!("\"log.cleaner.io.max.bytes.per.second\" = {}\n", b.log_cleaner_io_max_bytes_per_second));
         s.push_str(&format!("\"log.cleaner.backoff.ms\" = {}\n", b.log_cleaner_backoff_ms));
+        s.push_str(&format!("\"sasl.enabled.mechanisms\" = {:?}\n", b.sasl_enabled_mechanisms));
+        s.push_str(&format!("\"sasl.server.max.receive.size\" = {}\n", b.sasl_server_max_receive_size));
+        s.push_str(&format!("\"connections.max.reauth.ms\" = {}\n", b.connections_max_reauth_ms));
+        match &b.sasl_bootstrap_user {
+            Some(u) => s.push_str(&format!("\"sasl.bootstrap.user\" = {u:?}\n# \"sasl.bootstrap.password\" is set (not shown)\n")),
+            None => s.push_str("# sasl.bootstrap.user: unset\n"),
+        }
         if let Some(d) = &b.processors_dir {
             s.push_str(&format!("processors_dir = {:?}\n", d.display().to_string()));
         }
@@ -423,6 +524,15 @@ mod tests {
         assert!(e.contains("unknown topic config") && e.contains("retention.msec"), "{e}");
         let e = Config::from_toml("[broker]\n\"num.partitions\" = \"two\"\n", "c.toml").unwrap_err().to_string();
         assert!(e.contains("num.partitions"), "{e}");
+        let e = Config::from_toml("[broker]\nlisteners = \"SASL_SSL://127.0.0.1:9093\"\n", "d.toml").unwrap_err().to_string();
+        assert!(e.starts_with("d.toml:") && e.contains("listeners") && e.contains("not yet supported"), "{e}");
+        let e = Config::from_toml("[broker]\n\"sasl.enabled.mechanisms\" = \"GSSAPI\"\n", "d.toml").unwrap_err().to_string();
+        assert!(e.contains("sasl.enabled.mechanisms") && e.contains("GSSAPI"), "{e}");
+        let e = Config::from_toml("[broker]\n\"sasl.bootstrap.user\" = \"admin\"\n", "d.toml").unwrap_err().to_string();
+        assert!(e.contains("sasl.bootstrap.password"), "{e}");
+        let c = Config::from_toml("[broker]\nlisteners = \"SASL_PLAINTEXT://127.0.0.1:9093\"\n", "d.toml").unwrap();
+        assert_eq!(c.listener().unwrap(), (SecurityProtocol::SaslPlaintext, "127.0.0.1:9093".to_string()));
+        assert_eq!(c.advertised(), ("127.0.0.1".to_string(), 9093));
     }
 
     #[test]
@@ -443,7 +553,7 @@ mod tests {
     #[test]
     fn the_example_documents_every_option() {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/eddy.toml")).unwrap();
-        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms"] {
+        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms", "listeners", "sasl.enabled.mechanisms", "sasl.server.max.receive.size", "connections.max.reauth.ms", "sasl.bootstrap.user", "sasl.bootstrap.password"] {
             assert!(text.contains(key), "config/eddy.toml does not mention {key}");
         }
         for def in topic_config::TOPIC_CONFIGS {

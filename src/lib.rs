@@ -7,6 +7,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod processor;
+pub mod security;
 pub mod protocol;
 pub mod server;
 pub mod topic_config;

@@ -31,7 +31,7 @@ USAGE:
 SERVE OPTIONS:
     --config FILE         TOML config (see config/eddy.toml); without it the embedded
                           defaults are used: 127.0.0.1:9092, data under ./data
-    --listen HOST:PORT    overrides [broker] listen
+    --listen HOST:PORT    overrides [broker] listen (or the address of listeners)
     --data-dir DIR        overrides [broker] data_dir
     --http-listen ADDR    overrides [http] listen (metrics, health, JSON API, queries;
                           default 127.0.0.1:9644); \"off\" turns HTTP off
@@ -95,7 +95,11 @@ fn load_config(opts: &HashMap<String, String>) -> anyhow::Result<Config> {
     };
     if let Some(listen) = opts.get("--listen") {
         listen.parse::<std::net::SocketAddr>().with_context(|| format!("--listen {listen:?} is not an IP:port address"))?;
-        config.broker.listen = listen.clone();
+        // With `listeners`, the address changes and the security protocol stays.
+        match config.listener() {
+            Ok((protocol, _)) if config.broker.listeners.is_some() => config.broker.listeners = Some(format!("{}://{listen}", protocol.name())),
+            _ => config.broker.listen = listen.clone(),
+        }
     }
     if let Some(dir) = opts.get("--data-dir") {
         config.broker.data_dir = dir.into();
@@ -139,7 +143,7 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
     let config = load_config(&opts)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let listen = config.broker.listen.clone();
+        let (protocol, listen) = config.listener().map_err(|e| anyhow::anyhow!("listeners: {e}"))?;
         let http = config.http.clone();
         let data_dir = config.broker.data_dir.clone();
         let broker = tokio::task::spawn_blocking(move || Broker::open(config))
@@ -157,7 +161,7 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         } else {
             None
         };
-        tracing::info!(listen = %listener.local_addr()?, data_dir = %data_dir.display(), cluster_id = %broker.cluster_id, "eddy is serving Kafka clients");
+        tracing::info!(listen = %listener.local_addr()?, security_protocol = protocol.name(), data_dir = %data_dir.display(), cluster_id = %broker.cluster_id, "eddy is serving Kafka clients");
         eddy::server::run(listener, Arc::clone(&broker), stop_signal()).await;
         let _ = http_stop.send(());
         if let Some(t) = http_task {

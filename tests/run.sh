@@ -11,6 +11,15 @@ if ! command -v chromium >/dev/null 2>&1; then
   $sudo apt-get install -y -qq --no-install-recommends chromium \
     || { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends chromium; }
 fi
+# librdkafka is built with OpenSSL (SASL/SCRAM in tests/it/security.rs); install its headers if missing.
+if ! pkg-config --exists openssl 2>/dev/null; then
+  echo "tests/run.sh: installing Debian's libssl-dev (librdkafka needs OpenSSL for SASL/SCRAM)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq --no-install-recommends libssl-dev pkg-config \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends libssl-dev pkg-config; }
+fi
 # Benchmarks are run by hand (see bench/README.md); CI only checks they build.
 cargo test --no-run --benches
 cargo test

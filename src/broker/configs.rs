@@ -102,11 +102,11 @@ fn broker_settings(broker: &Broker) -> Vec<(&'static str, String, i8, &'static s
     let b = &broker.config.broker;
     let (host, port) = broker.config.advertised();
     vec![
-        ("advertised.listeners", format!("PLAINTEXT://{host}:{port}"), 7, "the address clients are told to use"),
+        ("advertised.listeners", format!("{}://{host}:{port}", broker.config.listener().map_or("PLAINTEXT", |(p, _)| p.name())), 7, "the address clients are told to use"),
         ("auto.create.topics.enable", b.auto_create_topics.to_string(), 1, "Metadata creates unknown topics"),
         ("broker.id", b.node_id.to_string(), 3, "this broker's id"),
         ("default.replication.factor", "1".into(), 3, "a single node"),
-        ("listeners", format!("PLAINTEXT://{}", b.listen), 7, "the address listened on"),
+        ("listeners", broker.config.listener().map(|(p, a)| format!("{}://{a}", p.name())).unwrap_or_default(), 7, "the address listened on"),
         ("log.dirs", b.data_dir.display().to_string(), 2, "the data directory"),
         ("max.connections", b.max_connections.to_string(), 3, "connections served at once"),
         ("message.max.bytes", b.message_max_bytes.to_string(), 3, "default largest record batch"),

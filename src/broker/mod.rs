@@ -11,6 +11,7 @@ mod metadata;
 mod partitions;
 mod produce;
 mod producer_ids;
+mod scram_credentials;
 mod transactions;
 mod topics;
 
@@ -192,6 +193,8 @@ pub struct Broker {
     pub producer_ids: producer_ids::ProducerIds,
     pub txns: crate::txn::TxnCoordinator,
     pub cluster_id: String,
+    /// SCRAM users (SASL listeners; Describe/AlterUserScramCredentials).
+    pub credentials: crate::security::Credentials,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes topic creation and deletion.
     admin: tokio::sync::Mutex<()>,
@@ -257,6 +260,7 @@ impl Broker {
         let offsets_log = Arc::clone(&topics[offsets_topic].partitions[0].log);
         let groups = crate::group::Coordinator::open(config.groups.clone(), offsets_log)?;
         let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
+        let credentials = crate::security::Credentials::open(&data_dir, config.sasl_bootstrap())?;
         logs.start_cleaner(config.cleaner())?;
         Ok(Broker {
             config,
@@ -265,6 +269,7 @@ impl Broker {
             producer_ids,
             txns,
             cluster_id,
+            credentials,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
             processors: parking_lot::Mutex::new(Vec::new()),
@@ -518,6 +523,11 @@ impl Broker {
             RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(transactions::describe_transactions(self, r, v)),
             RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(transactions::list_transactions(self, r, v)),
             RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(self, r, v)),
+            RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(self, r, v)),
+            RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(scram_credentials::alter(self, r, v)),
+            // A SASL listener's connection answers these itself (security::sasl).
+            RequestKind::SaslHandshake(_) => ResponseKind::SaslHandshake(crate::security::sasl::handshake_not_expected()),
+            RequestKind::SaslAuthenticate(_) => ResponseKind::SaslAuthenticate(crate::security::sasl::authenticate_not_expected()),
             RequestKind::EndTxn(r) => {
                 let b = self;
                 ResponseKind::EndTxn(transactions::end_txn(b, r, v).await)

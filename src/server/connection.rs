@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::broker::{Broker, Handled};
 use crate::protocol::{self, DecodeError};
+use crate::security::sasl::{Gate, SaslListener, Session};
 
 /// Responses a connection may have queued before it stops reading.
 const MAX_IN_FLIGHT: usize = 32;
@@ -25,7 +26,8 @@ const READ_BUFFER: usize = 64 * 1024;
 
 type Pending = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut stop: watch::Receiver<bool>, max_frame: usize, idle: std::time::Duration) {
+/// `sasl`: the listener's SASL settings, if clients must authenticate.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut stop: watch::Receiver<bool>, max_frame: usize, idle: std::time::Duration, sasl: Option<Arc<SaslListener>>) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     tracing::debug!(%peer, "connection opened");
@@ -48,6 +50,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
     // frame's bytes are dropped (appended, answered), `reserve` reuses the
     // space instead of allocating (and page-faulting) a new buffer per request.
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    let mut session = sasl.as_deref().map(Session::new);
     loop {
         // Between requests, a stopping server closes the connection.
         while buf.len() < 4 {
@@ -77,6 +80,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
             tracing::warn!(%peer, frame_bytes = len, max_frame, "request frame is larger than socket.request.max.bytes (or negative); closing the connection");
             break;
         }
+        // Before authentication only small frames (sasl.server.max.receive.size).
+        if let (Some(s), Some(l)) = (&session, &sasl) {
+            if !s.authenticated() && len as usize > l.max_receive {
+                tracing::warn!(%peer, frame_bytes = len, max_receive = l.max_receive, "request frame before SASL authentication is larger than sasl.server.max.receive.size; closing the connection");
+                break;
+            }
+        }
         let need = 4 + len as usize;
         if buf.len() < need {
             buf.reserve(need.max(READ_BUFFER) - buf.len());
@@ -97,6 +107,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
         }
         let _ = buf.split_to(4);
         let frame = buf.split_to(len as usize);
+        let mut close_after = false;
         let pending: Pending = match protocol::decode_request(frame.freeze()) {
             Ok(req) => {
                 let (api, version, correlation) = (req.api_key, req.version, req.header.correlation_id);
@@ -105,17 +116,33 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
                     metrics.request(api, started.elapsed(), body.as_ref());
                     body.and_then(|b| encoded(&peer, protocol::encode_response(api, version, correlation, &b)))
                 };
-                match broker.dispatch(req, peer).await {
-                    Handled::Now(None) => {
-                        // acks=0: no response
-                        encode(None);
-                        continue;
-                    }
-                    Handled::Now(body) => {
-                        let bytes = encode(body);
+                let gate = match session.as_mut() {
+                    Some(s) => s.admit(req, &broker.credentials),
+                    None => Gate::Pass(req),
+                };
+                match gate {
+                    Gate::Pass(req) => match broker.dispatch(req, peer).await {
+                        Handled::Now(None) => {
+                            // acks=0: no response
+                            encode(None);
+                            continue;
+                        }
+                        Handled::Now(body) => {
+                            let bytes = encode(body);
+                            Box::pin(async move { bytes })
+                        }
+                        Handled::Later(fut) => Box::pin(async move { encode(fut.await) }),
+                    },
+                    // SASL answers; a failed exchange closes after its answer.
+                    Gate::Reply { body, close } => {
+                        close_after = close;
+                        let bytes = encode(Some(body));
                         Box::pin(async move { bytes })
                     }
-                    Handled::Later(fut) => Box::pin(async move { encode(fut.await) }),
+                    Gate::Close(reason) => {
+                        tracing::warn!(%peer, reason, "request not allowed on this SASL connection; closing it");
+                        break;
+                    }
                 }
             }
             Err(DecodeError::UnsupportedVersion { api: ApiKey::ApiVersions, version, correlation_id }) => {
@@ -130,8 +157,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
                 break;
             }
         };
-        if queue.send(pending).await.is_err() {
-            break; // the writer stopped: the client is gone
+        if queue.send(pending).await.is_err() || close_after {
+            break; // the writer stopped (the client is gone), or SASL failed
         }
     }
     finish(peer, queue, writer).await

@@ -40,8 +40,20 @@ pub async fn accept_failed(e: std::io::Error) {
 
 /// Serves Kafka clients on `listener` until `shutdown` completes; then stops
 /// accepting, lets every connection finish its in-flight request, and
-/// returns. The caller closes the broker (`Broker::shutdown`).
+/// returns. The caller closes the broker (`Broker::shutdown`). The
+/// configured listener's security protocol applies (`listeners`): on
+/// SASL_PLAINTEXT, clients authenticate first.
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
+    let sasl = match crate::security::sasl::SaslListener::from_config(&broker.config) {
+        Ok(s) => s.map(Arc::new),
+        Err(e) => {
+            tracing::error!(error = %e, "bad listener settings; not serving");
+            return;
+        }
+    };
+    if sasl.is_some() && broker.credentials.is_empty() {
+        tracing::warn!("SASL listener without any SCRAM user: nobody can log in (set sasl.bootstrap.user)");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     broker.start_processors();
     let limit = Arc::new(Semaphore::new(broker.config.broker.max_connections as usize));
@@ -94,12 +106,12 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
                     drop(stream);
                     continue;
                 };
-                let (broker, stop) = (Arc::clone(&broker), stop_rx.clone());
+                let (broker, stop, sasl) = (Arc::clone(&broker), stop_rx.clone(), sasl.clone());
                 broker.metrics.connections_accepted.inc();
                 broker.metrics.connections.inc();
                 connections.spawn(async move {
                     let metrics = Arc::clone(&broker.metrics);
-                    connection::serve(stream, peer, broker, stop, max_frame, idle).await;
+                    connection::serve(stream, peer, broker, stop, max_frame, idle, sasl).await;
                     metrics.connections.dec();
                     drop(slot);
                     drop(permit);

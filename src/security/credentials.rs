@@ -1,0 +1,217 @@
+//! SCRAM credentials by user and mechanism, kept in
+//! `<data_dir>/scram-credentials.json` (storage-format.md, "SCRAM
+//! credentials"): salts, iteration counts and derived keys, never passwords.
+//! A change is written to a temporary file, fsynced, renamed over the old
+//! one and the directory fsynced before it takes effect in memory.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use super::scram::{ScramCredential, MAX_ITERATIONS, MIN_ITERATIONS};
+use super::Mechanism;
+
+pub const FILE: &str = "scram-credentials.json";
+/// PBKDF2 iterations of the bootstrap user's credentials (Kafka's default).
+pub const BOOTSTRAP_ITERATIONS: u32 = 4096;
+
+type Users = BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>;
+
+pub struct Credentials {
+    path: PathBuf,
+    users: RwLock<Users>,
+    /// Serializes changes (read, write the file, publish).
+    writing: Mutex<()>,
+}
+
+/// One change of AlterUserScramCredentials.
+pub enum Change {
+    Upsert { user: String, mechanism: Mechanism, credential: ScramCredential },
+    Delete { user: String, mechanism: Mechanism },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFormat {
+    version: u32,
+    users: BTreeMap<String, BTreeMap<String, StoredCredential>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredCredential {
+    salt: String,
+    iterations: u32,
+    stored_key: String,
+    server_key: String,
+}
+
+fn bad(path: &Path, reason: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {reason}", path.display()))
+}
+
+impl Credentials {
+    /// Loads the credentials file of `data_dir` (none yet: no users); then,
+    /// if a bootstrap user is configured and has no credentials, creates
+    /// them for both SCRAM mechanisms (once: later changes come from
+    /// AlterUserScramCredentials and are kept).
+    pub fn open(data_dir: &Path, bootstrap: Option<(&str, &str)>) -> std::io::Result<Credentials> {
+        let path = data_dir.join(FILE);
+        let users = match std::fs::read(&path) {
+            Ok(bytes) => decode(&path, &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Users::new(),
+            Err(e) => return Err(e),
+        };
+        let store = Credentials { path, users: RwLock::new(users), writing: Mutex::new(()) };
+        if let Some((user, password)) = bootstrap {
+            if !store.users.read().contains_key(user) {
+                let mut changes = Vec::new();
+                for mechanism in [Mechanism::ScramSha256, Mechanism::ScramSha512] {
+                    let credential = ScramCredential::new(mechanism, password, BOOTSTRAP_ITERATIONS)?;
+                    changes.push(Change::Upsert { user: user.to_string(), mechanism, credential });
+                }
+                store.apply(changes)?;
+                tracing::info!(user, "created the SCRAM credentials of the bootstrap user");
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn get(&self, user: &str, mechanism: Mechanism) -> Option<ScramCredential> {
+        self.users.read().get(user)?.get(&mechanism).cloned()
+    }
+
+    /// A user's mechanisms and iteration counts, or None for an unknown user.
+    pub fn describe(&self, user: &str) -> Option<Vec<(Mechanism, u32)>> {
+        let users = self.users.read();
+        let u = users.get(user)?;
+        Some(u.iter().map(|(m, c)| (*m, c.iterations)).collect())
+    }
+
+    /// Every user with a credential.
+    pub fn users(&self) -> Vec<String> {
+        self.users.read().keys().cloned().collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.read().is_empty()
+    }
+
+    /// Applies changes all together: durably on disk, then in memory.
+    /// The caller has checked each one (`check_upsert`, existence).
+    pub fn apply(&self, changes: Vec<Change>) -> std::io::Result<()> {
+        let _writing = self.writing.lock();
+        let mut next = self.users.read().clone();
+        for c in changes {
+            match c {
+                Change::Upsert { user, mechanism, credential } => {
+                    next.entry(user).or_default().insert(mechanism, credential);
+                }
+                Change::Delete { user, mechanism } => {
+                    if let Some(u) = next.get_mut(&user) {
+                        u.remove(&mechanism);
+                        if u.is_empty() {
+                            next.remove(&user);
+                        }
+                    }
+                }
+            }
+        }
+        self.write(&next)?;
+        *self.users.write() = next;
+        Ok(())
+    }
+
+    fn write(&self, users: &Users) -> std::io::Result<()> {
+        let file = FileFormat {
+            version: 1,
+            users: users
+                .iter()
+                .map(|(u, ms)| {
+                    let ms = ms
+                        .iter()
+                        .map(|(m, c)| (m.name().to_string(), StoredCredential { salt: B64.encode(&c.salt), iterations: c.iterations, stored_key: B64.encode(&c.stored_key), server_key: B64.encode(&c.server_key) }))
+                        .collect();
+                    (u.clone(), ms)
+                })
+                .collect(),
+        };
+        let text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+fn decode(path: &Path, bytes: &[u8]) -> std::io::Result<Users> {
+    let file: FileFormat = serde_json::from_slice(bytes).map_err(|e| bad(path, e.to_string()))?;
+    if file.version != 1 {
+        return Err(bad(path, format!("unknown version {}", file.version)));
+    }
+    let mut users = Users::new();
+    for (user, ms) in file.users {
+        for (name, c) in ms {
+            let mechanism = Mechanism::scram(&name).ok_or_else(|| bad(path, format!("user {user:?}: unknown mechanism {name:?}")))?;
+            let b64 = |field: &str, v: &str| B64.decode(v).map_err(|_| bad(path, format!("user {user:?} {name}: {field} is not base64")));
+            let credential = ScramCredential { salt: b64("salt", &c.salt)?, iterations: c.iterations, stored_key: b64("stored_key", &c.stored_key)?, server_key: b64("server_key", &c.server_key)? };
+            if credential.stored_key.len() != mechanism.hash_len() || credential.server_key.len() != mechanism.hash_len() {
+                return Err(bad(path, format!("user {user:?} {name}: keys of the wrong length")));
+            }
+            users.entry(user.clone()).or_default().insert(mechanism, credential);
+        }
+    }
+    Ok(users)
+}
+
+/// Why an upsertion is unacceptable (Kafka's UNACCEPTABLE_CREDENTIAL), if it is.
+pub fn check_upsert(user: &str, mechanism: Mechanism, iterations: i32, salt: &[u8], salted_password: &[u8]) -> Result<(), String> {
+    if user.is_empty() {
+        return Err("the user name must not be empty".into());
+    }
+    if iterations < MIN_ITERATIONS as i32 || iterations > MAX_ITERATIONS as i32 {
+        return Err(format!("iterations must be {MIN_ITERATIONS} to {MAX_ITERATIONS}, not {iterations}"));
+    }
+    if salt.is_empty() {
+        return Err("the salt must not be empty".into());
+    }
+    if salted_password.len() != mechanism.hash_len() {
+        return Err(format!("a salted password for {} must be {} bytes, not {}", mechanism.name(), mechanism.hash_len(), salted_password.len()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_once_then_changes_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Credentials::open(dir.path(), Some(("admin", "first"))).unwrap();
+        let c = store.get("admin", Mechanism::ScramSha512).unwrap();
+        assert!(c.matches_password(Mechanism::ScramSha512, "first"));
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(!text.contains("first"), "a password reached the disk");
+        let credential = ScramCredential::new(Mechanism::ScramSha256, "second", 4096).unwrap();
+        store.apply(vec![Change::Upsert { user: "admin".into(), mechanism: Mechanism::ScramSha256, credential }]).unwrap();
+        store.apply(vec![Change::Delete { user: "admin".into(), mechanism: Mechanism::ScramSha512 }]).unwrap();
+        drop(store);
+        // The config's password does not override a user that exists.
+        let store = Credentials::open(dir.path(), Some(("admin", "first"))).unwrap();
+        assert!(store.get("admin", Mechanism::ScramSha512).is_none());
+        assert!(store.get("admin", Mechanism::ScramSha256).unwrap().matches_password(Mechanism::ScramSha256, "second"));
+        std::fs::write(dir.path().join(FILE), "{\"version\":1,\"users\":{\"x\":{\"SCRAM-SHA-1\":{}}}}").unwrap();
+        assert!(Credentials::open(dir.path(), None).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! Authentication: listener security protocols, SASL mechanisms (PLAIN,
+//! SCRAM-SHA-256, SCRAM-SHA-512), SCRAM credentials kept in the data
+//! directory, and the per-connection SASL exchange (`sasl::Session`).
+//! No authorization yet: an authenticated principal may do everything.
+
+pub mod credentials;
+pub mod sasl;
+pub mod scram;
+
+pub use credentials::Credentials;
+
+/// A listener's security protocol, by Kafka's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    SaslPlaintext,
+}
+
+impl SecurityProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+        }
+    }
+
+    /// Parses Kafka's name; SSL and SASL_SSL are known but not served yet.
+    pub fn parse(s: &str) -> Result<SecurityProtocol, String> {
+        match s {
+            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
+            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+            "SSL" | "SASL_SSL" => Err(format!("{s} is not yet supported (no TLS yet): use PLAINTEXT or SASL_PLAINTEXT")),
+            other => Err(format!("unknown security protocol {other:?}: use PLAINTEXT or SASL_PLAINTEXT")),
+        }
+    }
+}
+
+/// A SASL mechanism Eddy serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 3] = [Mechanism::Plain, Mechanism::ScramSha256, Mechanism::ScramSha512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mechanism> {
+        Mechanism::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    /// A SCRAM mechanism by name (what credentials are stored under).
+    pub fn scram(s: &str) -> Option<Mechanism> {
+        Mechanism::parse(s).filter(|m| *m != Mechanism::Plain)
+    }
+
+    /// Kafka's `ScramMechanism` code in Describe/AlterUserScramCredentials.
+    pub fn scram_code(self) -> i8 {
+        match self {
+            Mechanism::Plain => 0,
+            Mechanism::ScramSha256 => 1,
+            Mechanism::ScramSha512 => 2,
+        }
+    }
+
+    pub fn from_scram_code(code: i8) -> Option<Mechanism> {
+        match code {
+            1 => Some(Mechanism::ScramSha256),
+            2 => Some(Mechanism::ScramSha512),
+            _ => None,
+        }
+    }
+
+    /// Bytes of the mechanism's hash (SCRAM keys and salted passwords).
+    pub fn hash_len(self) -> usize {
+        match self {
+            Mechanism::ScramSha256 => 32,
+            _ => 64,
+        }
+    }
+}
+
+/// Bytes from the operating system's random source (salts, nonces).
+pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    getrandom::fill(&mut v).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(v)
+}
