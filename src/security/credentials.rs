@@ -27,6 +27,9 @@ pub struct Credentials {
     users: RwLock<Users>,
     /// Serializes changes (read, write the file, publish).
     writing: Mutex<()>,
+    /// Keys the salts shown for unknown users (`scram_lookup`), so that the
+    /// same name gets the same salt for as long as the broker runs.
+    mock_key: Vec<u8>,
 }
 
 /// One change of AlterUserScramCredentials.
@@ -67,7 +70,7 @@ impl Credentials {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Users::new(),
             Err(e) => return Err(e),
         };
-        let store = Credentials { path, users: RwLock::new(users), writing: Mutex::new(()) };
+        let store = Credentials { path, users: RwLock::new(users), writing: Mutex::new(()), mock_key: super::random_bytes(32)? };
         if let Some((user, password)) = bootstrap {
             if !store.users.read().contains_key(user) {
                 let mut changes = Vec::new();
@@ -84,6 +87,16 @@ impl Credentials {
 
     pub fn get(&self, user: &str, mechanism: Mechanism) -> Option<ScramCredential> {
         self.users.read().get(user)?.get(&mechanism).cloned()
+    }
+
+    /// A SCRAM exchange's lookup: the user's credential, or for a user
+    /// without one a salt that stays the same for that name.
+    pub fn scram_lookup(&self, user: &str, mechanism: Mechanism) -> Result<ScramCredential, Vec<u8>> {
+        self.get(user, mechanism).ok_or_else(|| {
+            let mut salt = super::scram::hmac(Mechanism::ScramSha256, &self.mock_key, user.as_bytes());
+            salt[0] ^= mechanism.scram_code() as u8;
+            salt
+        })
     }
 
     /// A user's mechanisms and iteration counts, or None for an unknown user.
@@ -211,6 +224,11 @@ mod tests {
         let store = Credentials::open(dir.path(), Some(("admin", "first"))).unwrap();
         assert!(store.get("admin", Mechanism::ScramSha512).is_none());
         assert!(store.get("admin", Mechanism::ScramSha256).unwrap().matches_password(Mechanism::ScramSha256, "second"));
+        // An unknown user's salt is the same each time, and differs by mechanism.
+        let mock = store.scram_lookup("nobody", Mechanism::ScramSha256).unwrap_err();
+        assert_eq!(store.scram_lookup("nobody", Mechanism::ScramSha256).unwrap_err(), mock);
+        assert_ne!(store.scram_lookup("nobody", Mechanism::ScramSha512).unwrap_err(), mock);
+        assert_ne!(store.scram_lookup("somebody", Mechanism::ScramSha256).unwrap_err(), mock);
         std::fs::write(dir.path().join(FILE), "{\"version\":1,\"users\":{\"x\":{\"SCRAM-SHA-1\":{}}}}").unwrap();
         assert!(Credentials::open(dir.path(), None).is_err());
     }

@@ -136,7 +136,7 @@ impl Session {
         let mechanism = *mechanism;
         let step = match scram {
             None => plain(token, credentials).map(|user| Step::Success { user, reply: Vec::new() }),
-            Some(s) => s.step(token, |user| credentials.get(user, mechanism)),
+            Some(s) => s.step(token, |user| credentials.scram_lookup(user, mechanism)),
         };
         let (user, reply) = match step {
             Ok(Step::Continue(reply)) => return Gate::Reply { body: ResponseKind::SaslAuthenticate(answer(reply, 0)), close: false },
@@ -216,4 +216,90 @@ pub fn authenticate_not_expected() -> SaslAuthenticateResponse {
     let mut r = answer(Vec::new(), code::ILLEGAL_SASL_STATE);
     r.error_message = Some(StrBytes::from_static_str("SASL is not enabled on this listener"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::{MetadataRequest, RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest};
+
+    use super::*;
+    use crate::security::credentials::Change;
+    use crate::security::scram::ScramCredential;
+
+    fn request(api_key: ApiKey, version: i16, body: RequestKind) -> Request {
+        Request { api_key, version, header: RequestHeader::default(), body }
+    }
+
+    fn handshake(s: &mut Session, c: &Credentials, mechanism: &'static str) -> (i16, bool) {
+        let mut r = SaslHandshakeRequest::default();
+        r.mechanism = StrBytes::from_static_str(mechanism);
+        match s.admit(request(ApiKey::SaslHandshake, 1, RequestKind::SaslHandshake(r)), c) {
+            Gate::Reply { body: ResponseKind::SaslHandshake(h), close } => (h.error_code, close),
+            _ => panic!("no handshake answer"),
+        }
+    }
+
+    fn authenticate(s: &mut Session, c: &Credentials, token: &str) -> (i16, i64, bool) {
+        let mut r = SaslAuthenticateRequest::default();
+        r.auth_bytes = Bytes::from(token.as_bytes().to_vec());
+        match s.admit(request(ApiKey::SaslAuthenticate, 2, RequestKind::SaslAuthenticate(r)), c) {
+            Gate::Reply { body: ResponseKind::SaslAuthenticate(a), close } => (a.error_code, a.session_lifetime_ms, close),
+            _ => panic!("no authenticate answer"),
+        }
+    }
+
+    fn metadata_passes(s: &mut Session, c: &Credentials) -> bool {
+        matches!(s.admit(request(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default())), c), Gate::Pass(_))
+    }
+
+    fn setup(reauth_ms: u64) -> (tempfile::TempDir, Credentials, Session) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Credentials::open(dir.path(), Some(("alice", "a-pw"))).unwrap();
+        let bob = ScramCredential::new(Mechanism::ScramSha256, "b-pw", 4096).unwrap();
+        c.apply(vec![Change::Upsert { user: "bob".into(), mechanism: Mechanism::ScramSha256, credential: bob }]).unwrap();
+        let listener = SaslListener { mechanisms: Mechanism::ALL.to_vec(), reauth_ms, max_receive: 8192 };
+        (dir, c, Session::new(&listener))
+    }
+
+    #[test]
+    fn reauthentication_keeps_user_and_mechanism() {
+        let (_dir, c, mut s) = setup(60_000);
+        assert!(!metadata_passes(&mut s, &c), "Metadata before authentication");
+        assert_eq!(handshake(&mut s, &c, "PLAIN"), (0, false));
+        assert_eq!(handshake(&mut s, &c, "PLAIN"), (code::ILLEGAL_SASL_STATE, true), "a second handshake mid-exchange");
+        let (_dir, c, mut s) = setup(60_000);
+        assert_eq!(handshake(&mut s, &c, "PLAIN"), (0, false));
+        assert_eq!(authenticate(&mut s, &c, "\0alice\0a-pw"), (0, 60_000, false));
+        assert_eq!(s.user(), Some("alice"));
+        assert!(metadata_passes(&mut s, &c));
+        // Re-authenticating: the same user again is fine, and requests pass meanwhile.
+        assert_eq!(handshake(&mut s, &c, "PLAIN"), (0, false));
+        assert!(metadata_passes(&mut s, &c));
+        assert_eq!(authenticate(&mut s, &c, "alice\0alice\0a-pw"), (0, 60_000, false));
+        // Another mechanism, or another user, is refused and closes.
+        assert_eq!(handshake(&mut s, &c, "SCRAM-SHA-256"), (code::ILLEGAL_SASL_STATE, true));
+        assert_eq!(handshake(&mut s, &c, "PLAIN"), (0, false));
+        assert_eq!(authenticate(&mut s, &c, "\0bob\0b-pw"), (code::SASL_AUTHENTICATION_FAILED, 0, true));
+    }
+
+    #[test]
+    fn a_session_ends_after_its_lifetime() {
+        let (_dir, c, mut s) = setup(30);
+        assert_eq!(handshake(&mut s, &c, "PLAIN"), (0, false));
+        assert_eq!(authenticate(&mut s, &c, "\0bob\0b-pw"), (0, 30, false));
+        assert!(metadata_passes(&mut s, &c));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!s.authenticated());
+        assert!(matches!(s.admit(request(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default())), &c), Gate::Close(reason) if reason.contains("session ended")));
+    }
+
+    #[test]
+    fn malformed_plain_tokens_fail() {
+        let (_dir, c, _) = setup(0);
+        for token in ["", "\0", "\0alice", "\0alice\0", "\0\0a-pw", "bob\0alice\0a-pw", "\0alice\0a-pw\0extra", "\0alice\0wrong", "\0nobody\0a-pw"] {
+            assert!(plain(token.as_bytes(), &c).is_err(), "{token:?} was accepted");
+        }
+        assert!(plain(b"\xff\0alice\0a-pw", &c).is_err());
+        assert_eq!(plain(b"\0alice\0a-pw", &c).unwrap(), "alice");
+    }
 }

@@ -31,7 +31,7 @@ pub struct ScramCredential {
 }
 
 /// HMAC with the mechanism's hash.
-fn hmac(m: Mechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
+pub(crate) fn hmac(m: Mechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
     match m {
         Mechanism::ScramSha256 => {
             let mut mac = <SimpleHmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
@@ -112,18 +112,18 @@ impl ScramServer {
         Ok(ScramServer::Start { mechanism, server_nonce: B64.encode(super::random_bytes(24)?) })
     }
 
-    /// Takes the next client message. `lookup` finds a user's credential;
-    /// an unknown user is carried on to the end so that it fails exactly
-    /// like a wrong password.
-    pub fn step(&mut self, msg: &[u8], lookup: impl FnOnce(&str) -> Option<ScramCredential>) -> Result<Step, Failure> {
+    /// Takes the next client message. `lookup` finds a user's credential,
+    /// or gives the salt to show for an unknown user: the exchange goes on
+    /// to the end with it and fails exactly like a wrong password (RFC 5802
+    /// §9), so that the answers do not tell which users exist.
+    pub fn step(&mut self, msg: &[u8], lookup: impl FnOnce(&str) -> Result<ScramCredential, Vec<u8>>) -> Result<Step, Failure> {
         let text = std::str::from_utf8(msg).map_err(|_| "a SCRAM message that is not UTF-8".to_string())?;
         match std::mem::replace(self, ScramServer::Done) {
             ScramServer::Start { mechanism, server_nonce } => {
                 let (gs2_header, first_bare, user, client_nonce) = parse_client_first(text)?;
-                let credential = lookup(&user);
-                let (salt, iterations) = match &credential {
-                    Some(c) => (c.salt.clone(), c.iterations),
-                    None => (super::random_bytes(32).map_err(|e| format!("no randomness: {e}"))?, MIN_ITERATIONS),
+                let (credential, salt, iterations) = match lookup(&user) {
+                    Ok(c) => (Some(c.clone()), c.salt, c.iterations),
+                    Err(mock_salt) => (None, mock_salt, MIN_ITERATIONS),
                 };
                 let nonce = format!("{client_nonce}{server_nonce}");
                 let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(&salt));
@@ -249,10 +249,10 @@ mod tests {
         let salted = salted_password(Mechanism::ScramSha256, b"pencil", &salt, 4096);
         let cred = ScramCredential::from_salted(Mechanism::ScramSha256, salt, 4096, &salted);
         let mut server = ScramServer::Start { mechanism: Mechanism::ScramSha256, server_nonce: "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into() };
-        let Ok(Step::Continue(first)) = server.step(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", |u| (u == "user").then(|| cred.clone())) else { panic!("first step failed") };
+        let Ok(Step::Continue(first)) = server.step(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", |u| if u == "user" { Ok(cred.clone()) } else { Err(vec![0; 16]) }) else { panic!("first step failed") };
         assert_eq!(first, b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
         let client_final = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
-        match server.step(client_final, |_| None) {
+        match server.step(client_final, |_| Err(Vec::new())) {
             Ok(Step::Success { user, reply }) => {
                 assert_eq!(user, "user");
                 assert_eq!(reply, b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
@@ -267,19 +267,33 @@ mod tests {
     fn wrong_proof_and_garbage_fail_without_panicking() {
         let cred = ScramCredential::new(Mechanism::ScramSha512, "secret", 4096).unwrap();
         let mut server = ScramServer::new(Mechanism::ScramSha512).unwrap();
-        let Ok(Step::Continue(first)) = server.step(b"n,,n=alice,r=abc", |_| Some(cred.clone())) else { panic!() };
+        let Ok(Step::Continue(first)) = server.step(b"n,,n=alice,r=abc", |_| Ok(cred.clone())) else { panic!() };
         let nonce = std::str::from_utf8(&first).unwrap().split(',').next().unwrap().to_string();
         let bad = format!("c=biws,{nonce},p={}", B64.encode([0u8; 64]));
-        assert!(server.step(bad.as_bytes(), |_| None).is_err());
+        assert!(server.step(bad.as_bytes(), |_| Err(Vec::new())).is_err());
         for garbage in [&b""[..], b"\xff\xfe", b"n", b"n,,", b"x,,n=a,r=b", b"n,a=bob,n=alice,r=x", b"n,,n=a=,r=x", b"p=tls,,n=a,r=b", b"n,,r=x,n=a", b"n,,n=,r=x"] {
             let mut s = ScramServer::new(Mechanism::ScramSha256).unwrap();
-            assert!(s.step(garbage, |_| Some(cred.clone())).is_err(), "{garbage:?} was accepted");
+            assert!(s.step(garbage, |_| Ok(cred.clone())).is_err(), "{garbage:?} was accepted");
         }
         // A final message that is not one.
         for garbage in [&b"c=biws"[..], b"p=", b"c=biws,r=x,p=!!", b",p=AAAA"] {
             let mut s = ScramServer::new(Mechanism::ScramSha256).unwrap();
-            assert!(s.step(b"n,,n=alice,r=abc", |_| Some(cred.clone())).is_ok());
-            assert!(s.step(garbage, |_| Some(cred.clone())).is_err(), "{garbage:?} was accepted");
+            assert!(s.step(b"n,,n=alice,r=abc", |_| Ok(cred.clone())).is_ok());
+            assert!(s.step(garbage, |_| Ok(cred.clone())).is_err(), "{garbage:?} was accepted");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes, as either message, are an answer or an error, never a panic.
+        #[test]
+        fn arbitrary_messages_never_panic(first in proptest::collection::vec(proptest::num::u8::ANY, 0..64), second in "[a-z=,/+0-9]{0,80}") {
+            let cred = ScramCredential::from_salted(Mechanism::ScramSha256, vec![1; 16], 4096, &[7; 32]);
+            let mut s = ScramServer::new(Mechanism::ScramSha256).unwrap();
+            let _ = s.step(&first, |_| Ok(cred.clone()));
+            let mut s = ScramServer::new(Mechanism::ScramSha256).unwrap();
+            if s.step(b"n,,n=u,r=abc", |_| Ok(cred.clone())).is_ok() {
+                let _ = s.step(second.as_bytes(), |_| Ok(cred.clone()));
+            }
         }
     }
 
