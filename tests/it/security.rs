@@ -334,3 +334,52 @@ fn sessions_end_after_connections_max_reauth_ms_unless_renewed() {
     assert_eq!(b.broker.metrics.connections_accepted.get(), accepted, "the producer reconnected instead of re-authenticating");
     assert_eq!(b.log_end("reauth", 0), 11);
 }
+
+/// librdkafka's own AlterUserScramCredentials (what `kafka-configs` sends,
+/// the salt and salted password computed by the client): the rdkafka crate
+/// does not wrap it, so it is called through its C API. Returns each
+/// user's (name, error code) as librdkafka reports them.
+fn librdkafka_upsert(b: &TestBroker, user: &str, password: &str, iterations: i32) -> Vec<(String, i32)> {
+    use rdkafka::bindings as rd;
+    use std::ffi::{CStr, CString};
+    let client: BaseConsumer = sasl_config(b, "SCRAM-SHA-512", ADMIN, ADMIN_PASSWORD).create().unwrap();
+    let rk = client.client().native_ptr();
+    let name = CString::new(user).unwrap();
+    let mut out = Vec::new();
+    // SAFETY: every pointer comes from librdkafka for this client and is
+    // used and freed as its C API documents, before the client is dropped.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(rk);
+        let options = rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_ALTERUSERSCRAMCREDENTIALS);
+        // A null salt: librdkafka makes a random one.
+        let mut alterations = [rd::rd_kafka_UserScramCredentialUpsertion_new(name.as_ptr(), rd::rd_kafka_ScramMechanism_t::RD_KAFKA_SCRAM_MECHANISM_SHA_256, iterations, password.as_ptr(), password.len(), std::ptr::null(), 0)];
+        rd::rd_kafka_AlterUserScramCredentials(rk, alterations.as_mut_ptr(), alterations.len(), options, queue);
+        rd::rd_kafka_UserScramCredentialAlteration_destroy_array(alterations.as_mut_ptr(), alterations.len());
+        let event = rd::rd_kafka_queue_poll(queue, 20_000);
+        assert!(!event.is_null(), "no AlterUserScramCredentials result within 20 s");
+        assert_eq!(rd::rd_kafka_event_error(event) as i32, 0, "{:?}", CStr::from_ptr(rd::rd_kafka_event_error_string(event)));
+        let result = rd::rd_kafka_event_AlterUserScramCredentials_result(event);
+        let mut n = 0usize;
+        let responses = rd::rd_kafka_AlterUserScramCredentials_result_responses(result, &mut n);
+        for i in 0..n {
+            let r = *responses.add(i);
+            let user = CStr::from_ptr(rd::rd_kafka_AlterUserScramCredentials_result_response_user(r)).to_string_lossy().into_owned();
+            let error = rd::rd_kafka_AlterUserScramCredentials_result_response_error(r);
+            out.push((user, if error.is_null() { 0 } else { rd::rd_kafka_error_code(error) as i32 }));
+        }
+        rd::rd_kafka_event_destroy(event);
+        rd::rd_kafka_AdminOptions_destroy(options);
+        rd::rd_kafka_queue_destroy(queue);
+    }
+    out
+}
+
+#[test]
+fn librdkafka_admin_creates_a_scram_user_who_logs_in_at_once() {
+    let b = sasl_broker("SCRAM-SHA-256,SCRAM-SHA-512", 0);
+    assert_eq!(librdkafka_upsert(&b, "frank", "frank-secret", 4096), [("frank".to_string(), 0)]);
+    produce_and_consume(&b, "SCRAM-SHA-256", "frank", "frank-secret", "franks", 3);
+    // Iterations below Kafka's minimum: UNACCEPTABLE_CREDENTIAL (93), and no user.
+    assert_eq!(librdkafka_upsert(&b, "grace", "grace-secret", 1000), [("grace".to_string(), 93)]);
+    assert!(b.broker.credentials.describe("grace").is_none());
+}
