@@ -143,6 +143,10 @@ pub struct BrokerSection {
     /// re-authenticate on its connection (KIP-368); 0: sessions do not end. Default 0.
     #[serde(rename = "connections.max.reauth.ms")]
     pub connections_max_reauth_ms: u64,
+    /// `connection.failed.authentication.delay.ms`: a failed SASL exchange is answered (and its
+    /// connection closed) this much later, to slow down password guessing. Default 100.
+    #[serde(rename = "connection.failed.authentication.delay.ms")]
+    pub connection_failed_authentication_delay_ms: u64,
     /// `sasl.bootstrap.user` / `sasl.bootstrap.password`: a user whose SCRAM credentials are
     /// created at start-up if it has none yet (salted, in the data directory; the password
     /// is never stored there). Default: unset.
@@ -184,6 +188,7 @@ impl Default for BrokerSection {
             sasl_enabled_mechanisms: "SCRAM-SHA-256,SCRAM-SHA-512".into(),
             sasl_server_max_receive_size: 8192,
             connections_max_reauth_ms: 0,
+            connection_failed_authentication_delay_ms: 100,
             sasl_bootstrap_user: None,
             sasl_bootstrap_password: None,
         }
@@ -312,6 +317,9 @@ impl Config {
         let mechanisms = parse_mechanisms(&b.sasl_enabled_mechanisms).map_err(|m| err(format!("[broker] sasl.enabled.mechanisms: {m}")))?;
         if protocol == SecurityProtocol::SaslPlaintext && mechanisms.is_empty() {
             return Err(err("[broker] sasl.enabled.mechanisms: a SASL_PLAINTEXT listener needs at least one mechanism".into()));
+        }
+        if b.connection_failed_authentication_delay_ms >= b.connections_max_idle_ms {
+            return Err(err("[broker] connection.failed.authentication.delay.ms: must be below connections.max.idle.ms".into()));
         }
         if b.sasl_server_max_receive_size < 512 {
             return Err(err("[broker] sasl.server.max.receive.size: must be at least 512".into()));
@@ -482,6 +490,7 @@ impl Config {
         s.push_str(&format!("\"sasl.enabled.mechanisms\" = {:?}\n", b.sasl_enabled_mechanisms));
         s.push_str(&format!("\"sasl.server.max.receive.size\" = {}\n", b.sasl_server_max_receive_size));
         s.push_str(&format!("\"connections.max.reauth.ms\" = {}\n", b.connections_max_reauth_ms));
+        s.push_str(&format!("\"connection.failed.authentication.delay.ms\" = {}\n", b.connection_failed_authentication_delay_ms));
         match &b.sasl_bootstrap_user {
             Some(u) => s.push_str(&format!("\"sasl.bootstrap.user\" = {u:?}\n# \"sasl.bootstrap.password\" is set (not shown)\n")),
             None => s.push_str("# sasl.bootstrap.user: unset\n"),
@@ -553,7 +562,7 @@ mod tests {
     #[test]
     fn the_example_documents_every_option() {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/eddy.toml")).unwrap();
-        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms", "listeners", "sasl.enabled.mechanisms", "sasl.server.max.receive.size", "connections.max.reauth.ms", "sasl.bootstrap.user", "sasl.bootstrap.password"] {
+        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms", "listeners", "sasl.enabled.mechanisms", "sasl.server.max.receive.size", "connections.max.reauth.ms", "connection.failed.authentication.delay.ms", "sasl.bootstrap.user", "sasl.bootstrap.password"] {
             assert!(text.contains(key), "config/eddy.toml does not mention {key}");
         }
         for def in topic_config::TOPIC_CONFIGS {

@@ -22,7 +22,8 @@ use crate::protocol::{code, Request};
 pub enum Gate {
     /// Serve it as usual.
     Pass(Request),
-    /// Send this answer; then close the connection if `close`.
+    /// Send this answer; if `close` (a failure), after the listener's
+    /// failure delay, and then close the connection.
     Reply { body: ResponseKind, close: bool },
     /// Close the connection without answering (the reason is logged).
     Close(String),
@@ -44,6 +45,9 @@ pub struct SaslListener {
     pub reauth_ms: u64,
     /// `sasl.server.max.receive.size`: largest frame before authentication.
     pub max_receive: usize,
+    /// `connection.failed.authentication.delay.ms`: how long a failure's
+    /// answer (and the close after it) waits.
+    pub failure_delay: Duration,
 }
 
 impl SaslListener {
@@ -54,7 +58,7 @@ impl SaslListener {
             return Ok(None);
         }
         let b = &config.broker;
-        Ok(Some(SaslListener { mechanisms: config.sasl_mechanisms()?, reauth_ms: b.connections_max_reauth_ms, max_receive: b.sasl_server_max_receive_size as usize }))
+        Ok(Some(SaslListener { mechanisms: config.sasl_mechanisms()?, reauth_ms: b.connections_max_reauth_ms, max_receive: b.sasl_server_max_receive_size as usize, failure_delay: Duration::from_millis(b.connection_failed_authentication_delay_ms) }))
     }
 }
 
@@ -257,7 +261,7 @@ mod tests {
         let c = Credentials::open(dir.path(), Some(("alice", "a-pw"))).unwrap();
         let bob = ScramCredential::new(Mechanism::ScramSha256, "b-pw", 4096).unwrap();
         c.apply(vec![Change::Upsert { user: "bob".into(), mechanism: Mechanism::ScramSha256, credential: bob }]).unwrap();
-        let listener = SaslListener { mechanisms: Mechanism::ALL.to_vec(), reauth_ms, max_receive: 8192 };
+        let listener = SaslListener { mechanisms: Mechanism::ALL.to_vec(), reauth_ms, max_receive: 8192, failure_delay: Duration::ZERO };
         (dir, c, Session::new(&listener))
     }
 

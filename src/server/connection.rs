@@ -137,7 +137,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
                     Gate::Reply { body, close } => {
                         close_after = close;
                         let bytes = encode(Some(body));
-                        Box::pin(async move { bytes })
+                        let delay = if close { sasl.as_ref().map_or(std::time::Duration::ZERO, |l| l.failure_delay) } else { std::time::Duration::ZERO };
+                        Box::pin(async move {
+                            tokio::time::sleep(delay).await;
+                            bytes
+                        })
                     }
                     Gate::Close(reason) => {
                         tracing::warn!(%peer, reason, "request not allowed on this SASL connection; closing it");

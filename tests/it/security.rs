@@ -201,10 +201,13 @@ fn only_api_versions_and_sasl_pass_before_authentication() {
     assert_eq!(h.mechanisms.iter().map(|m| m.as_str()).collect::<Vec<_>>(), ["SCRAM-SHA-256"]);
     assert!(closed(&mut s));
 
-    // Garbage SCRAM: SASL_AUTHENTICATION_FAILED with a message, then closed.
+    // Garbage SCRAM: SASL_AUTHENTICATION_FAILED with a message, no sooner than
+    // connection.failed.authentication.delay.ms (100), then closed.
     let mut s = connect(&b);
     assert_eq!(handshake(&mut s, "SCRAM-SHA-256").error_code, 0);
+    let sent = Instant::now();
     let a = authenticate(&mut s, b"\xff\x00garbage,,,");
+    assert!(sent.elapsed() >= Duration::from_millis(100), "a failure answered after {:?}", sent.elapsed());
     assert_eq!(a.error_code, 58);
     assert!(a.error_message.as_deref().is_some_and(|m| m.contains("Authentication failed")), "{:?}", a.error_message);
     assert!(closed(&mut s));
