@@ -1,7 +1,7 @@
-//! Nothing acknowledged is lost: a librdkafka producer with acks=all writes
-//! to the real `eddy` binary, which is killed with SIGKILL mid-stream; after a
-//! restart every acknowledged record is there, at its acknowledged offset,
-//! with its value.
+//! Nothing acknowledged is lost: a librdkafka producer with acks=all (or
+//! acks=1) writes to the real `eddy` binary, which is killed with SIGKILL
+//! mid-stream; after a restart every acknowledged record is there, at its
+//! acknowledged offset, with its value.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -69,6 +69,17 @@ const PARTITIONS: i32 = 3;
 
 #[test]
 fn acks_all_records_survive_kill_9_of_the_broker() {
+    acknowledged_records_survive_kill_9("all");
+}
+
+/// acks=1 is answered once the records are written to the file (not
+/// fsynced): a process kill, unlike a machine crash, must not lose them.
+#[test]
+fn acks_1_records_survive_kill_9_of_the_broker() {
+    acknowledged_records_survive_kill_9("1");
+}
+
+fn acknowledged_records_survive_kill_9(acks: &'static str) {
     let dir = tempfile::tempdir().unwrap(); // a real disk: fsync matters here
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
@@ -90,7 +101,7 @@ fn acks_all_records_survive_kill_9_of_the_broker() {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 let p: FutureProducer = ClientConfig::new()
                     .set("bootstrap.servers", &addr)
-                    .set("acks", "all")
+                    .set("acks", acks)
                     .set("linger.ms", "2")
                     .set("message.timeout.ms", "3000")
                     .set("enable.idempotence", "false")
@@ -155,7 +166,7 @@ fn acks_all_records_survive_kill_9_of_the_broker() {
         for (p, o, v) in acked.iter() {
             assert_eq!(stored.get(&(*p, *o)), Some(v), "round {round}: acknowledged record at {p}/{o} lost or changed");
         }
-        eprintln!("round {round}: {} acknowledged records all present after kill -9 ({} stored)", acked.len(), stored.len());
+        eprintln!("acks={acks} round {round}: {} acknowledged records all present after kill -9 ({} stored)", acked.len(), stored.len());
         drop(c);
         // SAFETY: signalling our own child for a clean stop.
         unsafe { libc::kill(broker.id() as i32, libc::SIGTERM) };
