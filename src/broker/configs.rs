@@ -105,6 +105,7 @@ fn broker_settings(broker: &Broker) -> Vec<(&'static str, String, i8, &'static s
         ("advertised.listeners", format!("{}://{host}:{port}", broker.config.listener().map_or("PLAINTEXT", |(p, _)| p.name())), 7, "the address clients are told to use"),
         ("auto.create.topics.enable", b.auto_create_topics.to_string(), 1, "Metadata creates unknown topics"),
         ("broker.id", b.node_id.to_string(), 3, "this broker's id"),
+        ("connections.max.reauth.ms", b.connections_max_reauth_ms.to_string(), 3, "SASL session lifetime; 0: sessions do not end"),
         ("default.replication.factor", "1".into(), 3, "a single node"),
         ("listeners", broker.config.listener().map(|(p, a)| format!("{}://{a}", p.name())).unwrap_or_default(), 7, "the address listened on"),
         ("log.dirs", b.data_dir.display().to_string(), 2, "the data directory"),
@@ -112,6 +113,7 @@ fn broker_settings(broker: &Broker) -> Vec<(&'static str, String, i8, &'static s
         ("message.max.bytes", b.message_max_bytes.to_string(), 3, "default largest record batch"),
         ("node.id", b.node_id.to_string(), 3, "this broker's id"),
         ("num.partitions", b.num_partitions.to_string(), 3, "partitions of auto-created topics"),
+        ("sasl.enabled.mechanisms", b.sasl_enabled_mechanisms.clone(), 3, "SASL mechanisms of a SASL_PLAINTEXT listener"),
         ("socket.request.max.bytes", b.socket_request_max_bytes.to_string(), 3, "largest request frame"),
     ]
 }
