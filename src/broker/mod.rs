@@ -95,15 +95,20 @@ impl Partition {
                 return Ok(());
             }
             if !stage.running.swap(true, Ordering::AcqRel) {
-                // Clears the flag even if this future is dropped mid-fsync, so
-                // later waiters can never wait on a sync nobody runs.
-                struct Syncing<'a>(&'a std::sync::atomic::AtomicBool);
+                // Clears the flag and wakes the waiters even if this future
+                // is dropped mid-write (its connection closed), so one of
+                // them runs the next round: nobody waits on a write nobody
+                // runs.
+                struct Syncing<'a>(&'a Stage, bool);
                 impl Drop for Syncing<'_> {
                     fn drop(&mut self) {
-                        self.0.store(false, Ordering::Release);
+                        self.0.running.store(false, Ordering::Release);
+                        if !self.1 {
+                            self.0.reached.send_modify(|_| {});
+                        }
                     }
                 }
-                let guard = Syncing(&stage.running);
+                let mut guard = Syncing(stage, false);
                 let log = Arc::clone(&self.log);
                 let target = log.log_end_offset();
                 let done = tokio::task::spawn_blocking(move || match level {
@@ -111,6 +116,8 @@ impl Partition {
                     Level::Durable => log.sync_to(target),
                 })
                 .await;
+                // Finished: the outcome is published below.
+                guard.1 = true;
                 drop(guard);
                 match done {
                     Ok(Ok(())) => {

@@ -272,7 +272,8 @@ impl Coordinator {
                 .collect(),
         };
         let batch = crate::log::records::build_batch(&[crate::log::records::NewRecord { key: Some(&store::group_key(&g.id)), value: Some(&store::group_value(&rec)), timestamp: rec.state_timestamp, headers: &[] }]);
-        if let Err(e) = self.log.append(&batch) {
+        // Staged: the next write-out or checkpoint takes it to the file.
+        if let Err(e) = self.log.append_staged(&batch) {
             tracing::error!(group = %g.id, error = %e, "could not record group metadata");
         }
     }

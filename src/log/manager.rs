@@ -273,9 +273,15 @@ impl LogManager {
         };
         let logs: Vec<(PartitionKey, Arc<Log>)> = self.logs.read().iter().map(|(k, l)| (k.clone(), Arc::clone(l))).collect();
         for ((topic, partition), log) in logs {
+            // A failed log refuses writes until a restart; its retention
+            // still runs.
+            if !log.is_failed() {
+                if let Err(e) = log.tend_memory() {
+                    tracing::error!(topic, partition, error = %e, "writing out a log failed");
+                }
+            }
             let result = log
                 .flush_if_due(now)
-                .and_then(|_| log.tend_memory())
                 .and_then(|_| log.apply_retention(now))
                 .and_then(|_| if checkpoint { log.checkpoint() } else { Ok(()) });
             if let Err(e) = result {

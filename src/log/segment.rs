@@ -80,9 +80,9 @@ struct Tail {
     bytes_since_index: u64,
 }
 
-/// Staged bytes not yet in the file above which an append writes them out
-/// itself (appends whose callers never ask for a write-out: acks=0).
-const MAX_UNWRITTEN: u64 = 8 << 20;
+/// Staged bytes not yet in the file above which appenders write them out
+/// themselves (`Log::append_staged` for acks=0, the cleaner).
+pub const MAX_UNWRITTEN: u64 = 8 << 20;
 
 /// The segment's bytes in memory (see `tail`).
 struct Staged {
@@ -518,19 +518,17 @@ impl Segment {
         {
             let mut st = self.staged.lock();
             st.busy = true;
-            if let Some((c, m)) = &st.cur {
+            if let Some((c, _)) = &st.cur {
                 if c.end() > start {
-                    // Bytes of an append that failed half-way: never published.
-                    c.rewind(m, (start.max(c.base) - c.base) as usize);
+                    // Bytes of an append that failed half-way: never
+                    // published, as they lie above the segment's size.
+                    c.rewind((start.max(c.base) - c.base) as usize);
                 }
             }
             for b in batches {
                 self.stage(&mut st, pos, &b.base_offset_bytes)?;
                 self.stage(&mut st, pos + 8, &b.rest)?;
                 pos += b.len() as u64;
-            }
-            if let Some((c, m)) = &st.cur {
-                c.zero_rest_of_block(m);
             }
         }
         let mut at = start;
@@ -539,10 +537,12 @@ impl Segment {
             at += b.len() as u64;
         }
         self.size.store(pos, Ordering::Release);
-        if pos - self.staged.lock().written > MAX_UNWRITTEN {
-            self.write_out()?;
-        }
         Ok(())
+    }
+
+    /// Staged bytes not yet in the file.
+    pub fn unwritten(&self) -> u64 {
+        self.size().saturating_sub(self.staged.lock().written)
     }
 
     /// Copies `src` to position `pos` of the staged bytes, starting chunks
@@ -556,7 +556,10 @@ impl Segment {
             let (c, mem) = st.cur.as_ref().expect("a chunk was just started");
             let off = (pos - c.base) as usize;
             let n = src.len().min(c.cap - off);
-            c.append(mem, off, &src[..n]);
+            // SAFETY: `mem` is this chunk's memory, and this segment's
+            // appender (one at a time, under its log's appender lock) is the
+            // only caller.
+            unsafe { c.append(mem, off, &src[..n]) };
             pos += n as u64;
             src = &src[n..];
         }
@@ -582,7 +585,7 @@ impl Segment {
             let loaded = match st.find(base) {
                 Some((c, m)) if c.end() >= pos => {
                     let off = (base - c.base) as usize;
-                    head.copy_from_slice(&Chunk::slice(&m, off, carry));
+                    head.copy_from_slice(&c.slice(&m, off, carry));
                     c.loaded().saturating_sub(off).min(carry)
                 }
                 _ => {
@@ -591,9 +594,9 @@ impl Segment {
                 }
             };
             chunk.set_loaded(loaded);
-            chunk.append(&mem, 0, &head);
+            // SAFETY: a new chunk with its own memory, not yet shared.
+            unsafe { chunk.append(&mem, 0, &head) };
         }
-        chunk.zero_rest_of_block(&mem);
         st.retire_current();
         st.cur = Some((chunk, mem));
         Ok(())
@@ -603,6 +606,11 @@ impl Segment {
     /// last one padded with zeros, and written again next time). One
     /// write-out runs at a time; one that waited for another writes what
     /// was appended meanwhile, so concurrent callers share writes.
+    ///
+    /// Whole blocks below the size come straight from the chunks (bytes
+    /// there never change); the last, partial block is copied with its
+    /// zero padding into a buffer of its own first, so the device never
+    /// reads memory an appender is writing.
     pub fn write_out(&self) -> io::Result<()> {
         let _one = self.write_lock.lock();
         let end = self.size();
@@ -618,17 +626,23 @@ impl Segment {
                 .collect();
             (st.written, jobs)
         };
+        let last_block = tail::floor(end);
+        let mut tail_block = None;
         for (i, (c, mem)) in jobs.iter().enumerate() {
             let start = tail::floor(from.max(c.base));
             // A later chunk starts at the block holding this one's end and
             // writes that block itself.
-            let stop = jobs.get(i + 1).map_or(end, |(next, _)| next.base);
-            if stop <= start {
-                continue;
+            let stop = jobs.get(i + 1).map_or(last_block, |(next, _)| next.base);
+            if stop > start {
+                self.write_blocks(mem.ptr_at((start - c.base) as usize), (stop - start) as usize, start)?;
             }
-            let off = (start - c.base) as usize;
-            let len = tail::ceil((stop - c.base) as usize) - off;
-            self.write_blocks(mem, off, len, start)?;
+            if i + 1 == jobs.len() && end > last_block {
+                let block = tail_block.get_or_insert_with(|| Mem::new(tail::BLOCK));
+                // SAFETY: `block` is this write-out's own; the bytes copied
+                // lie below the published size, which never change.
+                unsafe { block.fill_from(&c.slice(mem, (last_block - c.base) as usize, (end - last_block) as usize)) };
+                self.write_blocks(block.ptr_at(0), tail::BLOCK, last_block)?;
+            }
         }
         let mut st = self.staged.lock();
         st.written = st.written.max(end);
@@ -640,24 +654,24 @@ impl Segment {
         Ok(())
     }
 
-    /// Positional write of `len` bytes of `mem` from `off` to `at`, looping
-    /// over short writes; through the direct descriptor unless it refused.
-    fn write_blocks(&self, mem: &Mem, off: usize, len: usize, at: u64) -> io::Result<()> {
+    /// Positional write of the `len` bytes at `src` (block-aligned memory
+    /// that outlives the call) to `at`, looping over short writes; through
+    /// the direct descriptor unless it refused.
+    fn write_blocks(&self, src: *const u8, len: usize, at: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let mut done = 0usize;
         while done < len {
             let direct = self.direct.as_ref().filter(|_| !self.direct_refused.load(Ordering::Acquire));
             let fd = direct.unwrap_or(&self.file).as_raw_fd();
-            // SAFETY: the range lies inside `mem`'s allocation (checked by
-            // `ptr_at` for its start; `len` stays within the chunk's
-            // capacity), which outlives the call.
-            let n = unsafe { libc::pwrite(fd, mem.ptr_at(off + done) as *const libc::c_void, len - done, (at + done as u64) as libc::off_t) };
+            // SAFETY: [src, src + len) is readable memory that outlives the
+            // call (the callers' chunk or block memory).
+            let n = unsafe { libc::pwrite(fd, src.add(done) as *const libc::c_void, len - done, (at + done as u64) as libc::off_t) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
                     Some(libc::EINVAL) if direct.is_some() => {
-                        tracing::warn!(segment = %self.log_file().display(), "the file system refused a direct write; writing through the page cache");
+                        tracing::warn!(segment = %self.log_file().display(), position = at + done as u64, bytes = len - done, "the file system refused a direct write; writing through the page cache from now on");
                         self.direct_refused.store(true, Ordering::Release);
                         continue;
                     }
@@ -711,25 +725,29 @@ impl Segment {
         Ok(())
     }
 
-    /// Bytes `[pos, pos + n)`, `min <= n <= max`, all below `size()`: a
-    /// slice of a chunk without a copy when one holds at least `min` of
-    /// them (then true if they were appended, not loaded from the file),
-    /// else read from the file and the chunks (false).
-    fn read_some(&self, pos: u64, min: usize, max: usize) -> io::Result<(Bytes, bool)> {
+    /// The `len` bytes at `pos` (all below `size()`): a slice of a chunk
+    /// without a copy when one holds them all (then true if they were
+    /// appended, not loaded from the file), else read from the file and
+    /// the chunks (false).
+    ///
+    /// Never fewer bytes than asked for, to spare a copy: a fetch answered
+    /// short at a chunk boundary can hold nothing a client can use (only
+    /// batches a compaction emptied), and librdkafka takes a run of such
+    /// answers for a message too large to fetch.
+    fn read_bytes(&self, pos: u64, max: usize) -> io::Result<(Bytes, bool)> {
         let (memory_from, chunks) = {
             let st = self.staged.lock();
             if let Some((c, m)) = st.find(pos) {
-                let (off, avail) = ((pos - c.base) as usize, (c.end() - pos) as usize);
-                if avail >= min {
-                    return Ok((Chunk::slice(&m, off, avail.min(max)), off >= c.loaded()));
+                let off = (pos - c.base) as usize;
+                if c.end() - pos >= max as u64 {
+                    return Ok((c.slice(&m, off, max), off >= c.loaded()));
                 }
             }
-            let chunks: Vec<(u64, u64, Arc<Mem>)> = st.in_memory().map(|(c, m)| (c.base, c.end(), m)).collect();
+            let chunks: Vec<(Arc<Chunk>, u64, Arc<Mem>)> = st.in_memory().map(|(c, m)| (Arc::clone(c), c.end(), m)).collect();
             (st.memory_from(), chunks)
         };
-        if pos + min as u64 <= memory_from {
-            let n = (max as u64).min(memory_from.saturating_sub(pos)) as usize;
-            return Ok((read_uninit(&self.file, n, pos)?.freeze(), false));
+        if pos + max as u64 <= memory_from {
+            return Ok((read_uninit(&self.file, max, pos)?.freeze(), false));
         }
         // Across the file and chunks, or across chunks: copied.
         let mut buf = BytesMut::with_capacity(max);
@@ -738,11 +756,11 @@ impl Segment {
         }
         while buf.len() < max {
             let p = pos + buf.len() as u64;
-            let Some((base, end, m)) = chunks.iter().find(|(b, e, _)| *b <= p && p < *e) else {
+            let Some((c, end, m)) = chunks.iter().find(|(c, e, _)| c.base <= p && p < *e) else {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment bytes missing from memory"));
             };
             let n = ((end - p) as usize).min(max - buf.len());
-            buf.extend_from_slice(&Chunk::slice(m, (p - base) as usize, n));
+            buf.extend_from_slice(&c.slice(m, (p - c.base) as usize, n));
         }
         Ok((buf.freeze(), false))
     }
@@ -753,7 +771,7 @@ impl Segment {
             let st = self.staged.lock();
             match st.find(pos) {
                 Some((c, m)) if c.end() >= pos + buf.len() as u64 => {
-                    buf.copy_from_slice(&Chunk::slice(&m, (pos - c.base) as usize, buf.len()));
+                    buf.copy_from_slice(&c.slice(&m, (pos - c.base) as usize, buf.len()));
                     return Ok(());
                 }
                 Some(_) => {}
@@ -764,7 +782,7 @@ impl Segment {
                 None => {}
             }
         }
-        buf.copy_from_slice(&self.read_some(pos, buf.len(), buf.len())?.0);
+        buf.copy_from_slice(&self.read_bytes(pos, buf.len())?.0);
         Ok(())
     }
 
@@ -846,9 +864,7 @@ impl Segment {
             return Err(corrupt(pos, "batch runs past the end of the segment".into()));
         }
         let want = (max_bytes as u64).max(first_len).min(size - pos) as usize;
-        // Fewer bytes than asked for when that avoids a copy; the read ends
-        // at the last whole batch anyway.
-        let (buf, in_memory) = self.read_some(pos, first_len as usize, want)?;
+        let (buf, in_memory) = self.read_bytes(pos, want)?;
         let mut end = 0usize;
         let mut expected_min = first.base_offset;
         while end + HEADER_LEN <= buf.len() {

@@ -40,8 +40,8 @@ pub fn ceil(n: usize) -> usize {
 }
 
 /// Block-aligned memory, not initialised: bytes are written before they
-/// are read (`Chunk`), and bytes a write-out sends after the data are
-/// zeroed first (`Chunk::zero_rest_of_block`).
+/// are read (`Chunk`); a write-out sends the last, partial block from a
+/// zeroed copy of its own (`Mem::fill_from`), never the bytes after the data.
 pub struct Mem {
     ptr: NonNull<u8>,
     cap: usize,
@@ -65,7 +65,7 @@ unsafe impl Send for Mem {}
 unsafe impl Sync for Mem {}
 
 impl Mem {
-    fn new(cap: usize) -> Mem {
+    pub fn new(cap: usize) -> Mem {
         if cap == MAX_CHUNK {
             if let Some(Pooled(ptr)) = POOL.lock().pop() {
                 return Mem { ptr, cap };
@@ -75,6 +75,16 @@ impl Mem {
         // SAFETY: `cap` is a non-zero multiple of BLOCK.
         let ptr = unsafe { alloc(layout) };
         Mem { ptr: NonNull::new(ptr).unwrap_or_else(|| handle_alloc_error(layout)), cap }
+    }
+
+    /// Zeroes the memory and copies `src` to its start.
+    ///
+    /// # Safety
+    /// Nobody else may be reading or writing this memory.
+    pub unsafe fn fill_from(&self, src: &[u8]) {
+        assert!(src.len() <= self.cap);
+        std::ptr::write_bytes(self.ptr.as_ptr(), 0, self.cap);
+        std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr(), src.len());
     }
 
     /// The address of byte `off`, for a write to the file.
@@ -109,7 +119,9 @@ struct View {
 impl AsRef<[u8]> for View {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: `off + len` lies below the chunk's published length when
-        // the view is made, and bytes below it are never written again.
+        // the view is made (checked by `Chunk::slice`), and its segment's
+        // readers only ask for bytes below the segment's published size,
+        // which are never written again.
         unsafe { std::slice::from_raw_parts(self.mem.ptr.as_ptr().add(self.off), self.len) }
     }
 }
@@ -167,39 +179,30 @@ impl Chunk {
     }
 
     /// Copies `src` to `off` (at or above the published length, within the
-    /// capacity) and publishes the new length. Only the chunk's appender
-    /// calls this, with `mem` from `new`.
-    pub fn append(&self, mem: &Mem, off: usize, src: &[u8]) {
-        assert!(off >= self.len() && off + src.len() <= self.cap);
-        // SAFETY: the range is inside the allocation and above the published
-        // length, where no reader looks; there is one appender.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), mem.ptr.as_ptr().add(off), src.len()) };
+    /// capacity) and publishes the new length.
+    ///
+    /// # Safety
+    /// `mem` is this chunk's memory (from `new`), and the caller is the
+    /// chunk's one appender: nobody else writes it, and readers only read
+    /// below the published length.
+    pub unsafe fn append(&self, mem: &Mem, off: usize, src: &[u8]) {
+        assert!(off >= self.len() && off + src.len() <= self.cap && mem.cap == self.cap);
+        std::ptr::copy_nonoverlapping(src.as_ptr(), mem.ptr.as_ptr().add(off), src.len());
         self.len.store(off + src.len(), Ordering::Release);
     }
 
-    /// Zeroes the bytes after the published length up to the end of its
-    /// block: a write-out sends them as padding (or, racing a later
-    /// append, that append's bytes), never old contents of the memory.
-    /// Appender only, after its last `append` of a request.
-    pub fn zero_rest_of_block(&self, mem: &Mem) {
-        let len = self.len();
-        let stop = ceil(len).min(self.cap);
-        // SAFETY: [len, stop) is inside the allocation, above the published
-        // length, where no reader looks; there is one appender.
-        unsafe { std::ptr::write_bytes(mem.ptr.as_ptr().add(len), 0, stop - len) };
-    }
-
     /// Takes back the bytes from `off` on: bytes of an append that failed,
-    /// never published to readers. Appender only.
-    pub fn rewind(&self, mem: &Mem, off: usize) {
+    /// above the segment's published size, so never read. Appender only.
+    pub fn rewind(&self, off: usize) {
         if off < self.len() {
             self.len.store(off, Ordering::Release);
-            self.zero_rest_of_block(mem);
         }
     }
 
-    /// `len` bytes from `off` (below the published length), without a copy.
-    pub fn slice(mem: &Arc<Mem>, off: usize, len: usize) -> Bytes {
+    /// `len` bytes from `off` (below the published length) of this chunk's
+    /// memory `mem`, without a copy.
+    pub fn slice(&self, mem: &Arc<Mem>, off: usize, len: usize) -> Bytes {
+        assert!(off + len <= self.len() && mem.cap == self.cap, "a chunk slice past its published bytes");
         Bytes::from_owner(View { mem: Arc::clone(mem), off, len })
     }
 
@@ -289,9 +292,12 @@ mod tests {
     #[test]
     fn slices_outlive_the_chunk_and_eviction_waits_for_the_file() {
         let (c, mem) = Chunk::new(8192, MIN_CHUNK);
-        c.append(&mem, 0, b"hello ");
-        c.append(&mem, 6, b"world");
-        let s = Chunk::slice(&mem, 0, c.len());
+        // SAFETY: this test is the chunk's one appender.
+        unsafe {
+            c.append(&mem, 0, b"hello ");
+            c.append(&mem, 6, b"world");
+        }
+        let s = c.slice(&mem, 0, c.len());
         drop(mem);
         assert_eq!(&s[..], b"hello world");
         assert_eq!(c.end(), 8192 + 11);

@@ -203,6 +203,30 @@ fn torn_tail_after_crash_is_truncated_and_reported() {
     assert_eq!(log.log_end_offset(), end - 3, "the torn last batch is gone, the rest kept");
 }
 
+/// Power lost after a roll's write-out but before its cut to size reached
+/// the disk: a sealed, non-last segment ends in zero padding. Recovery drops
+/// the padding and keeps every later segment (a real torn tail there would
+/// drop them).
+#[test]
+fn zero_padding_on_a_sealed_segment_keeps_the_later_segments() {
+    let dir = scratch_dir();
+    let log = Log::open(dir.path(), config(), false).unwrap();
+    for i in 0..120 {
+        log.append(&simple_batch(2, 100, i)).unwrap();
+    }
+    let (written, end) = (read_all(&log).0, log.log_end_offset());
+    assert!(log.segment_bases().len() > 2, "several segments");
+    drop(log);
+    let first = files(dir.path()).into_iter().find(|p| p.extension().is_some_and(|e| e == "log")).unwrap();
+    let len = std::fs::metadata(&first).unwrap().len();
+    let padded = if len % 4096 == 0 { len + 100 } else { len.div_ceil(4096) * 4096 };
+    std::fs::OpenOptions::new().write(true).open(&first).unwrap().set_len(padded).unwrap();
+    let log = Log::open(dir.path(), config(), false).unwrap();
+    assert_eq!(log.log_end_offset(), end, "no segment dropped");
+    assert_eq!(read_all(&log).0, written);
+    assert_eq!(std::fs::metadata(&first).unwrap().len(), len, "the padding is cut off");
+}
+
 #[test]
 fn zero_padding_after_an_unclean_stop_is_dropped_and_nothing_else() {
     let dir = scratch_dir();

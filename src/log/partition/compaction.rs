@@ -462,6 +462,9 @@ impl Log {
                 pending.push(PreparedBatch { header, base_offset_bytes: out[0..8].try_into().expect("8 bytes"), rest: out.slice(8..) });
                 if pending_bytes >= WRITE_BATCH {
                     new.append(&pending)?;
+                    if new.unwritten() > segment::MAX_UNWRITTEN {
+                        new.write_out()?;
+                    }
                     written += pending_bytes as u64;
                     pending.clear();
                     pending_bytes = 0;

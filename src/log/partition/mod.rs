@@ -402,7 +402,7 @@ impl Log {
 
     fn check_not_failed(&self) -> Result<(), LogError> {
         if self.failed.load(Ordering::Acquire) {
-            return Err(LogError::Io(std::io::Error::other("an earlier fsync of this log failed; restart to recover it")));
+            return Err(LogError::Io(std::io::Error::other("an earlier write or fsync of this log failed; restart to recover it")));
         }
         Ok(())
     }
@@ -540,7 +540,15 @@ impl Log {
         self.log_end_offset.store(next, Ordering::Release);
         self.last_stable_offset.store(app.txns.last_stable_offset(next), Ordering::Release);
         let _ = self.first_unflushed_ms.compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Relaxed);
+        let unwritten = app.active.unwritten();
         drop(app);
+
+        // Appends nobody writes out (acks=0) are written by the appender
+        // once enough are staged; a failure here fails the log, after the
+        // batches and their offsets were published consistently.
+        if unwritten > segment::MAX_UNWRITTEN {
+            self.write_out()?;
+        }
 
         if let Some(n) = config.flush_messages {
             let flushed = self.sync.lock().flushed_offset;
@@ -667,6 +675,11 @@ impl Log {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Whether a failed write or fsync made the log refuse writes.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Periodic upkeep of the log's memory: writes out what appends left
