@@ -59,20 +59,23 @@ fn bad(path: &Path, reason: String) -> std::io::Error {
 }
 
 impl Credentials {
-    /// Loads the credentials file of `data_dir` (none yet: no users); then,
-    /// if a bootstrap user is configured and has no credentials, creates
-    /// them for both SCRAM mechanisms (once: later changes come from
-    /// AlterUserScramCredentials and are kept).
+    /// Loads the credentials file of `data_dir` (none yet: no users); when
+    /// there was no file and a bootstrap user is configured, creates its
+    /// credentials for both SCRAM mechanisms. Only then: later changes come
+    /// from AlterUserScramCredentials and are kept, a deleted bootstrap user
+    /// included (it is not brought back by the next start).
     pub fn open(data_dir: &Path, bootstrap: Option<(&str, &str)>) -> std::io::Result<Credentials> {
         let path = data_dir.join(FILE);
-        let users = match std::fs::read(&path) {
-            Ok(bytes) => decode(&path, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Users::new(),
+        let (users, first) = match std::fs::read(&path) {
+            Ok(bytes) => (decode(&path, &bytes)?, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Users::new(), true),
             Err(e) => return Err(e),
         };
         let store = Credentials { path, users: RwLock::new(users), writing: Mutex::new(()), mock_key: super::random_bytes(32)? };
         if let Some((user, password)) = bootstrap {
-            if !store.users.read().contains_key(user) {
+            if !first && !store.users.read().contains_key(user) {
+                tracing::warn!(user, path = %store.path.display(), "the bootstrap user is not created: the credentials file already exists (create users with AlterUserScramCredentials)");
+            } else if first {
                 let mut changes = Vec::new();
                 for mechanism in [Mechanism::ScramSha256, Mechanism::ScramSha512] {
                     let credential = ScramCredential::new(mechanism, password, BOOTSTRAP_ITERATIONS)?;
@@ -224,6 +227,11 @@ mod tests {
         let store = Credentials::open(dir.path(), Some(("admin", "first"))).unwrap();
         assert!(store.get("admin", Mechanism::ScramSha512).is_none());
         assert!(store.get("admin", Mechanism::ScramSha256).unwrap().matches_password(Mechanism::ScramSha256, "second"));
+        // Nor brings back a bootstrap user who was deleted.
+        store.apply(vec![Change::Delete { user: "admin".into(), mechanism: Mechanism::ScramSha256 }]).unwrap();
+        drop(store);
+        let store = Credentials::open(dir.path(), Some(("admin", "first"))).unwrap();
+        assert!(store.get("admin", Mechanism::ScramSha256).is_none() && store.get("admin", Mechanism::ScramSha512).is_none());
         // An unknown user's salt is the same each time, and differs by mechanism.
         let mock = store.scram_lookup("nobody", Mechanism::ScramSha256).unwrap_err();
         assert_eq!(store.scram_lookup("nobody", Mechanism::ScramSha256).unwrap_err(), mock);
