@@ -177,15 +177,27 @@ fn random_damage_leaves_a_consistent_prefix() {
     }
 }
 
+/// A log of `batches` batches of `records` records (values of `len`
+/// bytes), still open: what it stored and its end offset.
+fn appended_log(dir: &Path, batches: u64, records: usize, len: usize) -> (Log, Vec<(u64, u64, Bytes)>, u64) {
+    let log = Log::open(dir, config(), false).unwrap();
+    for i in 0..batches as i64 {
+        log.append(&simple_batch(records, len, i)).unwrap();
+    }
+    let (written, end) = (read_all(&log).0, log.log_end_offset());
+    (log, written, end)
+}
+
+/// The `.log` files of a partition directory, in offset order.
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    files(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect()
+}
+
 #[test]
 fn torn_tail_after_crash_is_truncated_and_reported() {
     let dir = scratch_dir();
-    let log = Log::open(dir.path(), config(), false).unwrap();
-    for i in 0..5 {
-        log.append(&simple_batch(3, 50, i)).unwrap();
-    }
-    let end = log.log_end_offset();
-    let logs = || files(dir.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect::<Vec<_>>();
+    let (log, _, end) = appended_log(dir.path(), 5, 3, 50);
+    let logs = || log_files(dir.path());
     let last = logs().pop().unwrap();
     // Sealed segments are cut to their exact size; the active one's bytes
     // are the rest.
@@ -210,14 +222,10 @@ fn torn_tail_after_crash_is_truncated_and_reported() {
 #[test]
 fn zero_padding_on_a_sealed_segment_keeps_the_later_segments() {
     let dir = scratch_dir();
-    let log = Log::open(dir.path(), config(), false).unwrap();
-    for i in 0..120 {
-        log.append(&simple_batch(2, 100, i)).unwrap();
-    }
-    let (written, end) = (read_all(&log).0, log.log_end_offset());
+    let (log, written, end) = appended_log(dir.path(), 120, 2, 100);
     assert!(log.segment_bases().len() > 2, "several segments");
     drop(log);
-    let first = files(dir.path()).into_iter().find(|p| p.extension().is_some_and(|e| e == "log")).unwrap();
+    let first = log_files(dir.path()).remove(0);
     let len = std::fs::metadata(&first).unwrap().len();
     let padded = if len % 4096 == 0 { len + 100 } else { len.div_ceil(4096) * 4096 };
     std::fs::OpenOptions::new().write(true).open(&first).unwrap().set_len(padded).unwrap();
@@ -230,13 +238,9 @@ fn zero_padding_on_a_sealed_segment_keeps_the_later_segments() {
 #[test]
 fn zero_padding_after_an_unclean_stop_is_dropped_and_nothing_else() {
     let dir = scratch_dir();
-    let log = Log::open(dir.path(), config(), false).unwrap();
-    for i in 0..5 {
-        log.append(&simple_batch(3, 50, i)).unwrap();
-    }
-    let (written, end) = (read_all(&log).0, log.log_end_offset());
+    let (log, written, end) = appended_log(dir.path(), 5, 3, 50);
     drop(log); // no close: the active segment keeps its zero padding
-    let last = files(dir.path()).into_iter().rfind(|p| p.extension().is_some_and(|e| e == "log")).unwrap();
+    let last = log_files(dir.path()).pop().unwrap();
     let padded = std::fs::metadata(&last).unwrap().len();
     let log = Log::open(dir.path(), config(), false).unwrap();
     assert!(log.was_recovered());

@@ -666,9 +666,17 @@ impl Log {
     /// kill of the process loses nothing appended before the call (acks=1).
     /// Concurrent callers share writes.
     pub fn write_out(&self) -> Result<(), LogError> {
-        self.check_not_failed()?;
         // Segments before the active one were written out when sealed.
-        let active = Arc::clone(&self.appender.lock().active);
+        self.write_out_of(&self.active())
+    }
+
+    fn active(&self) -> Arc<Segment> {
+        Arc::clone(&self.appender.lock().active)
+    }
+
+    /// `write_out` of one segment; a failure fails the log.
+    fn write_out_of(&self, active: &Segment) -> Result<(), LogError> {
+        self.check_not_failed()?;
         if let Err(e) = active.write_out() {
             self.failed.store(true, Ordering::Release);
             tracing::error!(dir = %self.dir.display(), error = %e, "a write to the log failed; the log refuses writes until the broker restarts and recovers it");
@@ -686,8 +694,8 @@ impl Log {
     /// staged (acks=0), and hands an idle partition's appending chunk to
     /// the shared cache.
     pub fn tend_memory(&self) -> Result<(), LogError> {
-        self.write_out()?;
-        let active = Arc::clone(&self.appender.lock().active);
+        let active = self.active();
+        self.write_out_of(&active)?;
         active.retire_idle()?;
         Ok(())
     }
