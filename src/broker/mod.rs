@@ -473,7 +473,7 @@ impl Broker {
     /// Starts a request: a produce that must wait for writes comes back as
     /// a future that owns what it needs, so its connection can read on;
     /// everything else is answered here.
-    pub async fn dispatch(&self, req: Request, peer: std::net::SocketAddr) -> Handled {
+    pub async fn dispatch(&self, req: Request, ctx: &crate::security::Context) -> Handled {
         let Request { api_key, version, header, body } = req;
         match body {
             RequestKind::Produce(r) => {
@@ -483,15 +483,15 @@ impl Broker {
                 }
                 Handled::Now(appended.finish().await.map(ResponseKind::Produce))
             }
-            body => Handled::Now(self.handle(Request { api_key, version, header, body }, peer).await),
+            body => Handled::Now(self.handle(Request { api_key, version, header, body }, ctx).await),
         }
     }
 
     /// Answers one request; `None` means no response is sent (acks=0).
-    /// `peer` is the client's address (group member host names).
-    pub async fn handle(&self, req: Request, peer: std::net::SocketAddr) -> Option<ResponseKind> {
+    /// `ctx` says who asks (its address names group members' hosts).
+    pub async fn handle(&self, req: Request, ctx: &crate::security::Context) -> Option<ResponseKind> {
         let v = req.version;
-        let client = || crate::group::ClientInfo { client_id: req.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(), host: format!("/{}", peer.ip()) };
+        let client = || crate::group::ClientInfo { client_id: req.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(), host: format!("/{}", ctx.peer.ip()) };
         Some(match req.body {
             RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, v)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(self, r, v).await),

@@ -95,3 +95,31 @@ pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     getrandom::fill(&mut v).map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(v)
 }
+
+/// Who sent a request (Kafka's `RequestContext`): the client's address, the
+/// listener it came in on, and the principal it authenticated as
+/// (`User:ANONYMOUS` until it does). Authorization and quotas key on these.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub peer: std::net::SocketAddr,
+    /// The listener's name, as in `listeners` (`PLAINTEXT`, `SASL_PLAINTEXT`...).
+    pub listener: std::sync::Arc<str>,
+    /// `User:<name>`, Kafka's principal form.
+    pub principal: std::sync::Arc<str>,
+}
+
+/// The principal of a client that has not authenticated.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
+impl Context {
+    pub fn new(peer: std::net::SocketAddr, listener: &str) -> Context {
+        Context { peer, listener: listener.into(), principal: ANONYMOUS.into() }
+    }
+
+    /// Records that the client authenticated as `user`.
+    pub fn authenticated_as(&mut self, user: &str) {
+        if self.principal.strip_prefix("User:") != Some(user) {
+            self.principal = format!("User:{user}").into();
+        }
+    }
+}

@@ -51,6 +51,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
     // space instead of allocating (and page-faulting) a new buffer per request.
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let mut session = sasl.as_deref().map(Session::new);
+    let listener = if sasl.is_some() { crate::security::SecurityProtocol::SaslPlaintext } else { crate::security::SecurityProtocol::Plaintext };
+    let mut ctx = crate::security::Context::new(peer, listener.name());
     loop {
         // Between requests, a stopping server closes the connection.
         while buf.len() < 4 {
@@ -120,8 +122,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
                     Some(s) => s.admit(req, &broker.credentials),
                     None => Gate::Pass(req),
                 };
+                if let Some(user) = session.as_ref().and_then(|s| s.user()) {
+                    ctx.authenticated_as(user);
+                }
                 match gate {
-                    Gate::Pass(req) => match broker.dispatch(req, peer).await {
+                    Gate::Pass(req) => match broker.dispatch(req, &ctx).await {
                         Handled::Now(None) => {
                             // acks=0: no response
                             encode(None);
