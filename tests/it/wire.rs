@@ -6,10 +6,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::broker_support::TestBroker;
 use crate::wire_support::{call, read_frame, request_bytes};
@@ -23,9 +23,15 @@ fn connect(b: &TestBroker) -> TcpStream {
 
 
 
+/// The broker closed `s` (end of stream or reset) within the read timeout;
+/// a read that merely times out is not a close.
 fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
-    matches!(s.read(&mut b), Ok(0) | Err(_))
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
 }
 
 
@@ -114,6 +120,53 @@ fn oversized_truncated_and_garbage_frames_close_the_connection() {
     s.write_all(&bytes).unwrap();
     assert!(closed(&mut s));
     still_serving(&b);
+}
+
+/// A request frame with a hand-written body after a real header.
+fn raw_request(api: ApiKey, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut h = RequestHeader::default();
+    h.request_api_key = api as i16;
+    h.request_api_version = version;
+    h.correlation_id = 7;
+    h.client_id = Some(StrBytes::from_static_str("wire-test"));
+    let mut frame = BytesMut::new();
+    frame.put_i32(0);
+    h.encode(&mut frame, api.request_header_version(version)).unwrap();
+    frame.extend_from_slice(body);
+    let len = (frame.len() - 4) as i32;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    frame.to_vec()
+}
+
+/// Requests of a few bytes that declare arrays of billions of elements, or
+/// strings and bytes of gigabytes: before kafka-protocol's decoding was
+/// patched (vendor/kafka-protocol/EDDY-PATCH.md) the first of these made the
+/// broker ask for ~100 GiB and abort, taking this test process with it. Each
+/// must close only its own connection.
+#[test]
+fn huge_declared_lengths_are_refused_without_allocating() {
+    let b = TestBroker::start();
+    const HUGE_VARINT: [u8; 5] = [0xff, 0xff, 0xff, 0xff, 0x0f]; // u32::MAX
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // Metadata v0: topics array of i32::MAX names.
+        ("Metadata v0 array", raw_request(ApiKey::Metadata, 0, &[&i32::MAX.to_be_bytes()[..], &[0, 1, b'a']].concat())),
+        // Metadata v12 (flexible): compact topics array of 2^32 - 2.
+        ("Metadata v12 compact array", raw_request(ApiKey::Metadata, 12, &[&HUGE_VARINT[..], &[0; 8]].concat())),
+        // CreateTopics v5: a compact array of 2^32 - 2 topics (each ~200 bytes decoded).
+        ("CreateTopics v5 compact array", raw_request(ApiKey::CreateTopics, 5, &[&HUGE_VARINT[..], &[1, 2, 3]].concat())),
+        // DeleteTopics v1: i32::MAX topic names.
+        ("DeleteTopics v1 array", raw_request(ApiKey::DeleteTopics, 1, &[&i32::MAX.to_be_bytes()[..], &[0; 6]].concat())),
+        // Produce v3: a transactional id declaring 32767 bytes, 3 sent.
+        ("Produce v3 string", raw_request(ApiKey::Produce, 3, &[&i16::MAX.to_be_bytes()[..], b"abc"].concat())),
+        // SaslAuthenticate v2: compact auth bytes declaring 4 GiB.
+        ("SaslAuthenticate v2 compact bytes", raw_request(ApiKey::SaslAuthenticate, 2, &[&HUGE_VARINT[..], b"xy"].concat())),
+    ];
+    for (what, frame) in cases {
+        let mut s = connect(&b);
+        s.write_all(&frame).unwrap();
+        assert!(closed(&mut s), "{what}: the connection is closed");
+        still_serving(&b);
+    }
 }
 
 fn produce(s: &mut TcpStream, topic: &str, records: Bytes) -> (i16, i64) {
@@ -385,18 +438,6 @@ fn authorized_operations_are_answered_when_asked_for() {
     }
 }
 
-/// The broker closed `s` (end of stream or reset) within 3 s; a read that
-/// merely times out is not a close.
-fn closed_by_broker(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut b = [0u8; 1];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
-    }
-}
-
 /// connections.max.idle.ms: a connection that sends nothing, or stops in
 /// the middle of a frame (slowloris), is closed; one that keeps talking is not.
 #[test]
@@ -414,8 +455,8 @@ fn idle_and_stalled_connections_are_closed() {
         assert_eq!(r.error_code, 0, "a connection in use stays open");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(closed_by_broker(&mut silent), "the silent connection was closed");
-    assert!(closed_by_broker(&mut stalled), "the stalled frame's connection was closed");
+    assert!(closed(&mut silent), "the silent connection was closed");
+    assert!(closed(&mut stalled), "the stalled frame's connection was closed");
     still_serving(&b);
 }
 
@@ -432,7 +473,7 @@ fn connections_past_the_per_ip_limit_are_closed() {
         assert_eq!(r.error_code, 0);
     }
     let mut third = connect(&b);
-    assert!(closed_by_broker(&mut third), "a third connection from 127.0.0.1 is refused");
+    assert!(closed(&mut third), "a third connection from 127.0.0.1 is refused");
     let r: ApiVersionsResponse = call(&mut second, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(r.error_code, 0, "the others are unharmed");
     drop(first);
