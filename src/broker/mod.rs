@@ -2,6 +2,7 @@
 //! response). Nothing here knows about sockets.
 
 mod api_versions;
+mod client_quotas;
 mod cluster;
 mod configs;
 mod fetch;
@@ -202,6 +203,8 @@ pub struct Broker {
     pub cluster_id: String,
     /// SCRAM users (SASL listeners; Describe/AlterUserScramCredentials).
     pub credentials: crate::security::Credentials,
+    /// Produce, fetch and request-time quotas (Describe/AlterClientQuotas).
+    pub quotas: crate::security::quota::Quotas,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes topic creation and deletion.
     admin: tokio::sync::Mutex<()>,
@@ -210,6 +213,13 @@ pub struct Broker {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The Kafka listener is accepting (set by `server::run`).
     pub ready: std::sync::atomic::AtomicBool,
+}
+
+/// A dispatched request: its outcome, and how long its client must wait
+/// before the next (client quotas; zero when within them).
+pub struct Dispatched {
+    pub handled: Handled,
+    pub throttle: std::time::Duration,
 }
 
 /// A request's outcome: answered, or answered later (acks=all produce).
@@ -268,6 +278,7 @@ impl Broker {
         let groups = crate::group::Coordinator::open(config.groups.clone(), offsets_log)?;
         let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
         let credentials = crate::security::Credentials::open(&data_dir, config.sasl_bootstrap())?;
+        let quotas = crate::security::quota::Quotas::open(&data_dir)?;
         logs.start_cleaner(config.cleaner())?;
         Ok(Broker {
             config,
@@ -277,6 +288,7 @@ impl Broker {
             txns,
             cluster_id,
             credentials,
+            quotas,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
             processors: parking_lot::Mutex::new(Vec::new()),
@@ -473,18 +485,60 @@ impl Broker {
     /// Starts a request: a produce that must wait for writes comes back as
     /// a future that owns what it needs, so its connection can read on;
     /// everything else is answered here.
-    pub async fn dispatch(&self, req: Request, ctx: &crate::security::Context) -> Handled {
-        let Request { api_key, version, header, body } = req;
-        match body {
+    /// Client quotas: with `throttle` set, the response says how long to
+    /// back off and the connection reads nothing more for that long.
+    pub async fn dispatch(&self, req: Request, ctx: &crate::security::Context) -> Dispatched {
+        let started = std::time::Instant::now();
+        let Request { api_key, version, header, body, size } = req;
+        let client_id = self.quotas.active().then(|| header.client_id.clone()).flatten();
+        let handled = match body {
             RequestKind::Produce(r) => {
                 let appended = produce::append(self, r, version);
                 if appended.is_waiting() {
-                    return Handled::Later(Box::pin(async move { appended.finish().await.map(ResponseKind::Produce) }));
+                    Handled::Later(Box::pin(async move { appended.finish().await.map(ResponseKind::Produce) }))
+                } else {
+                    Handled::Now(appended.finish().await.map(ResponseKind::Produce))
                 }
-                Handled::Now(appended.finish().await.map(ResponseKind::Produce))
             }
-            body => Handled::Now(self.handle(Request { api_key, version, header, body }, ctx).await),
+            body => Handled::Now(self.handle(Request { api_key, version, header, body, size }, ctx).await),
+        };
+        if !self.quotas.active() {
+            return Dispatched { handled, throttle: std::time::Duration::ZERO };
         }
+        self.throttle(handled, api_key, size, started.elapsed(), ctx, client_id.as_deref().unwrap_or(""))
+    }
+
+    /// Counts a request against its client's quotas (produce bytes, fetch
+    /// bytes, handling time) and sets the longest throttle in its response.
+    fn throttle(&self, handled: Handled, api: kafka_protocol::messages::ApiKey, size: usize, took: std::time::Duration, ctx: &crate::security::Context, client_id: &str) -> Dispatched {
+        use crate::security::quota::Kind;
+        use kafka_protocol::messages::ApiKey;
+        let q = &self.quotas;
+        let mut throttle = std::time::Duration::ZERO;
+        if !matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+            throttle = q.record(Kind::Request, &ctx.principal, client_id, took.as_nanos() as f64);
+        }
+        if api == ApiKey::Produce {
+            throttle = throttle.max(q.record(Kind::Produce, &ctx.principal, client_id, size as f64));
+        }
+        let handled = match handled {
+            Handled::Now(Some(mut body)) => {
+                if let ResponseKind::Fetch(f) = &body {
+                    let bytes: usize = f.responses.iter().flat_map(|t| &t.partitions).map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
+                    throttle = throttle.max(q.record(Kind::Fetch, &ctx.principal, client_id, bytes as f64));
+                }
+                crate::protocol::set_throttle(&mut body, throttle);
+                Handled::Now(Some(body))
+            }
+            Handled::Later(fut) if !throttle.is_zero() => Handled::Later(Box::pin(async move {
+                fut.await.map(|mut body| {
+                    crate::protocol::set_throttle(&mut body, throttle);
+                    body
+                })
+            })),
+            other => other,
+        };
+        Dispatched { handled, throttle }
     }
 
     /// Answers one request; `None` means no response is sent (acks=0).
@@ -532,6 +586,8 @@ impl Broker {
             RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(self, r, v)),
             RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(self, r, v)),
             RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(scram_credentials::alter(self, r, v)),
+            RequestKind::DescribeClientQuotas(r) => ResponseKind::DescribeClientQuotas(client_quotas::describe(self, r, v)),
+            RequestKind::AlterClientQuotas(r) => ResponseKind::AlterClientQuotas(client_quotas::alter(self, r, v)),
             // A SASL listener's connection answers these itself (security::sasl).
             RequestKind::SaslHandshake(_) => ResponseKind::SaslHandshake(crate::security::sasl::handshake_not_expected()),
             RequestKind::SaslAuthenticate(_) => ResponseKind::SaslAuthenticate(crate::security::sasl::authenticate_not_expected()),
@@ -555,6 +611,7 @@ impl Broker {
     /// Periodic upkeep of the logs (flush.ms, retention, checkpoints).
     pub fn maintain(&self) {
         self.txn_tick();
+        self.quotas.expire();
         self.logs.maintain(crate::log::now_ms());
     }
 

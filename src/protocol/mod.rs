@@ -56,6 +56,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// An API's name as Kafka spells it (metric labels).
@@ -100,6 +102,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
         ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
         ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
         _ => "other",
     }
 }
@@ -141,8 +145,30 @@ pub fn error_codes(r: &ResponseKind, mut f: impl FnMut(i16)) {
         ResponseKind::SaslHandshake(r) => f(r.error_code),
         ResponseKind::SaslAuthenticate(r) => f(r.error_code),
         ResponseKind::AlterUserScramCredentials(r) => r.results.iter().for_each(|u| f(u.error_code)),
+        ResponseKind::DescribeClientQuotas(r) => f(r.error_code),
+        ResponseKind::AlterClientQuotas(r) => r.entries.iter().for_each(|e| f(e.error_code)),
         _ => {}
     }
+}
+
+/// Sets a response's `throttle_time_ms` (client quotas), for every API
+/// whose response has one.
+pub fn set_throttle(r: &mut ResponseKind, throttle: std::time::Duration) {
+    let ms = throttle.as_millis().min(i32::MAX as u128) as i32;
+    macro_rules! set {
+        ($($api:ident),* $(,)?) => {
+            match r {
+                $(ResponseKind::$api(x) => x.throttle_time_ms = ms,)*
+                _ => {}
+            }
+        };
+    }
+    set!(
+        Produce, Fetch, ListOffsets, Metadata, ApiVersions, CreateTopics, DeleteTopics, DeleteRecords, DescribeConfigs, AlterConfigs, DescribeLogDirs, CreatePartitions, IncrementalAlterConfigs,
+        DescribeCluster, FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups, OffsetDelete, ConsumerGroupHeartbeat,
+        ConsumerGroupDescribe, InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit, DescribeProducers, DescribeTransactions, ListTransactions, DescribeUserScramCredentials,
+        AlterUserScramCredentials, DescribeClientQuotas, AlterClientQuotas, CreateAcls, DescribeAcls, DeleteAcls,
+    );
 }
 
 /// The partitions in a classic consumer member's assignment bytes
@@ -169,6 +195,8 @@ pub struct Request {
     pub version: i16,
     pub header: RequestHeader,
     pub body: RequestKind,
+    /// Bytes of the frame, header included (produce quotas count these).
+    pub size: usize,
 }
 
 /// Why a frame could not become a `Request`.
@@ -187,6 +215,7 @@ pub enum DecodeError {
 
 /// Decodes a whole request frame (without its length prefix).
 pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
+    let size = frame.len();
     if frame.len() < 8 {
         return Err(DecodeError::Short(frame.len()));
     }
@@ -210,7 +239,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
         // them (librdkafka 2.12 pads Metadata v13 with three zero bytes).
         tracing::trace!(api = ?api_key, version, extra = frame.len(), "ignoring trailing request bytes");
     }
-    Ok(Request { api_key, version, header, body })
+    Ok(Request { api_key, version, header, body, size })
 }
 
 /// Encodes a response frame, length prefix included.

@@ -4,6 +4,7 @@
 //! No authorization yet: an authenticated principal may do everything.
 
 pub mod credentials;
+pub mod quota;
 pub mod sasl;
 pub mod scram;
 
@@ -122,4 +123,21 @@ impl Context {
             self.principal = format!("User:{user}").into();
         }
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old file or the
+/// new one, never a mix: a temporary file, fsynced, renamed over `path`,
+/// and the directory fsynced.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }

@@ -231,7 +231,7 @@ mod tests {
     use crate::security::scram::ScramCredential;
 
     fn request(api_key: ApiKey, version: i16, body: RequestKind) -> Request {
-        Request { api_key, version, header: RequestHeader::default(), body }
+        Request { api_key, version, header: RequestHeader::default(), body, size: 0 }
     }
 
     fn handshake(s: &mut Session, c: &Credentials, mechanism: &'static str) -> (i16, bool) {

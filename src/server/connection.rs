@@ -53,7 +53,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
     let mut session = sasl.as_deref().map(Session::new);
     let listener = if sasl.is_some() { crate::security::SecurityProtocol::SaslPlaintext } else { crate::security::SecurityProtocol::Plaintext };
     let mut ctx = crate::security::Context::new(peer, listener.name());
+    // Client quotas: how long to read nothing after the last request.
+    let mut throttle = std::time::Duration::ZERO;
     loop {
+        // A throttled client's next request waits (Kafka mutes the channel).
+        if !throttle.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(std::mem::take(&mut throttle)) => {}
+                _ = stop.changed() => return finish(peer, queue, writer).await,
+            }
+        }
         // Between requests, a stopping server closes the connection.
         while buf.len() < 4 {
             if buf.is_empty() {
@@ -126,18 +135,22 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
                     ctx.authenticated_as(user);
                 }
                 match gate {
-                    Gate::Pass(req) => match broker.dispatch(req, &ctx).await {
-                        Handled::Now(None) => {
-                            // acks=0: no response
-                            encode(None);
-                            continue;
+                    Gate::Pass(req) => {
+                        let dispatched = broker.dispatch(req, &ctx).await;
+                        throttle = dispatched.throttle;
+                        match dispatched.handled {
+                            Handled::Now(None) => {
+                                // acks=0: no response
+                                encode(None);
+                                continue;
+                            }
+                            Handled::Now(body) => {
+                                let bytes = encode(body);
+                                Box::pin(async move { bytes })
+                            }
+                            Handled::Later(fut) => Box::pin(async move { encode(fut.await) }),
                         }
-                        Handled::Now(body) => {
-                            let bytes = encode(body);
-                            Box::pin(async move { bytes })
-                        }
-                        Handled::Later(fut) => Box::pin(async move { encode(fut.await) }),
-                    },
+                    }
                     // SASL answers; a failed exchange closes after its answer.
                     Gate::Reply { body, close } => {
                         close_after = close;

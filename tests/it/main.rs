@@ -21,6 +21,7 @@ mod log_txn_index;
 mod processor_cases;
 mod processor_engine;
 mod processors;
+mod quotas;
 mod security;
 mod transactions;
 mod wire;

@@ -13,11 +13,16 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 /// A request frame, length prefix included.
 pub fn request_bytes(api: ApiKey, version: i16, correlation: i32, body: &impl Encodable) -> Vec<u8> {
+    request_bytes_from("wire-test", api, version, correlation, body)
+}
+
+/// A request frame from the client id `client_id`.
+pub fn request_bytes_from(client_id: &'static str, api: ApiKey, version: i16, correlation: i32, body: &impl Encodable) -> Vec<u8> {
     let mut h = RequestHeader::default();
     h.request_api_key = api as i16;
     h.request_api_version = version;
     h.correlation_id = correlation;
-    h.client_id = Some(StrBytes::from_static_str("wire-test"));
+    h.client_id = Some(StrBytes::from_static_str(client_id));
     let mut buf = BytesMut::new();
     buf.put_i32(0);
     h.encode(&mut buf, api.request_header_version(version)).unwrap();
