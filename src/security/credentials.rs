@@ -42,6 +42,10 @@ pub enum Change {
 struct FileFormat {
     version: u32,
     users: BTreeMap<String, BTreeMap<String, StoredCredential>>,
+    /// The key of unknown users' salts (`scram_lookup`), kept so that they
+    /// stay the same across restarts as real users' salts do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mock_key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -65,12 +69,20 @@ impl Credentials {
     /// included (it is not brought back by the next start).
     pub fn open(data_dir: &Path, bootstrap: Option<(&str, &str)>) -> std::io::Result<Credentials> {
         let path = data_dir.join(FILE);
-        let (users, first) = match std::fs::read(&path) {
-            Ok(bytes) => (decode(&path, &bytes)?, false),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Users::new(), true),
+        let (users, mock_key, first) = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let (users, mock_key) = decode(&path, &bytes)?;
+                (users, mock_key, false)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Users::new(), None, true),
             Err(e) => return Err(e),
         };
-        let store = Credentials { path, users: RwLock::new(users), writing: Mutex::new(()), mock_key: super::random_bytes(32)? };
+        // A file from before the key was kept gets one with its next change.
+        let mock_key = match mock_key {
+            Some(k) => k,
+            None => super::random_bytes(32)?,
+        };
+        let store = Credentials { path, users: RwLock::new(users), writing: Mutex::new(()), mock_key };
         if let Some((user, password)) = bootstrap {
             if !first && !store.users.read().contains_key(user) {
                 tracing::warn!(user, path = %store.path.display(), "the bootstrap user is not created: the credentials file already exists (create users with AlterUserScramCredentials)");
@@ -155,6 +167,7 @@ impl Credentials {
                     (u.clone(), ms)
                 })
                 .collect(),
+            mock_key: Some(B64.encode(&self.mock_key)),
         };
         let mut text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
         text.push(b'\n');
@@ -162,7 +175,8 @@ impl Credentials {
     }
 }
 
-fn decode(path: &Path, bytes: &[u8]) -> std::io::Result<Users> {
+/// The users of a credentials file, and its mock key if it has one.
+fn decode(path: &Path, bytes: &[u8]) -> std::io::Result<(Users, Option<Vec<u8>>)> {
     let file: FileFormat = serde_json::from_slice(bytes).map_err(|e| bad(path, e.to_string()))?;
     if file.version != 1 {
         return Err(bad(path, format!("unknown version {}", file.version)));
@@ -176,10 +190,17 @@ fn decode(path: &Path, bytes: &[u8]) -> std::io::Result<Users> {
             if credential.stored_key.len() != mechanism.hash_len() || credential.server_key.len() != mechanism.hash_len() {
                 return Err(bad(path, format!("user {user:?} {name}: keys of the wrong length")));
             }
+            if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&credential.iterations) || credential.salt.is_empty() {
+                return Err(bad(path, format!("user {user:?} {name}: {} iterations and a salt of {} bytes (iterations must be {MIN_ITERATIONS} to {MAX_ITERATIONS}, the salt not empty)", credential.iterations, credential.salt.len())));
+            }
             users.entry(user.clone()).or_default().insert(mechanism, credential);
         }
     }
-    Ok(users)
+    let mock_key = match file.mock_key {
+        Some(k) => Some(B64.decode(&k).ok().filter(|k| k.len() >= 16).ok_or_else(|| bad(path, "mock_key is not base64 of at least 16 bytes".into()))?),
+        None => None,
+    };
+    Ok((users, mock_key))
 }
 
 /// Why an upsertion is unacceptable (Kafka's UNACCEPTABLE_CREDENTIAL), if it is.
@@ -229,6 +250,15 @@ mod tests {
         assert_eq!(store.scram_lookup("nobody", Mechanism::ScramSha256).unwrap_err(), mock);
         assert_ne!(store.scram_lookup("nobody", Mechanism::ScramSha512).unwrap_err(), mock);
         assert_ne!(store.scram_lookup("somebody", Mechanism::ScramSha256).unwrap_err(), mock);
+        // ...and across a restart, like a real user's.
+        drop(store);
+        let store = Credentials::open(dir.path(), None).unwrap();
+        assert_eq!(store.scram_lookup("nobody", Mechanism::ScramSha256).unwrap_err(), mock);
+        drop(store);
+        // Iterations out of Kafka's range are refused at load.
+        std::fs::write(dir.path().join(FILE), format!("{{\"version\":1,\"users\":{{\"x\":{{\"SCRAM-SHA-256\":{{\"salt\":\"AAAA\",\"iterations\":1,\"stored_key\":\"{k}\",\"server_key\":\"{k}\"}}}}}}}}", k = B64.encode([0u8; 32]))).unwrap();
+        let e = Credentials::open(dir.path(), None).err().unwrap().to_string();
+        assert!(e.contains("1 iterations"), "{e}");
         std::fs::write(dir.path().join(FILE), "{\"version\":1,\"users\":{\"x\":{\"SCRAM-SHA-1\":{}}}}").unwrap();
         assert!(Credentials::open(dir.path(), None).is_err());
     }

@@ -200,10 +200,29 @@ fn plain(token: &[u8], credentials: &Credentials) -> Result<String, String> {
         return Err(format!("authorization id {authzid:?} is not the user {user:?}"));
     }
     let found = [Mechanism::ScramSha512, Mechanism::ScramSha256].into_iter().find_map(|m| credentials.get(user, m).map(|c| (m, c)));
+    // PBKDF2 (thousands of HMACs) off the runtime's worker; an unknown user
+    // costs the same work, so the time taken does not tell who exists.
+    let matches = off_runtime(|| match &found {
+        Some((m, c)) => c.matches_password(*m, password),
+        None => {
+            let salt = credentials.scram_lookup(user, Mechanism::ScramSha512).err().unwrap_or_default();
+            let _ = crate::security::scram::salted_password(Mechanism::ScramSha512, password.as_bytes(), &salt, crate::security::scram::MIN_ITERATIONS);
+            false
+        }
+    });
     match found {
-        Some((m, c)) if c.matches_password(m, password) => Ok(user.to_string()),
+        Some(_) if matches => Ok(user.to_string()),
         Some(_) => Err(format!("wrong password for user {user:?}")),
         None => Err(format!("unknown user {user:?}")),
+    }
+}
+
+/// Runs CPU-heavy `f` where it does not hold up other connections: on a
+/// multi-thread runtime the worker hands its other tasks over first.
+fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

@@ -270,7 +270,10 @@ mod tests {
         let Ok(Step::Continue(first)) = server.step(b"n,,n=alice,r=abc", |_| Ok(cred.clone())) else { panic!() };
         let nonce = std::str::from_utf8(&first).unwrap().split(',').next().unwrap().to_string();
         let bad = format!("c=biws,{nonce},p={}", B64.encode([0u8; 64]));
-        assert!(server.step(bad.as_bytes(), |_| Err(Vec::new())).is_err());
+        match server.step(bad.as_bytes(), |_| Err(Vec::new())) {
+            Err(reason) => assert_eq!(reason, "wrong password for user \"alice\""),
+            Ok(_) => panic!("a wrong proof was accepted"),
+        }
         for garbage in [&b""[..], b"\xff\xfe", b"n", b"n,,", b"x,,n=a,r=b", b"n,a=bob,n=alice,r=x", b"n,,n=a=,r=x", b"p=tls,,n=a,r=b", b"n,,r=x,n=a", b"n,,n=,r=x"] {
             let mut s = ScramServer::new(Mechanism::ScramSha256).unwrap();
             assert!(s.step(garbage, |_| Ok(cred.clone())).is_err(), "{garbage:?} was accepted");

@@ -26,7 +26,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::broker_support::TestBroker;
-use crate::wire_support::{call, read_frame, request_bytes};
+use crate::wire_support::{call, closed, request_bytes};
 
 const ADMIN: &str = "admin";
 const ADMIN_PASSWORD: &str = "admin-secret";
@@ -170,11 +170,6 @@ fn authenticate(s: &mut TcpStream, token: &[u8]) -> SaslAuthenticateResponse {
 fn plain_login(s: &mut TcpStream, user: &str, password: &str) -> SaslAuthenticateResponse {
     assert_eq!(handshake(s, "PLAIN").error_code, 0);
     authenticate(s, format!("\0{user}\0{password}").as_bytes())
-}
-
-/// The broker has closed `s`: reading gives end of stream (or a reset).
-fn closed(s: &mut TcpStream) -> bool {
-    read_frame(s).is_none()
 }
 
 #[test]

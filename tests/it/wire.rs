@@ -2,7 +2,7 @@
 //! truncated, oversized and garbage frames, corrupt batches. Each gets the
 //! right error or a closed connection, and the broker keeps serving others.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, 
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::broker_support::TestBroker;
-use crate::wire_support::{call, read_frame, request_bytes};
+use crate::wire_support::{call, closed, read_frame, request_bytes};
 use crate::log_support::{batch, Rec};
 
 fn connect(b: &TestBroker) -> TcpStream {
@@ -23,16 +23,6 @@ fn connect(b: &TestBroker) -> TcpStream {
 
 
 
-/// The broker closed `s` (end of stream or reset) within the read timeout;
-/// a read that merely times out is not a close.
-fn closed(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
-    }
-}
 
 
 /// The broker still answers a fresh connection.

@@ -56,3 +56,14 @@ pub fn call_once<R: Decodable>(addr: SocketAddr, api: ApiKey, version: i16, body
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     call(&mut s, api, version, body)
 }
+
+/// The broker closed `s` (end of stream or reset) within the read timeout;
+/// a read that merely times out is not a close, nor is an answer.
+pub fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
