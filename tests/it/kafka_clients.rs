@@ -314,3 +314,80 @@ fn a_restarted_broker_serves_the_same_data() {
     let d = rt.block_on(p.send(FutureRecord::to("durable").key("r0").payload("after"), Duration::from_secs(30))).map_err(|(e, _)| e).unwrap();
     assert!(d.offset > 0);
 }
+
+/// Produces `n` records of 200 bytes to `topic` with acks=all and consumes
+/// them all back; how long that took.
+fn round_trip(b: &TestBroker, topic: &str, n: usize) -> Duration {
+    let started = Instant::now();
+    create_topic(b, topic, 2, &[]);
+    let p = producer(b, &[("acks", "all")]);
+    let value = "v".repeat(200);
+    let records: Vec<FutureRecord<'_, str, str>> = (0..n).map(|_| FutureRecord::to(topic).payload(value.as_str())).collect();
+    assert_eq!(runtime().block_on(send_all(&p, records)).len(), n);
+    assert_eq!(consume(b, topic, 2, n).len(), n);
+    started.elapsed()
+}
+
+/// Hostile raw sockets while a librdkafka client works: 64 slowloris
+/// connections dribbling a frame a byte at a time, and two threads opening
+/// connection after connection with oversized, truncated, garbage and
+/// huge-array frames. The client's round trip must stay close to its speed
+/// without them (a generous bound: this catches a stall, not a few percent).
+#[test]
+fn a_client_is_served_at_speed_while_raw_sockets_attack() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let b = TestBroker::start();
+    let quiet = round_trip(&b, "quiet", 20_000);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut attackers = Vec::new();
+    let addr = b.addr;
+    for _ in 0..64 {
+        let stop = Arc::clone(&stop);
+        attackers.push(std::thread::spawn(move || {
+            let Ok(mut s) = std::net::TcpStream::connect(addr) else { return };
+            let _ = s.write_all(&100_000i32.to_be_bytes());
+            while !stop.load(Ordering::Relaxed) {
+                if s.write_all(&[0]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }));
+    }
+    let bad_frames: Vec<Vec<u8>> = vec![
+        i32::MAX.to_be_bytes().to_vec(),
+        [&200i32.to_be_bytes()[..], &[1, 2, 3]].concat(),
+        (0..512u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect(),
+        // Metadata v0 declaring i32::MAX topics.
+        [&17i32.to_be_bytes()[..], &[0, 3, 0, 0, 0, 0, 0, 1, 0, 1, b'x'], &i32::MAX.to_be_bytes(), &[0, 1]].concat(),
+    ];
+    for _ in 0..2 {
+        let (stop, refused, frames) = (Arc::clone(&stop), Arc::clone(&refused), bad_frames.clone());
+        attackers.push(std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut s) = std::net::TcpStream::connect(addr) else { continue };
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let _ = s.write_all(&frames[i % frames.len()]);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let mut sink = [0u8; 64];
+                if matches!(s.read(&mut sink), Ok(0) | Err(_)) {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    let attacked = round_trip(&b, "attacked", 20_000);
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.join().unwrap();
+    }
+    assert!(refused.load(Ordering::Relaxed) > 50, "the bad frames were sent and refused ({} times)", refused.load(Ordering::Relaxed));
+    assert!(attacked < quiet * 4 + Duration::from_secs(3), "20 000 records took {attacked:?} under attack, {quiet:?} without");
+    eprintln!("round trip of 20 000 records: {quiet:?} quiet, {attacked:?} under attack");
+}
