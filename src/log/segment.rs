@@ -627,22 +627,31 @@ impl Segment {
             (st.written, jobs)
         };
         let last_block = tail::floor(end);
+        // The pieces lie end to end in the file: each chunk's whole blocks
+        // (a later chunk starts at the block holding this one's end and
+        // writes that block itself), then the last partial block from a
+        // zero-padded copy. One vectored write sends them all.
         let mut tail_block = None;
+        let mut pieces: Vec<(*const u8, usize)> = Vec::with_capacity(jobs.len() + 1);
+        let mut first = None;
         for (i, (c, mem)) in jobs.iter().enumerate() {
             let start = tail::floor(from.max(c.base));
-            // A later chunk starts at the block holding this one's end and
-            // writes that block itself.
             let stop = jobs.get(i + 1).map_or(last_block, |(next, _)| next.base);
             if stop > start {
-                self.write_blocks(mem.ptr_at((start - c.base) as usize), (stop - start) as usize, start)?;
+                first.get_or_insert(start);
+                pieces.push((mem.ptr_at((start - c.base) as usize), (stop - start) as usize));
             }
             if i + 1 == jobs.len() && end > last_block {
                 let block = tail_block.get_or_insert_with(|| Mem::new(tail::BLOCK));
                 // SAFETY: `block` is this write-out's own; the bytes copied
                 // lie below the published size, which never change.
                 unsafe { block.fill_from(&c.slice(mem, (last_block - c.base) as usize, (end - last_block) as usize)) };
-                self.write_blocks(block.ptr_at(0), tail::BLOCK, last_block)?;
+                first.get_or_insert(last_block);
+                pieces.push((block.ptr_at(0), tail::BLOCK));
             }
+        }
+        if let Some(at) = first {
+            self.write_blocks(&mut pieces, at)?;
         }
         let mut st = self.staged.lock();
         st.written = st.written.max(end);
@@ -654,24 +663,26 @@ impl Segment {
         Ok(())
     }
 
-    /// Positional write of the `len` bytes at `src` (block-aligned memory
-    /// that outlives the call) to `at`, looping over short writes; through
-    /// the direct descriptor unless it refused.
-    fn write_blocks(&self, src: *const u8, len: usize, at: u64) -> io::Result<()> {
+    /// Positional vectored write of `pieces` (block-aligned memory that
+    /// outlives the call, end to end in the file) from `at`, looping over
+    /// short writes; through the direct descriptor unless it refused.
+    fn write_blocks(&self, pieces: &mut [(*const u8, usize)], at: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        let mut done = 0usize;
-        while done < len {
+        let mut at = at;
+        let mut rest: &mut [(*const u8, usize)] = pieces;
+        while !rest.is_empty() {
             let direct = self.direct.as_ref().filter(|_| !self.direct_refused.load(Ordering::Acquire));
             let fd = direct.unwrap_or(&self.file).as_raw_fd();
-            // SAFETY: [src, src + len) is readable memory that outlives the
-            // call (the callers' chunk or block memory).
-            let n = unsafe { libc::pwrite(fd, src.add(done) as *const libc::c_void, len - done, (at + done as u64) as libc::off_t) };
+            let iov: Vec<libc::iovec> = rest.iter().take(1024).map(|&(p, l)| libc::iovec { iov_base: p as *mut libc::c_void, iov_len: l }).collect();
+            // SAFETY: every piece is readable memory that outlives the call
+            // (the callers' chunk or block memory); pwritev only reads it.
+            let n = unsafe { libc::pwritev(fd, iov.as_ptr(), iov.len() as libc::c_int, at as libc::off_t) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
                     Some(libc::EINVAL) if direct.is_some() => {
-                        tracing::warn!(segment = %self.log_file().display(), position = at + done as u64, bytes = len - done, "the file system refused a direct write; writing through the page cache from now on");
+                        tracing::warn!(segment = %self.log_file().display(), position = at, "the file system refused a direct write; writing through the page cache from now on");
                         self.direct_refused.store(true, Ordering::Release);
                         continue;
                     }
@@ -679,9 +690,21 @@ impl Segment {
                 }
             }
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing"));
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
             }
-            done += n as usize;
+            // Skip what was written: whole pieces, then part of one.
+            let mut n = n as usize;
+            at += n as u64;
+            while let Some((p, l)) = rest.first_mut() {
+                if n < *l {
+                    // SAFETY: still inside the piece.
+                    *p = unsafe { p.add(n) };
+                    *l -= n;
+                    break;
+                }
+                n -= *l;
+                rest = &mut rest[1..];
+            }
         }
         Ok(())
     }
