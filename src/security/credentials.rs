@@ -5,7 +5,6 @@
 //! one and the directory fsynced before it takes effect in memory.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -157,16 +156,9 @@ impl Credentials {
                 })
                 .collect(),
         };
-        let text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path)?;
-        std::fs::File::open(dir)?.sync_all()
+        let mut text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+        super::write_atomically(&self.path, &text)
     }
 }
 
