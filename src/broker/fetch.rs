@@ -108,7 +108,9 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) 
             pd.high_watermark = -1;
             pd.last_stable_offset = -1;
             pd.log_start_offset = -1;
-            pd.records = None;
+            // Empty, not null, on errors too, as Kafka answers: librdkafka
+            // refuses a null record set in flexible versions.
+            pd.records = Some(Bytes::new());
             let partition = t.as_ref().and_then(|t| usize::try_from(fp.partition).ok().and_then(|i| t.partitions.get(i)).cloned());
             if denied {
                 // Not an error that ends the long poll: the other partitions may still fill it.

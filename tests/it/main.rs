@@ -1,5 +1,6 @@
 //! The one integration test binary (each extra binary relinks everything).
 
+mod acl;
 mod admin;
 mod broker_crash;
 mod broker_support;
