@@ -1,6 +1,7 @@
 //! The one integration test binary (each extra binary relinks everything).
 
 mod acl;
+mod acl_librdkafka;
 mod admin;
 mod broker_crash;
 mod broker_support;
