@@ -28,8 +28,8 @@ use crate::broker_support::TestBroker;
 use crate::security::{connect, plain_login, sasl_config, upsertion, ADMIN, ADMIN_PASSWORD};
 use crate::wire_support::call;
 
-const ALICE: &str = "alice";
-const ALICE_PASSWORD: &str = "alice-secret";
+pub(crate) const ALICE: &str = "alice";
+pub(crate) const ALICE_PASSWORD: &str = "alice-secret";
 const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
 
 // Kafka's codes: resource types, pattern types, operations, permissions.
@@ -50,7 +50,7 @@ const ALLOW: i8 = 3;
 
 /// A broker on `dir` with a SASL_PLAINTEXT listener, the authorizer on and
 /// admin as its super user.
-fn acl_broker(dir: &Path) -> TestBroker {
+pub(crate) fn acl_broker(dir: &Path) -> TestBroker {
     TestBroker::start_in(dir, |c| {
         c.broker.listeners = Some("SASL_PLAINTEXT://127.0.0.1:0".into());
         c.broker.sasl_enabled_mechanisms = "PLAIN,SCRAM-SHA-512".into();
@@ -63,14 +63,14 @@ fn acl_broker(dir: &Path) -> TestBroker {
 }
 
 /// A raw connection logged in as `user` with SASL/PLAIN.
-fn session(b: &TestBroker, user: &str, password: &str) -> TcpStream {
+pub(crate) fn session(b: &TestBroker, user: &str, password: &str) -> TcpStream {
     let mut s = connect(b);
     assert_eq!(plain_login(&mut s, user, password).error_code, 0, "{user} logs in");
     s
 }
 
 /// Makes alice (SCRAM-SHA-512), as admin.
-fn create_alice(admin: &mut TcpStream) {
+pub(crate) fn create_alice(admin: &mut TcpStream) {
     let mut alter = AlterUserScramCredentialsRequest::default();
     alter.upsertions = vec![upsertion(ALICE, 2, ALICE_PASSWORD)];
     let r: AlterUserScramCredentialsResponse = call(admin, ApiKey::AlterUserScramCredentials, 0, &alter);
@@ -78,9 +78,9 @@ fn create_alice(admin: &mut TcpStream) {
 }
 
 /// (resource type, name, pattern type, principal, operation, permission), any host.
-type Spec<'a> = (i8, &'a str, i8, &'a str, i8, i8);
+pub(crate) type Spec<'a> = (i8, &'a str, i8, &'a str, i8, i8);
 
-fn create_acls(s: &mut TcpStream, specs: &[Spec]) -> Vec<i16> {
+pub(crate) fn create_acls(s: &mut TcpStream, specs: &[Spec]) -> Vec<i16> {
     let mut req = CreateAclsRequest::default();
     req.creations = specs
         .iter()

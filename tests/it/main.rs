@@ -2,6 +2,7 @@
 
 mod acl;
 mod acl_librdkafka;
+mod acl_matrix;
 mod admin;
 mod broker_crash;
 mod broker_support;
