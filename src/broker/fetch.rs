@@ -22,8 +22,11 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: FetchRequest, version: 
     // allowed); an unknown topic id has no name to ask about (it is
     // answered UNKNOWN_TOPIC_ID).
     let read = |name: &str| broker.authorize(ctx, Operation::Read, ResourceType::Topic, name);
+    // A fetch that says it comes from a follower replica needs CLUSTER_ACTION instead.
+    let follower = req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0;
     let denied: Vec<bool> = match broker.authorizer {
         None => Vec::new(),
+        Some(_) if follower => vec![!broker.authorize_cluster(ctx, Operation::ClusterAction); req.topics.len()],
         Some(_) if version >= 13 => req.topics.iter().map(|t| broker.topic_by_id(t.topic_id).is_some_and(|t| !read(&t.name))).collect(),
         Some(_) => req.topics.iter().map(|t| !read(t.topic.as_str())).collect(),
     };

@@ -67,8 +67,7 @@ pub fn alter(broker: &Broker, ctx: &Context, req: AlterUserScramCredentialsReque
     if !broker.authorize_cluster(ctx, Operation::Alter) {
         // Every user named gets the error, once.
         let mut r = AlterUserScramCredentialsResponse::default();
-        let mut users: Vec<&str> = req.deletions.iter().map(|d| d.name.as_str()).chain(req.upsertions.iter().map(|u| u.name.as_str())).collect();
-        users.dedup();
+        let users = req.deletions.iter().map(|d| d.name.as_str()).chain(req.upsertions.iter().map(|u| u.name.as_str()));
         for user in users {
             if r.results.iter().any(|x| x.user.as_str() == user) {
                 continue;

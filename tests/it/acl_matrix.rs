@@ -310,4 +310,23 @@ fn every_api_answers_a_user_without_rights_with_kafkas_errors() {
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
     let r: DescribeGroupsResponse = call(s, ApiKey::DescribeGroups, 5, &dg);
     assert_eq!((r.groups[0].error_code, r.groups[0].authorized_operations), (0, 1 << 3 | 1 << 8), "READ and the DESCRIBE it implies");
+
+    // READ on the topic lets alice fetch as a consumer, not as a follower
+    // replica (that needs CLUSTER_ACTION).
+    assert_eq!(create_acls(&mut admin, &[(2, "t", 3, "User:alice", 3, 3)]), [0]);
+    let fetch_error = |s: &mut TcpStream, replica: i32| {
+        let mut f = FetchRequest::default();
+        f.replica_id = BrokerId(replica);
+        f.max_bytes = 1 << 20;
+        let mut ft = fetch_request::FetchTopic::default();
+        ft.topic = topic("t");
+        let mut fp = fetch_request::FetchPartition::default();
+        fp.partition_max_bytes = 1 << 20;
+        ft.partitions = vec![fp];
+        f.topics = vec![ft];
+        let r: FetchResponse = call(s, ApiKey::Fetch, 12, &f);
+        (r.responses[0].partitions[0].error_code, r.responses[0].partitions[0].records.is_some())
+    };
+    assert_eq!(fetch_error(s, -1), (0, true));
+    assert_eq!(fetch_error(s, 1), (TOPIC_DENIED, true), "an error comes with an empty record set, not a null one");
 }
