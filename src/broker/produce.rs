@@ -181,3 +181,39 @@ fn single_batch(records: &bytes::Bytes) -> bool {
 fn transactional(req: &ProduceRequest) -> bool {
     req.topic_data.iter().flat_map(|t| &t.partition_data).filter_map(|p| p.records.as_ref()).any(|r| r.len() >= 23 && r[16] == 2 && r[22] & 0x10 != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+
+    use super::*;
+
+    fn request(batches: &[&[u8]]) -> ProduceRequest {
+        let mut t = TopicProduceData::default();
+        t.partition_data = batches
+            .iter()
+            .map(|b| {
+                let mut p = PartitionProduceData::default();
+                p.records = Some(bytes::Bytes::copy_from_slice(b));
+                p
+            })
+            .collect();
+        let mut r = ProduceRequest::default();
+        r.topic_data = vec![t];
+        r
+    }
+
+    #[test]
+    fn transactional_batches_are_recognized_by_their_attributes() {
+        // A v2 batch header: magic at byte 16, attributes (i16) at 21–22.
+        let mut plain = [0u8; 61];
+        plain[16] = 2;
+        let mut txn = plain;
+        txn[22] = 0x10;
+        let mut old = txn;
+        old[16] = 1; // a message set's magic: no transactions
+        assert!(!transactional(&request(&[&plain, &old])));
+        assert!(transactional(&request(&[&plain, &txn])));
+        assert!(!transactional(&request(&[&txn[..20]])), "too short to tell");
+    }
+}
