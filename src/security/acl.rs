@@ -39,8 +39,6 @@ macro_rules! kafka_enum {
         pub enum $name { $($variant),* }
 
         impl $name {
-            pub const ALL_VALUES: &'static [$name] = &[$($name::$variant),*];
-
             pub fn code(self) -> i8 {
                 match self { $($name::$variant => $code),* }
             }
