@@ -154,6 +154,18 @@ pub struct BrokerSection {
     pub sasl_bootstrap_user: Option<String>,
     #[serde(rename = "sasl.bootstrap.password")]
     pub sasl_bootstrap_password: Option<String>,
+    /// `authorizer.class.name`: enables ACLs. Kafka's class names
+    /// `org.apache.kafka.metadata.authorizer.StandardAuthorizer` or
+    /// `kafka.security.authorizer.AclAuthorizer` (both mean Eddy's authorizer). Default: unset,
+    /// no authorizer: every request is allowed and the ACL APIs answer SECURITY_DISABLED.
+    #[serde(rename = "authorizer.class.name")]
+    pub authorizer_class_name: Option<String>,
+    /// `super.users`: principals allowed everything, `User:a;User:b`. Default: empty.
+    #[serde(rename = "super.users")]
+    pub super_users: String,
+    /// `allow.everyone.if.no.acl.found`: a resource no ACL names is open to everyone. Default false.
+    #[serde(rename = "allow.everyone.if.no.acl.found")]
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 impl Default for BrokerSection {
@@ -191,6 +203,9 @@ impl Default for BrokerSection {
             connection_failed_authentication_delay_ms: 100,
             sasl_bootstrap_user: None,
             sasl_bootstrap_password: None,
+            authorizer_class_name: None,
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
         }
     }
 }
@@ -329,6 +344,12 @@ impl Config {
             (None, None) => {}
             _ => return Err(err("[broker] sasl.bootstrap.user / sasl.bootstrap.password: set both (not empty) or neither".into())),
         }
+        if let Some(class) = &b.authorizer_class_name {
+            if !crate::security::acl::AUTHORIZER_CLASSES.contains(&class.as_str()) {
+                return Err(err(format!("[broker] authorizer.class.name: {class:?} is not supported: use {} (or leave it unset for no authorizer)", crate::security::acl::AUTHORIZER_CLASSES.join(" or "))));
+            }
+        }
+        crate::security::acl::parse_super_users(&b.super_users).map_err(|m| err(format!("[broker] super.users: {m}")))?;
         if let Some(a) = &b.advertised {
             let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
             if !ok {
@@ -446,6 +467,15 @@ impl Config {
         Some((self.broker.sasl_bootstrap_user.as_deref()?, self.broker.sasl_bootstrap_password.as_deref()?))
     }
 
+    /// The authorizer's settings (`super.users`, `allow.everyone.if.no.acl.found`),
+    /// or None when `authorizer.class.name` is unset.
+    pub fn authorizer(&self) -> Option<(Vec<String>, bool)> {
+        self.broker.authorizer_class_name.as_ref()?;
+        // Checked when the config was parsed.
+        let super_users = crate::security::acl::parse_super_users(&self.broker.super_users).unwrap_or_default();
+        Some((super_users, self.broker.allow_everyone_if_no_acl_found))
+    }
+
     /// The address advertised to clients.
     pub fn advertised(&self) -> (String, i32) {
         let listen = self.listener().map(|(_, a)| a).unwrap_or_else(|_| self.broker.listen.clone());
@@ -495,6 +525,12 @@ impl Config {
             Some(u) => s.push_str(&format!("\"sasl.bootstrap.user\" = {u:?}\n# \"sasl.bootstrap.password\" is set (not shown)\n")),
             None => s.push_str("# sasl.bootstrap.user: unset\n"),
         }
+        match &b.authorizer_class_name {
+            Some(c) => s.push_str(&format!("\"authorizer.class.name\" = {c:?}\n")),
+            None => s.push_str("# authorizer.class.name: unset (no ACLs: everything is allowed)\n"),
+        }
+        s.push_str(&format!("\"super.users\" = {:?}\n", b.super_users));
+        s.push_str(&format!("\"allow.everyone.if.no.acl.found\" = {}\n", b.allow_everyone_if_no_acl_found));
         if let Some(d) = &b.processors_dir {
             s.push_str(&format!("processors_dir = {:?}\n", d.display().to_string()));
         }
@@ -539,6 +575,13 @@ mod tests {
         assert!(e.contains("sasl.enabled.mechanisms") && e.contains("GSSAPI"), "{e}");
         let e = Config::from_toml("[broker]\n\"sasl.bootstrap.user\" = \"admin\"\n", "d.toml").unwrap_err().to_string();
         assert!(e.contains("sasl.bootstrap.password"), "{e}");
+        let e = Config::from_toml("[broker]\n\"authorizer.class.name\" = \"com.example.MyAuthorizer\"\n", "d.toml").unwrap_err().to_string();
+        assert!(e.contains("authorizer.class.name") && e.contains("StandardAuthorizer"), "{e}");
+        let e = Config::from_toml("[broker]\n\"super.users\" = \"admin\"\n", "d.toml").unwrap_err().to_string();
+        assert!(e.contains("super.users") && e.contains("User:NAME"), "{e}");
+        let c = Config::from_toml("[broker]\n\"authorizer.class.name\" = \"kafka.security.authorizer.AclAuthorizer\"\n\"super.users\" = \"User:admin;User:ops\"\n", "d.toml").unwrap();
+        assert_eq!(c.authorizer(), Some((vec!["User:admin".to_string(), "User:ops".to_string()], false)));
+        assert_eq!(Config::default().authorizer(), None);
         let c = Config::from_toml("[broker]\nlisteners = \"SASL_PLAINTEXT://127.0.0.1:9093\"\n", "d.toml").unwrap();
         assert_eq!(c.listener().unwrap(), (SecurityProtocol::SaslPlaintext, "127.0.0.1:9093".to_string()));
         assert_eq!(c.advertised(), ("127.0.0.1".to_string(), 9093));
@@ -562,7 +605,7 @@ mod tests {
     #[test]
     fn the_example_documents_every_option() {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/eddy.toml")).unwrap();
-        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms", "listeners", "sasl.enabled.mechanisms", "sasl.server.max.receive.size", "connections.max.reauth.ms", "connection.failed.authentication.delay.ms", "sasl.bootstrap.user", "sasl.bootstrap.password"] {
+        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms", "listeners", "sasl.enabled.mechanisms", "sasl.server.max.receive.size", "connections.max.reauth.ms", "connection.failed.authentication.delay.ms", "sasl.bootstrap.user", "sasl.bootstrap.password", "authorizer.class.name", "super.users", "allow.everyone.if.no.acl.found"] {
             assert!(text.contains(key), "config/eddy.toml does not mention {key}");
         }
         for def in topic_config::TOPIC_CONFIGS {

@@ -2,6 +2,8 @@
 //! client ids (`security::quota`). Entities are `user` and `client-id`
 //! (Kafka's `ip` connection-rate quotas are not served); the quotas are
 //! `producer_byte_rate`, `consumer_byte_rate` and `request_percentage`.
+//! With an authorizer, describing needs DESCRIBE_CONFIGS on the cluster and
+//! altering ALTER_CONFIGS, as in Kafka.
 
 use kafka_protocol::messages::{alter_client_quotas_response, describe_client_quotas_response};
 use kafka_protocol::messages::{AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest, DescribeClientQuotasResponse};
@@ -9,6 +11,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
 use crate::protocol::code;
+use crate::security::acl::Operation;
+use crate::security::Context;
 use crate::security::quota::{check_value, Change, Entity, Kind, Part, CLIENT_ID, USER};
 
 /// DescribeClientQuotas match types.
@@ -32,8 +36,18 @@ fn unknown_type(t: &str) -> String {
     }
 }
 
-pub fn describe(broker: &Broker, req: DescribeClientQuotasRequest, _version: i16) -> DescribeClientQuotasResponse {
+/// Kafka's message for a cluster permission missing.
+const CLUSTER_DENIED: &str = "Cluster authorization failed.";
+
+pub fn describe(broker: &Broker, ctx: &Context, req: DescribeClientQuotasRequest, _version: i16) -> DescribeClientQuotasResponse {
     let mut r = DescribeClientQuotasResponse::default();
+    // Null entries with an error, as Kafka answers.
+    r.entries = None;
+    if !broker.authorize_cluster(ctx, Operation::DescribeConfigs) {
+        r.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
+        r.error_message = Some(StrBytes::from_static_str(CLUSTER_DENIED));
+        return r;
+    }
     let mut filter: Vec<(&str, i8, Option<&str>)> = Vec::new();
     for c in &req.components {
         let t = c.entity_type.as_str();
@@ -135,11 +149,16 @@ fn check_entry(entry: &kafka_protocol::messages::alter_client_quotas_request::En
     Ok(changes)
 }
 
-pub fn alter(broker: &Broker, req: AlterClientQuotasRequest, _version: i16) -> AlterClientQuotasResponse {
+pub fn alter(broker: &Broker, ctx: &Context, req: AlterClientQuotasRequest, _version: i16) -> AlterClientQuotasResponse {
     let mut r = AlterClientQuotasResponse::default();
     let mut accepted = Vec::new();
     let mut outcome = Vec::new();
+    let allowed = broker.authorize_cluster(ctx, Operation::AlterConfigs);
     for entry in &req.entries {
+        if !allowed {
+            outcome.push(Err((code::CLUSTER_AUTHORIZATION_FAILED, CLUSTER_DENIED.to_string())));
+            continue;
+        }
         match check_entry(entry) {
             Ok(changes) => {
                 outcome.push(Ok(()));

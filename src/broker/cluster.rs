@@ -7,8 +7,12 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
 use crate::protocol::code;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::Context;
 
-pub fn describe_cluster(broker: &Broker, req: DescribeClusterRequest, _version: i16) -> DescribeClusterResponse {
+/// Like Kafka's brokers, DescribeCluster needs no permission; only the
+/// authorized operations depend on DESCRIBE on the cluster.
+pub fn describe_cluster(broker: &Broker, ctx: &Context, req: DescribeClusterRequest, _version: i16) -> DescribeClusterResponse {
     let mut r = DescribeClusterResponse::default();
     if req.endpoint_type > 1 {
         // Controller endpoints (2) are a KRaft-internal view Eddy does not have.
@@ -25,11 +29,19 @@ pub fn describe_cluster(broker: &Broker, req: DescribeClusterRequest, _version: 
     r.cluster_id = StrBytes::from_string(broker.cluster_id.clone());
     r.controller_id = BrokerId(broker.config.broker.node_id);
     r.brokers = vec![b];
-    r.cluster_authorized_operations = crate::protocol::operations::answer(req.include_cluster_authorized_operations, crate::protocol::operations::CLUSTER);
+    r.cluster_authorized_operations = match req.include_cluster_authorized_operations {
+        true if !broker.authorize_cluster(ctx, Operation::Describe) => 0,
+        requested => broker.authorized_operations(ctx, requested, ResourceType::Cluster, CLUSTER_NAME),
+    };
     r
 }
 
-pub fn describe_log_dirs(broker: &Broker, req: DescribeLogDirsRequest, _version: i16) -> DescribeLogDirsResponse {
+pub fn describe_log_dirs(broker: &Broker, ctx: &Context, req: DescribeLogDirsRequest, _version: i16) -> DescribeLogDirsResponse {
+    if !broker.authorize_cluster(ctx, Operation::Describe) {
+        let mut r = DescribeLogDirsResponse::default();
+        r.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
+        return r;
+    }
     let wanted: Vec<(String, Option<Vec<i32>>)> = match req.topics {
         None => broker.topic_names().into_iter().map(|n| (n, None)).collect(),
         Some(list) => list.into_iter().map(|t| (t.topic.as_str().to_string(), Some(t.partitions))).collect(),

@@ -12,6 +12,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::topics::source_code;
 use super::{Broker, TopicError};
 use crate::protocol::code;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Context;
 use crate::topic_config::{self, Kind, Source};
 
 const TOPIC: i8 = 2;
@@ -51,13 +53,19 @@ fn entry(name: &str, value: String, source: Source, read_only: bool, kind: i8, d
     c
 }
 
-pub fn describe(broker: &Broker, req: DescribeConfigsRequest, _version: i16) -> DescribeConfigsResponse {
+pub fn describe(broker: &Broker, ctx: &Context, req: DescribeConfigsRequest, _version: i16) -> DescribeConfigsResponse {
     let mut r = DescribeConfigsResponse::default();
     for res in &req.resources {
         let mut out = DescribeConfigsResult::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();
         let wanted = |name: &str| res.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
+        if let Some(e) = denied(broker, ctx, res.resource_type, res.resource_name.as_str(), Operation::DescribeConfigs) {
+            out.error_code = e.code;
+            out.error_message = error_message(&e);
+            r.results.push(out);
+            continue;
+        }
         match res.resource_type {
             TOPIC => match broker.topic(res.resource_name.as_str()) {
                 None => {
@@ -137,6 +145,17 @@ fn validated(configs: impl IntoIterator<Item = (String, Option<String>)>) -> Res
     Ok(out)
 }
 
+/// The error for a resource whose configs the principal may not `op`
+/// (DESCRIBE_CONFIGS or ALTER_CONFIGS): a topic's own, the broker's (and its
+/// loggers') on the cluster.
+fn denied(broker: &Broker, ctx: &Context, resource_type: i8, name: &str, op: Operation) -> Option<TopicError> {
+    match resource_type {
+        TOPIC if !broker.authorize(ctx, op, ResourceType::Topic, name) => Some(TopicError { code: code::TOPIC_AUTHORIZATION_FAILED, message: "Topic authorization failed.".into() }),
+        BROKER | BROKER_LOGGER if !broker.authorize_cluster(ctx, op) => Some(TopicError { code: code::CLUSTER_AUTHORIZATION_FAILED, message: "Cluster authorization failed.".into() }),
+        _ => None,
+    }
+}
+
 fn not_topic(resource_type: i8) -> TopicError {
     match resource_type {
         BROKER | BROKER_LOGGER => TopicError { code: code::INVALID_REQUEST, message: "broker settings come from the config file and cannot be changed at run time".into() },
@@ -145,11 +164,14 @@ fn not_topic(resource_type: i8) -> TopicError {
 }
 
 /// AlterConfigs: the given configs replace all of the topic's overrides.
-pub async fn alter(broker: &Broker, req: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
+pub async fn alter(broker: &Broker, ctx: &Context, req: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
     let mut r = AlterConfigsResponse::default();
     for res in req.resources {
         let name = res.resource_name.as_str().to_string();
         let outcome = async {
+            if let Some(e) = denied(broker, ctx, res.resource_type, &name, Operation::AlterConfigs) {
+                return Err(e);
+            }
             if res.resource_type != TOPIC {
                 return Err(not_topic(res.resource_type));
             }
@@ -178,11 +200,14 @@ pub async fn alter(broker: &Broker, req: AlterConfigsRequest, _version: i16) -> 
 
 /// IncrementalAlterConfigs: SET (0), DELETE (1), APPEND (2) and SUBTRACT (3)
 /// applied to the topic's current overrides.
-pub async fn incremental_alter(broker: &Broker, req: IncrementalAlterConfigsRequest, _version: i16) -> IncrementalAlterConfigsResponse {
+pub async fn incremental_alter(broker: &Broker, ctx: &Context, req: IncrementalAlterConfigsRequest, _version: i16) -> IncrementalAlterConfigsResponse {
     let mut r = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
         let name = res.resource_name.as_str().to_string();
         let outcome = async {
+            if let Some(e) = denied(broker, ctx, res.resource_type, &name, Operation::AlterConfigs) {
+                return Err(e);
+            }
             if res.resource_type != TOPIC {
                 return Err(not_topic(res.resource_type));
             }

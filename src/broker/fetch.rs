@@ -14,9 +14,23 @@ use tokio::sync::Notify;
 use super::{Broker, Partition};
 use crate::log::LogError;
 use crate::protocol::code;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Context;
 
-pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
-    let r = poll(broker, &req, version).await;
+pub async fn handle(broker: &Broker, ctx: &Context, req: FetchRequest, version: i16) -> FetchResponse {
+    // READ on each topic, decided once for the whole long poll (empty: all
+    // allowed); an unknown topic id has no name to ask about (it is
+    // answered UNKNOWN_TOPIC_ID).
+    let read = |name: &str| broker.authorize(ctx, Operation::Read, ResourceType::Topic, name);
+    // A fetch that says it comes from a follower replica needs CLUSTER_ACTION instead.
+    let follower = req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0;
+    let denied: Vec<bool> = match broker.authorizer {
+        None => Vec::new(),
+        Some(_) if follower => vec![!broker.authorize_cluster(ctx, Operation::ClusterAction); req.topics.len()],
+        Some(_) if version >= 13 => req.topics.iter().map(|t| broker.topic_by_id(t.topic_id).is_some_and(|t| !read(&t.name))).collect(),
+        Some(_) => req.topics.iter().map(|t| !read(t.topic.as_str())).collect(),
+    };
+    let r = poll(broker, &req, version, &denied).await;
     count_out(broker, &r, version);
     r
 }
@@ -43,7 +57,7 @@ fn batch_records(b: &[u8]) -> u64 {
     crate::log::batch::whole_batches(b).map(|(h, _)| h.records_count.max(0) as u64).sum()
 }
 
-async fn poll(broker: &Broker, req: &FetchRequest, version: i16) -> FetchResponse {
+async fn poll(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) -> FetchResponse {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let may_wait = req.max_wait_ms > 0 && req.min_bytes > 0;
     let waker = Arc::new(Notify::new());
@@ -51,7 +65,7 @@ async fn poll(broker: &Broker, req: &FetchRequest, version: i16) -> FetchRespons
         // Register before reading, so an append between the read and the
         // wait still wakes this fetch.
         if may_wait {
-            for topic in &req.topics {
+            for (_, topic) in req.topics.iter().enumerate().filter(|(i, _)| !denied.get(*i).copied().unwrap_or(false)) {
                 let t = if version >= 13 { broker.topic_by_id(topic.topic_id) } else { broker.topic(topic.topic.as_str()) };
                 if let Some(t) = t {
                     for fp in &topic.partitions {
@@ -62,21 +76,21 @@ async fn poll(broker: &Broker, req: &FetchRequest, version: i16) -> FetchRespons
                 }
             }
         }
-        let (response, bytes, errors) = read_all(broker, req, version);
+        let (response, bytes, errors) = read_all(broker, req, version, denied);
         let enough = bytes >= req.min_bytes.max(0) as usize || errors;
         if enough || !may_wait || tokio::time::Instant::now() >= deadline {
             return response;
         }
         if tokio::time::timeout_at(deadline, waker.notified()).await.is_err() {
             // Timed out: answer with whatever is there now.
-            return read_all(broker, req, version).0;
+            return read_all(broker, req, version, denied).0;
         }
     }
 }
 
 /// One pass over the requested partitions. Returns the response, the bytes
 /// of records in it, and whether any partition had an error.
-fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) -> (FetchResponse, usize, bool) {
     let mut remaining = req.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut errors = false;
@@ -84,7 +98,8 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
     // transaction markers: such a fetch sees committed data only.
     let read_committed = req.isolation_level == 1 || version < 4;
     let mut responses = Vec::with_capacity(req.topics.len());
-    for topic in &req.topics {
+    for (i, topic) in req.topics.iter().enumerate() {
+        let denied = denied.get(i).copied().unwrap_or(false);
         let t = if version >= 13 { broker.topic_by_id(topic.topic_id) } else { broker.topic(topic.topic.as_str()) };
         let mut tr = FetchableTopicResponse::default();
         tr.topic = topic.topic.clone();
@@ -96,8 +111,16 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse
             pd.high_watermark = -1;
             pd.last_stable_offset = -1;
             pd.log_start_offset = -1;
-            pd.records = None;
+            // Empty, not null, on errors too, as Kafka answers: librdkafka
+            // refuses a null record set in flexible versions.
+            pd.records = Some(Bytes::new());
             let partition = t.as_ref().and_then(|t| usize::try_from(fp.partition).ok().and_then(|i| t.partitions.get(i)).cloned());
+            if denied {
+                // Not an error that ends the long poll: the other partitions may still fill it.
+                pd.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                tr.partitions.push(pd);
+                continue;
+            }
             match partition {
                 None => {
                     errors = true;

@@ -16,18 +16,26 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
 use crate::group::consumer::{Assignment, HeartbeatArgs};
-use crate::group::{ClientInfo, JoinArgs, State};
+use crate::group::{ClientInfo, JoinArgs, State, TopicOffsets};
 use crate::protocol::code;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Context;
 
 fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
 }
 
-pub fn find_coordinator(broker: &Broker, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub fn find_coordinator(broker: &Broker, ctx: &Context, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
     let (host, port) = broker.config.advertised();
     let node = BrokerId(broker.config.broker.node_id);
-    // Key types 0 (group) and 1 (transaction): this node coordinates both.
-    let error = if req.key_type == 0 || req.key_type == 1 { code::NONE } else { code::INVALID_REQUEST };
+    // Key types 0 (group) and 1 (transaction): this node coordinates both,
+    // for a principal that may DESCRIBE the group or transactional id.
+    let outcome = |key: &str| match req.key_type {
+        0 if !broker.authorize(ctx, Operation::Describe, ResourceType::Group, key) => Err((code::GROUP_AUTHORIZATION_FAILED, "Group authorization failed.")),
+        1 if !broker.authorize(ctx, Operation::Describe, ResourceType::TransactionalId, key) => Err((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "Transactional Id authorization failed.")),
+        0 | 1 => Ok(()),
+        _ => Err((code::INVALID_REQUEST, "unknown coordinator key type")),
+    };
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
         r.coordinators = req
@@ -36,35 +44,53 @@ pub fn find_coordinator(broker: &Broker, req: FindCoordinatorRequest, version: i
             .map(|k| {
                 let mut c = CoordinatorEntry::default();
                 c.key = k.clone();
-                c.error_code = error;
-                if error == code::NONE {
-                    c.node_id = node;
-                    c.host = s(&host);
-                    c.port = port;
-                } else {
-                    c.node_id = BrokerId(-1);
-                    c.port = -1;
-                    c.error_message = Some(s("unknown coordinator key type"));
+                match outcome(k.as_str()) {
+                    Ok(()) => {
+                        c.node_id = node;
+                        c.host = s(&host);
+                        c.port = port;
+                    }
+                    Err((error, message)) => {
+                        c.error_code = error;
+                        c.node_id = BrokerId(-1);
+                        c.port = -1;
+                        c.error_message = Some(s(message));
+                    }
                 }
                 c
             })
             .collect();
     } else {
-        r.error_code = error;
-        if error == code::NONE {
-            r.node_id = node;
-            r.host = s(&host);
-            r.port = port;
-        } else {
-            r.node_id = BrokerId(-1);
-            r.port = -1;
-            r.error_message = Some(s("unknown coordinator key type"));
+        match outcome(req.key.as_str()) {
+            Ok(()) => {
+                r.node_id = node;
+                r.host = s(&host);
+                r.port = port;
+            }
+            Err((error, message)) => {
+                r.error_code = error;
+                r.node_id = BrokerId(-1);
+                r.port = -1;
+                r.error_message = Some(s(message));
+            }
         }
     }
     r
 }
 
-pub async fn join(broker: &Broker, req: JoinGroupRequest, version: i16, client: ClientInfo) -> JoinGroupResponse {
+/// Whether the principal may READ the group (join, sync, heartbeat, leave, commit).
+fn may_read(broker: &Broker, ctx: &Context, group: &str) -> bool {
+    broker.authorize(ctx, Operation::Read, ResourceType::Group, group)
+}
+
+pub async fn join(broker: &Broker, ctx: &Context, req: JoinGroupRequest, version: i16, client: ClientInfo) -> JoinGroupResponse {
+    if !may_read(broker, ctx, req.group_id.as_str()) {
+        let mut r = JoinGroupResponse::default();
+        r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        r.generation_id = -1;
+        r.protocol_name = if version >= 7 { None } else { Some(s("")) };
+        return r;
+    }
     let args = JoinArgs {
         group_id: req.group_id.as_str().to_string(),
         session_timeout_ms: req.session_timeout_ms,
@@ -99,7 +125,12 @@ pub async fn join(broker: &Broker, req: JoinGroupRequest, version: i16, client: 
     r
 }
 
-pub async fn sync(broker: &Broker, req: SyncGroupRequest, _version: i16) -> SyncGroupResponse {
+pub async fn sync(broker: &Broker, ctx: &Context, req: SyncGroupRequest, _version: i16) -> SyncGroupResponse {
+    if !may_read(broker, ctx, req.group_id.as_str()) {
+        let mut r = SyncGroupResponse::default();
+        r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
     let assignments = req.assignments.iter().map(|a| (a.member_id.as_str().to_string(), a.assignment.clone())).collect();
     let res = broker
         .groups
@@ -121,14 +152,22 @@ pub async fn sync(broker: &Broker, req: SyncGroupRequest, _version: i16) -> Sync
     r
 }
 
-pub fn heartbeat(broker: &Broker, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+pub fn heartbeat(broker: &Broker, ctx: &Context, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
     let mut r = HeartbeatResponse::default();
+    if !may_read(broker, ctx, req.group_id.as_str()) {
+        r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
     r.error_code = broker.groups.heartbeat(req.group_id.as_str(), req.generation_id, req.member_id.as_str(), req.group_instance_id.as_deref());
     r
 }
 
-pub fn leave(broker: &Broker, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub fn leave(broker: &Broker, ctx: &Context, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let mut r = LeaveGroupResponse::default();
+    if !may_read(broker, ctx, req.group_id.as_str()) {
+        r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
     if version < 3 {
         r.error_code = broker.groups.leave(req.group_id.as_str(), req.member_id.as_str(), None);
         return r;
@@ -143,14 +182,25 @@ pub fn leave(broker: &Broker, req: LeaveGroupRequest, version: i16) -> LeaveGrou
     r
 }
 
-pub async fn offset_commit(broker: &Broker, req: OffsetCommitRequest, version: i16) -> OffsetCommitResponse {
+pub async fn offset_commit(broker: &Broker, ctx: &Context, req: OffsetCommitRequest, version: i16) -> OffsetCommitResponse {
+    // READ on the group, then on each topic: what is denied is not committed.
+    let group_denied = !may_read(broker, ctx, req.group_id.as_str());
     let mut parts = Vec::new();
     let mut shape = Vec::new();
     for t in &req.topics {
         let name = if version >= 10 { broker.topic_by_id(t.topic_id).map(|x| x.name.clone()).unwrap_or_default() } else { t.name.as_str().to_string() };
+        // v10 names topics by id: an unknown id has no name to ask about.
+        let denied = if group_denied {
+            Some(code::GROUP_AUTHORIZATION_FAILED)
+        } else {
+            (!name.is_empty() && !broker.authorize(ctx, Operation::Read, ResourceType::Topic, &name)).then_some(code::TOPIC_AUTHORIZATION_FAILED)
+        };
         let mut idx = Vec::new();
         for p in &t.partitions {
             idx.push(p.partition_index);
+            if denied.is_some() {
+                continue;
+            }
             parts.push(crate::group::CommitPart {
                 topic: name.clone(),
                 partition: p.partition_index,
@@ -159,16 +209,17 @@ pub async fn offset_commit(broker: &Broker, req: OffsetCommitRequest, version: i
                 metadata: p.committed_metadata.as_ref().map(|m| m.as_str().to_string()),
             });
         }
-        shape.push((t.name.clone(), t.topic_id, idx));
+        shape.push((t.name.clone(), t.topic_id, idx, denied));
     }
     let generation = req.generation_id_or_member_epoch;
-    let errors = broker
-        .groups
-        .commit(req.group_id.as_str(), generation, req.member_id.as_str(), req.group_instance_id.as_deref(), parts, |topic, p| broker.partition(topic, p).is_some())
-        .await;
+    let errors = if parts.is_empty() {
+        Vec::new()
+    } else {
+        broker.groups.commit(req.group_id.as_str(), generation, req.member_id.as_str(), req.group_instance_id.as_deref(), parts, |topic, p| broker.partition(topic, p).is_some()).await
+    };
     let mut r = OffsetCommitResponse::default();
     let mut it = errors.into_iter();
-    for (name, id, idx) in shape {
+    for (name, id, idx, denied) in shape {
         let mut tr = OffsetCommitResponseTopic::default();
         tr.name = name;
         tr.topic_id = id;
@@ -177,7 +228,10 @@ pub async fn offset_commit(broker: &Broker, req: OffsetCommitRequest, version: i
         for p in idx {
             let mut pr = OffsetCommitResponsePartition::default();
             pr.partition_index = p;
-            let e = it.next().unwrap_or(code::NONE);
+            let e = match denied {
+                Some(denied) => denied,
+                None => it.next().unwrap_or(code::NONE),
+            };
             pr.error_code = if unknown_id && e == code::UNKNOWN_TOPIC_OR_PARTITION { code::UNKNOWN_TOPIC_ID } else { e };
             tr.partitions.push(pr);
         }
@@ -186,7 +240,41 @@ pub async fn offset_commit(broker: &Broker, req: OffsetCommitRequest, version: i
     r
 }
 
-pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+/// A group's committed offsets as the principal may see them (OffsetFetch):
+/// Err when it may not DESCRIBE the group; topics it may not DESCRIBE are
+/// left out of an all-topics answer and answered TOPIC_AUTHORIZATION_FAILED
+/// when named. Each topic comes with its error code.
+fn visible_offsets(broker: &Broker, ctx: &Context, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Result<Vec<(TopicOffsets, i16)>, i16> {
+    if !broker.authorize(ctx, Operation::Describe, ResourceType::Group, group) {
+        return Err(code::GROUP_AUTHORIZATION_FAILED);
+    }
+    // An empty name (an unknown topic id) has nothing to ask about.
+    let may = |t: &str| t.is_empty() || broker.authorize(ctx, Operation::Describe, ResourceType::Topic, t);
+    let Some(list) = wanted else {
+        return Ok(broker.groups.fetch_offsets(group, None).into_iter().filter(|(t, _)| may(t)).map(|t| (t, code::NONE)).collect());
+    };
+    let (allowed, denied): (Vec<_>, Vec<_>) = list.into_iter().partition(|(t, _)| may(t));
+    let mut out: Vec<(TopicOffsets, i16)> = broker.groups.fetch_offsets(group, Some(allowed)).into_iter().map(|t| (t, code::NONE)).collect();
+    out.extend(denied.into_iter().map(|(t, ps)| ((t, ps.into_iter().map(|p| (p, None)).collect()), code::TOPIC_AUTHORIZATION_FAILED)));
+    Ok(out)
+}
+
+/// One partition of an OffsetFetch answer (the two layouts, before and
+/// from v8, have the same fields).
+macro_rules! offset_partition {
+    ($ty:ty, $p:expr, $c:expr, $error:expr) => {{
+        let c: &Option<crate::group::Committed> = $c;
+        let mut pr = <$ty>::default();
+        pr.partition_index = $p;
+        pr.error_code = $error;
+        pr.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
+        pr.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
+        pr.metadata = Some(s(c.as_ref().map_or("", |c| c.metadata.as_str())));
+        pr
+    }};
+}
+
+pub fn offset_fetch(broker: &Broker, ctx: &Context, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     let mut r = OffsetFetchResponse::default();
     if version >= 8 {
         for g in &req.groups {
@@ -200,47 +288,52 @@ pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
             });
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = g.group_id.clone();
-            for (topic, parts) in broker.groups.fetch_offsets(g.group_id.as_str(), wanted) {
-                let mut tr = OffsetFetchResponseTopics::default();
-                tr.topic_id = broker.topic(&topic).map(|t| t.id).unwrap_or_default();
-                tr.name = TopicName(s(&topic));
-                for (p, c) in parts {
-                    let mut pr = OffsetFetchResponsePartitions::default();
-                    pr.partition_index = p;
-                    pr.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
-                    pr.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
-                    pr.metadata = Some(s(c.as_ref().map_or("", |c| c.metadata.as_str())));
-                    tr.partitions.push(pr);
+            match visible_offsets(broker, ctx, g.group_id.as_str(), wanted) {
+                Err(e) => gr.error_code = e,
+                Ok(topics) => {
+                    for ((topic, parts), error) in topics {
+                        let mut tr = OffsetFetchResponseTopics::default();
+                        tr.topic_id = broker.topic(&topic).map(|t| t.id).unwrap_or_default();
+                        tr.name = TopicName(s(&topic));
+                        tr.partitions = parts.iter().map(|(p, c)| offset_partition!(OffsetFetchResponsePartitions, *p, c, error)).collect();
+                        gr.topics.push(tr);
+                    }
                 }
-                gr.topics.push(tr);
             }
             r.groups.push(gr);
         }
         return r;
     }
-    let wanted = req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone())).collect());
-    for (topic, parts) in broker.groups.fetch_offsets(req.group_id.as_str(), wanted) {
+    let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone())).collect());
+    let topics = match visible_offsets(broker, ctx, req.group_id.as_str(), wanted.clone()) {
+        Ok(topics) => topics,
+        Err(e) => {
+            // v2+ carry it at the top; every version in each partition asked for.
+            r.error_code = e;
+            wanted.unwrap_or_default().into_iter().map(|(t, ps)| ((t, ps.into_iter().map(|p| (p, None)).collect()), e)).collect()
+        }
+    };
+    for ((topic, parts), error) in topics {
         let mut tr = OffsetFetchResponseTopic::default();
         tr.name = TopicName(s(&topic));
-        for (p, c) in parts {
-            let mut pr = OffsetFetchResponsePartition::default();
-            pr.partition_index = p;
-            pr.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
-            pr.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
-            pr.metadata = Some(s(c.as_ref().map_or("", |c| c.metadata.as_str())));
-            tr.partitions.push(pr);
-        }
+        tr.partitions = parts.iter().map(|(p, c)| offset_partition!(OffsetFetchResponsePartition, *p, c, error)).collect();
         r.topics.push(tr);
     }
     r
 }
 
-pub fn describe_groups(broker: &Broker, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+pub fn describe_groups(broker: &Broker, ctx: &Context, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
     let mut r = DescribeGroupsResponse::default();
     for id in &req.groups {
         let mut d = DescribedGroup::default();
         d.group_id = id.clone();
-        d.authorized_operations = crate::protocol::operations::answer(req.include_authorized_operations, crate::protocol::operations::GROUP);
+        if !broker.authorize(ctx, Operation::Describe, ResourceType::Group, id.as_str()) {
+            d.error_code = code::GROUP_AUTHORIZATION_FAILED;
+            d.authorized_operations = i32::MIN;
+            r.groups.push(d);
+            continue;
+        }
+        d.authorized_operations = broker.authorized_operations(ctx, req.include_authorized_operations, ResourceType::Group, id.as_str());
         match broker.groups.describe(id.as_str()) {
             None => {
                 d.group_state = s(State::Dead.name());
@@ -274,8 +367,10 @@ pub fn describe_groups(broker: &Broker, req: DescribeGroupsRequest, version: i16
     r
 }
 
-pub fn list_groups(broker: &Broker, req: ListGroupsRequest, _version: i16) -> ListGroupsResponse {
+pub fn list_groups(broker: &Broker, ctx: &Context, req: ListGroupsRequest, _version: i16) -> ListGroupsResponse {
     let mut r = ListGroupsResponse::default();
+    // DESCRIBE on the cluster lists every group; else those it may DESCRIBE.
+    let every = broker.authorize_cluster(ctx, Operation::Describe);
     let states: Vec<String> = req.states_filter.iter().map(|x| x.as_str().to_ascii_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|x| x.as_str().to_ascii_lowercase()).collect();
     for (id, state, protocol_type, group_type) in broker.groups.list() {
@@ -283,6 +378,9 @@ pub fn list_groups(broker: &Broker, req: ListGroupsRequest, _version: i16) -> Li
             continue;
         }
         if !types.is_empty() && !types.iter().any(|t| t == group_type) {
+            continue;
+        }
+        if !every && !broker.authorize(ctx, Operation::Describe, ResourceType::Group, &id) {
             continue;
         }
         let mut g = ListedGroup::default();
@@ -295,29 +393,40 @@ pub fn list_groups(broker: &Broker, req: ListGroupsRequest, _version: i16) -> Li
     r
 }
 
-pub fn delete_groups(broker: &Broker, req: DeleteGroupsRequest, _version: i16) -> DeleteGroupsResponse {
+pub fn delete_groups(broker: &Broker, ctx: &Context, req: DeleteGroupsRequest, _version: i16) -> DeleteGroupsResponse {
     let mut r = DeleteGroupsResponse::default();
     for id in &req.groups_names {
         let mut d = kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default();
         d.group_id = id.clone();
-        d.error_code = broker.groups.delete_group(id.as_str());
+        d.error_code = if broker.authorize(ctx, Operation::Delete, ResourceType::Group, id.as_str()) { broker.groups.delete_group(id.as_str()) } else { code::GROUP_AUTHORIZATION_FAILED };
         r.results.push(d);
     }
     r
 }
 
-pub fn offset_delete(broker: &Broker, req: OffsetDeleteRequest, _version: i16) -> OffsetDeleteResponse {
-    let parts: Vec<(String, i32)> = req.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.name.as_str().to_string(), p.partition_index))).collect();
-    let (error, errors) = broker.groups.delete_offsets(req.group_id.as_str(), &parts);
+pub fn offset_delete(broker: &Broker, ctx: &Context, req: OffsetDeleteRequest, _version: i16) -> OffsetDeleteResponse {
     let mut r = OffsetDeleteResponse::default();
+    if !broker.authorize(ctx, Operation::Delete, ResourceType::Group, req.group_id.as_str()) {
+        r.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
+    // READ on each topic; the offsets of denied topics are kept.
+    let readable: Vec<bool> = req.topics.iter().map(|t| broker.authorize(ctx, Operation::Read, ResourceType::Topic, t.name.as_str())).collect();
+    let parts: Vec<(String, i32)> = req.topics.iter().zip(&readable).filter(|(_, ok)| **ok).flat_map(|(t, _)| t.partitions.iter().map(move |p| (t.name.as_str().to_string(), p.partition_index))).collect();
+    let (error, errors) = broker.groups.delete_offsets(req.group_id.as_str(), &parts);
     r.error_code = error;
     let mut it = errors.into_iter();
-    for t in &req.topics {
+    for (t, readable) in req.topics.iter().zip(readable) {
         let mut tr = OffsetDeleteResponseTopic::default();
         tr.name = t.name.clone();
         for p in &t.partitions {
             let mut pr = OffsetDeleteResponsePartition::default();
             pr.partition_index = p.partition_index;
+            if !readable {
+                pr.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                tr.partitions.push(pr);
+                continue;
+            }
             let e = it.next().unwrap_or(code::NONE);
             pr.error_code = if broker.partition(t.name.as_str(), p.partition_index).is_none() { code::UNKNOWN_TOPIC_OR_PARTITION } else { e };
             tr.partitions.push(pr);
@@ -339,7 +448,21 @@ fn topic_partitions(broker: &Broker, a: &Assignment) -> Vec<consumer_group_heart
         .collect()
 }
 
-pub fn consumer_heartbeat(broker: &Broker, req: ConsumerGroupHeartbeatRequest, _version: i16, client: ClientInfo) -> ConsumerGroupHeartbeatResponse {
+pub fn consumer_heartbeat(broker: &Broker, ctx: &Context, req: ConsumerGroupHeartbeatRequest, _version: i16, client: ClientInfo) -> ConsumerGroupHeartbeatResponse {
+    // READ on the group; a subscription may only name topics the principal may DESCRIBE.
+    let denied = if !may_read(broker, ctx, req.group_id.as_str()) {
+        Some((code::GROUP_AUTHORIZATION_FAILED, "Group authorization failed."))
+    } else if req.subscribed_topic_names.iter().flatten().any(|t| !broker.authorize(ctx, Operation::Describe, ResourceType::Topic, t.as_str())) {
+        Some((code::TOPIC_AUTHORIZATION_FAILED, "The subscription names topics the principal may not describe."))
+    } else {
+        None
+    };
+    if let Some((error, message)) = denied {
+        let mut r = ConsumerGroupHeartbeatResponse::default();
+        r.error_code = error;
+        r.error_message = Some(s(message));
+        return r;
+    }
     let args = HeartbeatArgs {
         group_id: req.group_id.as_str().to_string(),
         member_id: req.member_id.as_str().to_string(),
@@ -368,12 +491,19 @@ pub fn consumer_heartbeat(broker: &Broker, req: ConsumerGroupHeartbeatRequest, _
     r
 }
 
-pub fn consumer_describe(broker: &Broker, req: ConsumerGroupDescribeRequest, _version: i16) -> ConsumerGroupDescribeResponse {
+pub fn consumer_describe(broker: &Broker, ctx: &Context, req: ConsumerGroupDescribeRequest, _version: i16) -> ConsumerGroupDescribeResponse {
     let mut r = ConsumerGroupDescribeResponse::default();
     for id in &req.group_ids {
         let mut d = consumer_group_describe_response::DescribedGroup::default();
         d.group_id = id.clone();
-        d.authorized_operations = crate::protocol::operations::answer(req.include_authorized_operations, crate::protocol::operations::GROUP);
+        if !broker.authorize(ctx, Operation::Describe, ResourceType::Group, id.as_str()) {
+            d.error_code = code::GROUP_AUTHORIZATION_FAILED;
+            d.error_message = Some(s("Group authorization failed."));
+            d.authorized_operations = i32::MIN;
+            r.groups.push(d);
+            continue;
+        }
+        d.authorized_operations = broker.authorized_operations(ctx, req.include_authorized_operations, ResourceType::Group, id.as_str());
         match broker.groups.describe_consumer(id.as_str()) {
             None => {
                 d.error_code = code::GROUP_ID_NOT_FOUND;

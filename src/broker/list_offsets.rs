@@ -6,6 +6,8 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::Broker;
 use crate::protocol::code;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Context;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -13,11 +15,12 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub fn handle(broker: &Broker, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn handle(broker: &Broker, ctx: &Context, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
     let mut r = ListOffsetsResponse::default();
     for topic in req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = topic.name.clone();
+        let allowed = broker.authorize(ctx, Operation::Describe, ResourceType::Topic, topic.name.as_str());
         for lp in topic.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = lp.partition_index;
@@ -25,6 +28,7 @@ pub fn handle(broker: &Broker, req: ListOffsetsRequest, _version: i16) -> ListOf
             pr.offset = -1;
             pr.leader_epoch = -1;
             match broker.partition(topic.name.as_str(), lp.partition_index) {
+                _ if !allowed => pr.error_code = code::TOPIC_AUTHORIZATION_FAILED,
                 None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(p) => {
                     // One replica: the high watermark is also the last stable

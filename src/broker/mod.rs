@@ -1,6 +1,7 @@
 //! Kafka semantics: broker state and one file per API (state + request →
 //! response). Nothing here knows about sockets.
 
+mod acls;
 mod api_versions;
 mod client_quotas;
 mod cluster;
@@ -205,6 +206,8 @@ pub struct Broker {
     pub credentials: crate::security::Credentials,
     /// Produce, fetch and request-time quotas (Describe/AlterClientQuotas).
     pub quotas: crate::security::quota::Quotas,
+    /// The ACLs, when `authorizer.class.name` is set; None: everything is allowed.
+    pub authorizer: Option<crate::security::acl::Authorizer>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes topic creation and deletion.
     admin: tokio::sync::Mutex<()>,
@@ -279,6 +282,10 @@ impl Broker {
         let producer_ids = producer_ids::ProducerIds::open(&data_dir)?;
         let credentials = crate::security::Credentials::open(&data_dir, config.sasl_bootstrap())?;
         let quotas = crate::security::quota::Quotas::open(&data_dir)?;
+        let authorizer = match config.authorizer() {
+            Some((super_users, allow_if_no_acl)) => Some(crate::security::acl::Authorizer::open(&data_dir, super_users, allow_if_no_acl)?),
+            None => None,
+        };
         logs.start_cleaner(config.cleaner())?;
         Ok(Broker {
             config,
@@ -289,6 +296,7 @@ impl Broker {
             cluster_id,
             credentials,
             quotas,
+            authorizer,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
             processors: parking_lot::Mutex::new(Vec::new()),
@@ -493,7 +501,7 @@ impl Broker {
         let client_id = self.quotas.active().then(|| header.client_id.clone()).flatten();
         let handled = match body {
             RequestKind::Produce(r) => {
-                let appended = produce::append(self, r, version);
+                let appended = produce::append(self, ctx, r, version);
                 if appended.is_waiting() {
                     Handled::Later(Box::pin(async move { appended.finish().await.map(ResponseKind::Produce) }))
                 } else {
@@ -548,52 +556,55 @@ impl Broker {
         let client = || crate::group::ClientInfo { client_id: req.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(), host: format!("/{}", ctx.peer.ip()) };
         Some(match req.body {
             RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, v)),
-            RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(self, r, v).await),
-            RequestKind::Produce(r) => return produce::append(self, r, v).finish().await.map(ResponseKind::Produce),
-            RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(self, r, v).await),
-            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(self, r, v)),
-            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(self, r, v).await),
-            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete(self, r, v).await),
-            RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(partitions::create(self, r, v).await),
-            RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(partitions::delete_records(self, r, v).await),
-            RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(self, r, v)),
-            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(self, r, v).await),
-            RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(self, r, v).await),
-            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(self, r, v)),
-            RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(self, r, v)),
-            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(self, r, v)),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(self, ctx, r, v).await),
+            RequestKind::Produce(r) => return produce::append(self, ctx, r, v).finish().await.map(ResponseKind::Produce),
+            RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(self, ctx, r, v).await),
+            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(self, ctx, r, v)),
+            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(self, ctx, r, v).await),
+            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete(self, ctx, r, v).await),
+            RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(partitions::create(self, ctx, r, v).await),
+            RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(partitions::delete_records(self, ctx, r, v).await),
+            RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(self, ctx, r, v)),
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(self, ctx, r, v).await),
+            RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(self, ctx, r, v).await),
+            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(self, ctx, r, v)),
+            RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(self, ctx, r, v)),
+            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(self, ctx, r, v)),
             RequestKind::JoinGroup(r) => {
                 let c = client();
-                ResponseKind::JoinGroup(groups::join(self, r, v, c).await)
+                ResponseKind::JoinGroup(groups::join(self, ctx, r, v, c).await)
             }
-            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(self, r, v).await),
-            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(self, r, v)),
-            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(self, r, v)),
-            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(groups::offset_commit(self, r, v).await),
-            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(self, r, v)),
-            RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(self, r, v)),
-            RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(self, r, v)),
-            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(self, r, v)),
-            RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(groups::offset_delete(self, r, v)),
-            RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(groups::consumer_heartbeat(self, r, v, client())),
-            RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(groups::consumer_describe(self, r, v)),
-            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_ids::init_producer_id(self, r, v)),
-            RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(transactions::add_partitions(self, r, v)),
-            RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(transactions::add_offsets(self, r, v)),
-            RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(transactions::describe_producers(self, r, v)),
-            RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(transactions::describe_transactions(self, r, v)),
-            RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(transactions::list_transactions(self, r, v)),
-            RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(self, r, v)),
-            RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(self, r, v)),
-            RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(scram_credentials::alter(self, r, v)),
-            RequestKind::DescribeClientQuotas(r) => ResponseKind::DescribeClientQuotas(client_quotas::describe(self, r, v)),
-            RequestKind::AlterClientQuotas(r) => ResponseKind::AlterClientQuotas(client_quotas::alter(self, r, v)),
+            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(self, ctx, r, v).await),
+            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(self, ctx, r, v)),
+            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(self, ctx, r, v)),
+            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(groups::offset_commit(self, ctx, r, v).await),
+            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(self, ctx, r, v)),
+            RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(self, ctx, r, v)),
+            RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(self, ctx, r, v)),
+            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(self, ctx, r, v)),
+            RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(groups::offset_delete(self, ctx, r, v)),
+            RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(groups::consumer_heartbeat(self, ctx, r, v, client())),
+            RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(groups::consumer_describe(self, ctx, r, v)),
+            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_ids::init_producer_id(self, ctx, r, v)),
+            RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(transactions::add_partitions(self, ctx, r, v)),
+            RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(transactions::add_offsets(self, ctx, r, v)),
+            RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(transactions::describe_producers(self, ctx, r, v)),
+            RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(transactions::describe_transactions(self, ctx, r, v)),
+            RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(transactions::list_transactions(self, ctx, r, v)),
+            RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(self, ctx, r, v)),
+            RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(self, ctx, r, v)),
+            RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(self, ctx, r, v)),
+            RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(self, ctx, r, v)),
+            RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(self, ctx, r, v)),
+            RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(scram_credentials::alter(self, ctx, r, v)),
+            RequestKind::DescribeClientQuotas(r) => ResponseKind::DescribeClientQuotas(client_quotas::describe(self, ctx, r, v)),
+            RequestKind::AlterClientQuotas(r) => ResponseKind::AlterClientQuotas(client_quotas::alter(self, ctx, r, v)),
             // A SASL listener's connection answers these itself (security::sasl).
             RequestKind::SaslHandshake(_) => ResponseKind::SaslHandshake(crate::security::sasl::handshake_not_expected()),
             RequestKind::SaslAuthenticate(_) => ResponseKind::SaslAuthenticate(crate::security::sasl::authenticate_not_expected()),
             RequestKind::EndTxn(r) => {
                 let b = self;
-                ResponseKind::EndTxn(transactions::end_txn(b, r, v).await)
+                ResponseKind::EndTxn(transactions::end_txn(b, ctx, r, v).await)
             }
             other => {
                 // decode_request only lets through what SUPPORTED lists.

@@ -8,15 +8,19 @@ use kafka_protocol::protocol::StrBytes;
 use super::Broker;
 use crate::log::LogError;
 use crate::protocol::code;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Context;
 
-pub async fn create(broker: &Broker, req: CreatePartitionsRequest, _version: i16) -> CreatePartitionsResponse {
+pub async fn create(broker: &Broker, ctx: &Context, req: CreatePartitionsRequest, _version: i16) -> CreatePartitionsResponse {
     let mut r = CreatePartitionsResponse::default();
     let node = broker.config.broker.node_id;
     for t in req.topics {
         let mut res = CreatePartitionsTopicResult::default();
         res.name = t.name.clone();
         let bad_assignment = t.assignments.as_ref().is_some_and(|a| a.iter().any(|x| x.broker_ids.len() != 1 || x.broker_ids[0].0 != node));
-        let outcome = if bad_assignment {
+        let outcome = if !broker.authorize(ctx, Operation::Alter, ResourceType::Topic, t.name.as_str()) {
+            Err(super::TopicError { code: code::TOPIC_AUTHORIZATION_FAILED, message: "Topic authorization failed.".into() })
+        } else if bad_assignment {
             Err(super::TopicError { code: code::INVALID_REPLICA_ASSIGNMENT, message: format!("every partition must be assigned to node {node} alone") })
         } else {
             broker.add_partitions(t.name.as_str(), t.count, req.validate_only).await
@@ -30,16 +34,18 @@ pub async fn create(broker: &Broker, req: CreatePartitionsRequest, _version: i16
     r
 }
 
-pub async fn delete_records(broker: &Broker, req: DeleteRecordsRequest, _version: i16) -> DeleteRecordsResponse {
+pub async fn delete_records(broker: &Broker, ctx: &Context, req: DeleteRecordsRequest, _version: i16) -> DeleteRecordsResponse {
     let mut r = DeleteRecordsResponse::default();
     for t in req.topics {
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = t.name.clone();
+        let allowed = broker.authorize(ctx, Operation::Delete, ResourceType::Topic, t.name.as_str());
         for p in t.partitions {
             let mut pr = DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
             match broker.partition(t.name.as_str(), p.partition_index) {
+                _ if !allowed => pr.error_code = code::TOPIC_AUTHORIZATION_FAILED,
                 None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(part) => {
                     let hw = part.high_watermark();

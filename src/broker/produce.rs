@@ -11,6 +11,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{Broker, Partition};
 use crate::protocol::code;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Context;
 
 struct Pending {
     topic: usize,
@@ -30,9 +32,12 @@ pub struct Appended {
     pending: Vec<Pending>,
 }
 
-/// Validates and appends every partition's records now.
-pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
+/// Validates and appends every partition's records now: those the
+/// principal may write (WRITE on the topic, and on the transactional id for
+/// transactional records).
+pub fn append(broker: &Broker, ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
     let acks = req.acks;
+    let txn_denied = broker.authorizer.is_some() && transactional(&req) && !req.transactional_id.as_ref().is_some_and(|id| broker.authorize(ctx, Operation::Write, ResourceType::TransactionalId, id));
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut pending: Vec<Pending> = Vec::new();
     for (ti, td) in req.topic_data.into_iter().enumerate() {
@@ -40,6 +45,11 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
         // acks=all is impossible when the topic wants more than one in-sync replica.
         let needs_replicas = topic.as_ref().and_then(|t| t.configs.get("min.insync.replicas")).or_else(|| broker.config.topic_defaults.get("min.insync.replicas")).is_some_and(|m| m != "1");
         let traffic = topic.as_ref().map(|t| broker.metrics.topic(&t.name));
+        // Asked before existence, as Kafka does; an unknown topic id has no name to ask about.
+        let allowed = match &topic {
+            Some(t) => broker.authorize(ctx, Operation::Write, ResourceType::Topic, &t.name),
+            None => version >= 13 || broker.authorize(ctx, Operation::Write, ResourceType::Topic, td.name.as_str()),
+        };
         let mut tr = TopicProduceResponse::default();
         // A copy, not a slice of the request frame: the frame's buffer is
         // then free for the connection's next read while this response
@@ -58,6 +68,8 @@ pub fn append(broker: &Broker, req: ProduceRequest, version: i16) -> Appended {
                 pr.error_message = Some(StrBytes::from_string(message));
             };
             match (partition, pd.records) {
+                _ if txn_denied => fail(&mut pr, code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "Transactional Id authorization failed.".into()),
+                _ if !allowed => fail(&mut pr, code::TOPIC_AUTHORIZATION_FAILED, "Topic authorization failed.".into()),
                 _ if !matches!(acks, -1..=1) => fail(&mut pr, code::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, not {acks}")),
                 (None, _) if topic.is_none() && version >= 13 => fail(&mut pr, code::UNKNOWN_TOPIC_ID, "unknown topic id".into()),
                 (None, _) => fail(&mut pr, code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),
@@ -162,4 +174,46 @@ fn single_batch(records: &bytes::Bytes) -> bool {
     }
     let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
     len < 0 || 12 + len as usize >= records.len()
+}
+
+/// Whether any partition's records are a transactional batch (v2 batch
+/// attributes bit 4), which needs WRITE on the transactional id.
+fn transactional(req: &ProduceRequest) -> bool {
+    req.topic_data.iter().flat_map(|t| &t.partition_data).filter_map(|p| p.records.as_ref()).any(|r| r.len() >= 23 && r[16] == 2 && r[22] & 0x10 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+
+    use super::*;
+
+    fn request(batches: &[&[u8]]) -> ProduceRequest {
+        let mut t = TopicProduceData::default();
+        t.partition_data = batches
+            .iter()
+            .map(|b| {
+                let mut p = PartitionProduceData::default();
+                p.records = Some(bytes::Bytes::copy_from_slice(b));
+                p
+            })
+            .collect();
+        let mut r = ProduceRequest::default();
+        r.topic_data = vec![t];
+        r
+    }
+
+    #[test]
+    fn transactional_batches_are_recognized_by_their_attributes() {
+        // A v2 batch header: magic at byte 16, attributes (i16) at 21–22.
+        let mut plain = [0u8; 61];
+        plain[16] = 2;
+        let mut txn = plain;
+        txn[22] = 0x10;
+        let mut old = txn;
+        old[16] = 1; // a message set's magic: no transactions
+        assert!(!transactional(&request(&[&plain, &old])));
+        assert!(transactional(&request(&[&plain, &txn])));
+        assert!(!transactional(&request(&[&txn[..20]])), "too short to tell");
+    }
 }

@@ -11,6 +11,8 @@ use super::Broker;
 use crate::log::checkpoint::sync_dir;
 use crate::log::LogError;
 use crate::protocol::code;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Context;
 
 const BLOCK: i64 = 1000;
 
@@ -50,11 +52,15 @@ impl ProducerIds {
     }
 }
 
-pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest, version: i16) -> InitProducerIdResponse {
+pub fn init_producer_id(broker: &Broker, ctx: &Context, req: InitProducerIdRequest, version: i16) -> InitProducerIdResponse {
     let mut r = InitProducerIdResponse::default();
     r.producer_id = ProducerId(-1);
     r.producer_epoch = -1;
     if let Some(id) = req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+        if !broker.authorize(ctx, Operation::Write, ResourceType::TransactionalId, id) {
+            r.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+            return r;
+        }
         let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
         let result = tokio::task::block_in_place(|| broker.with_txn_effects(|fx| broker.txns.init_producer(id.as_str(), req.transaction_timeout_ms, expected, || broker.producer_ids.next(), fx)));
         match result {
@@ -66,6 +72,12 @@ pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest, version: i1
             Err(code::PRODUCER_FENCED) if version < 4 => r.error_code = code::INVALID_PRODUCER_EPOCH,
             Err(code) => r.error_code = code,
         }
+        return r;
+    }
+    // An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE
+    // on some topic (KIP-679), as in Kafka.
+    if !broker.authorize_cluster(ctx, Operation::IdempotentWrite) && !broker.authorize_any(ctx, Operation::Write, ResourceType::Topic) {
+        r.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
         return r;
     }
     // An idempotent producer (no transactional id) always gets a fresh id,

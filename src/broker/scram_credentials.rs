@@ -1,8 +1,8 @@
 //! DescribeUserScramCredentials and AlterUserScramCredentials: the SCRAM
 //! users kept in the data directory (`security::Credentials`). Errors per
 //! user as Kafka gives them; a user with any bad change gets none of its
-//! changes, the other users get theirs. No authorization yet: any client
-//! that may send requests may change credentials.
+//! changes, the other users get theirs. DESCRIBE (ALTER) on the cluster is
+//! needed to describe (alter) them.
 
 use std::collections::BTreeMap;
 
@@ -13,12 +13,19 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
 use crate::protocol::code;
+use crate::security::acl::Operation;
+use crate::security::Context;
 use crate::security::credentials::{check_upsert, Change};
 use crate::security::scram::ScramCredential;
 use crate::security::Mechanism;
 
-pub fn describe(broker: &Broker, req: DescribeUserScramCredentialsRequest, _version: i16) -> DescribeUserScramCredentialsResponse {
+pub fn describe(broker: &Broker, ctx: &Context, req: DescribeUserScramCredentialsRequest, _version: i16) -> DescribeUserScramCredentialsResponse {
     let mut r = DescribeUserScramCredentialsResponse::default();
+    if !broker.authorize_cluster(ctx, Operation::Describe) {
+        r.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
+        r.error_message = Some(StrBytes::from_static_str("Cluster authorization failed."));
+        return r;
+    }
     let wanted: Vec<String> = match req.users {
         Some(users) if !users.is_empty() => users.into_iter().map(|u| u.name.to_string()).collect(),
         // Null or empty: every user with a credential.
@@ -56,7 +63,23 @@ pub fn describe(broker: &Broker, req: DescribeUserScramCredentialsRequest, _vers
     r
 }
 
-pub fn alter(broker: &Broker, req: AlterUserScramCredentialsRequest, _version: i16) -> AlterUserScramCredentialsResponse {
+pub fn alter(broker: &Broker, ctx: &Context, req: AlterUserScramCredentialsRequest, _version: i16) -> AlterUserScramCredentialsResponse {
+    if !broker.authorize_cluster(ctx, Operation::Alter) {
+        // Every user named gets the error, once.
+        let mut r = AlterUserScramCredentialsResponse::default();
+        let users = req.deletions.iter().map(|d| d.name.as_str()).chain(req.upsertions.iter().map(|u| u.name.as_str()));
+        for user in users {
+            if r.results.iter().any(|x| x.user.as_str() == user) {
+                continue;
+            }
+            let mut result = AlterUserScramCredentialsResult::default();
+            result.user = StrBytes::from_string(user.to_string());
+            result.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
+            result.error_message = Some(StrBytes::from_static_str("Cluster authorization failed."));
+            r.results.push(result);
+        }
+        return r;
+    }
     // Each user's changes, checked; the first error of a user wins.
     let mut users: BTreeMap<String, Result<Vec<Change>, (i16, String)>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();

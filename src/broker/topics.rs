@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 use super::{Broker, TopicError};
 use crate::protocol::code;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Context;
 use crate::topic_config::{self, Source};
 
 /// Kafka's ConfigSource numbers, as DescribeConfigs and CreateTopics use them.
@@ -19,8 +21,10 @@ pub fn source_code(s: Source) -> i8 {
     }
 }
 
-pub async fn create(broker: &Broker, req: CreateTopicsRequest, _version: i16) -> CreateTopicsResponse {
+pub async fn create(broker: &Broker, ctx: &Context, req: CreateTopicsRequest, _version: i16) -> CreateTopicsResponse {
     let mut r = CreateTopicsResponse::default();
+    // CREATE on the cluster allows every topic; else CREATE on each.
+    let cluster_create = broker.authorize_cluster(ctx, Operation::Create);
     let names: Vec<String> = req.topics.iter().map(|t| t.name.as_str().to_string()).collect();
     for t in req.topics {
         let name = t.name.as_str().to_string();
@@ -29,6 +33,9 @@ pub async fn create(broker: &Broker, req: CreateTopicsRequest, _version: i16) ->
         res.num_partitions = -1;
         res.replication_factor = -1;
         let outcome: Result<(Uuid, i32, std::collections::BTreeMap<String, String>), TopicError> = async {
+            if !cluster_create && !broker.authorize(ctx, Operation::Create, ResourceType::Topic, &name) {
+                return Err(TopicError { code: code::TOPIC_AUTHORIZATION_FAILED, message: "Topic authorization failed.".into() });
+            }
             if names.iter().filter(|n| **n == name).count() > 1 {
                 return Err(TopicError { code: code::INVALID_REQUEST, message: format!("topic {name:?} appears more than once in the request") });
             }
@@ -59,20 +66,25 @@ pub async fn create(broker: &Broker, req: CreateTopicsRequest, _version: i16) ->
                 res.topic_id = id;
                 res.num_partitions = partitions;
                 res.replication_factor = 1;
-                res.configs = Some(
-                    topic_config::effective(&broker.config.topic_defaults, &overrides)
-                        .into_iter()
-                        .map(|(def, value, source)| {
-                            let mut c = CreatableTopicConfigs::default();
-                            c.name = StrBytes::from_static_str(def.name);
-                            c.value = Some(StrBytes::from_string(value));
-                            c.read_only = false;
-                            c.config_source = source_code(source);
-                            c.is_sensitive = false;
-                            c
-                        })
-                        .collect(),
-                );
+                // The configs are shown to who may DESCRIBE_CONFIGS the topic.
+                if !broker.authorize(ctx, Operation::DescribeConfigs, ResourceType::Topic, &name) {
+                    res.topic_config_error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                } else {
+                    res.configs = Some(
+                        topic_config::effective(&broker.config.topic_defaults, &overrides)
+                            .into_iter()
+                            .map(|(def, value, source)| {
+                                let mut c = CreatableTopicConfigs::default();
+                                c.name = StrBytes::from_static_str(def.name);
+                                c.value = Some(StrBytes::from_string(value));
+                                c.read_only = false;
+                                c.config_source = source_code(source);
+                                c.is_sensitive = false;
+                                c
+                            })
+                            .collect(),
+                    );
+                }
             }
             Err(e) => {
                 res.error_code = e.code;
@@ -84,7 +96,7 @@ pub async fn create(broker: &Broker, req: CreateTopicsRequest, _version: i16) ->
     r
 }
 
-pub async fn delete(broker: &Broker, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn delete(broker: &Broker, ctx: &Context, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
         req.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
     } else {
@@ -99,7 +111,11 @@ pub async fn delete(broker: &Broker, req: DeleteTopicsRequest, version: i16) -> 
             Some(n) => broker.topic(n.as_str()),
             None => broker.topic_by_id(id),
         };
+        // DELETE on the topic, asked before existence for a name.
+        let deletable = |n: &str| broker.authorize(ctx, Operation::Delete, ResourceType::Topic, n);
         match topic {
+            _ if name.as_ref().is_some_and(|n| !deletable(n.as_str())) => res.error_code = code::TOPIC_AUTHORIZATION_FAILED,
+            Some(t) if !deletable(&t.name) => res.error_code = code::TOPIC_AUTHORIZATION_FAILED,
             None => {
                 res.error_code = if name.is_none() { code::UNKNOWN_TOPIC_ID } else { code::UNKNOWN_TOPIC_OR_PARTITION };
             }

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::log::{Log, LogError};
 pub use classic::{JoinArgs, JoinResult, SyncResult};
-pub use offsets::CommitPart;
+pub use offsets::{CommitPart, TopicOffsets};
 pub use store::Committed;
 
 /// Group coordinator settings (Kafka's broker config names and defaults).

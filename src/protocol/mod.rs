@@ -58,6 +58,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// An API's name as Kafka spells it (metric labels).
@@ -104,6 +107,9 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
         ApiKey::AlterClientQuotas => "AlterClientQuotas",
+        ApiKey::DescribeAcls => "DescribeAcls",
+        ApiKey::CreateAcls => "CreateAcls",
+        ApiKey::DeleteAcls => "DeleteAcls",
         _ => "other",
     }
 }
@@ -147,6 +153,18 @@ pub fn error_codes(r: &ResponseKind, mut f: impl FnMut(i16)) {
         ResponseKind::AlterUserScramCredentials(r) => r.results.iter().for_each(|u| f(u.error_code)),
         ResponseKind::DescribeClientQuotas(r) => f(r.error_code),
         ResponseKind::AlterClientQuotas(r) => r.entries.iter().for_each(|e| f(e.error_code)),
+        ResponseKind::DescribeUserScramCredentials(r) => f(r.error_code),
+        ResponseKind::DescribeAcls(r) => f(r.error_code),
+        ResponseKind::CreateAcls(r) => r.results.iter().for_each(|c| f(c.error_code)),
+        ResponseKind::DeleteAcls(r) => r.filter_results.iter().for_each(|c| f(c.error_code)),
+        ResponseKind::DescribeCluster(r) => f(r.error_code),
+        ResponseKind::DescribeLogDirs(r) => f(r.error_code),
+        ResponseKind::AddOffsetsToTxn(r) => f(r.error_code),
+        ResponseKind::TxnOffsetCommit(r) => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code)),
+        ResponseKind::DeleteGroups(r) => r.results.iter().for_each(|g| f(g.error_code)),
+        ResponseKind::DescribeConfigs(r) => r.results.iter().for_each(|c| f(c.error_code)),
+        ResponseKind::AlterConfigs(r) => r.responses.iter().for_each(|c| f(c.error_code)),
+        ResponseKind::IncrementalAlterConfigs(r) => r.responses.iter().for_each(|c| f(c.error_code)),
         _ => {}
     }
 }
@@ -269,37 +287,8 @@ pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body:
 }
 
 /// Kafka error codes used by the broker.
-/// Authorized-operations bit sets (`AclOperation` codes as bits), for
-/// requests that ask for them. There are no ACLs yet, so a principal may do
-/// everything a resource type supports; without the flag the answer is
-/// `i32::MIN` ("not requested").
-pub mod operations {
-    const fn bits(ops: &[u8]) -> i32 {
-        let mut v = 0;
-        let mut i = 0;
-        while i < ops.len() {
-            v |= 1 << ops[i];
-            i += 1;
-        }
-        v
-    }
-    // READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
-    // CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
-    pub const TOPIC: i32 = bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
-    pub const GROUP: i32 = bits(&[3, 6, 8]);
-    pub const CLUSTER: i32 = bits(&[5, 7, 8, 9, 10, 11, 12]);
-
-    /// What to answer for a resource's authorized operations.
-    pub fn answer(requested: bool, all: i32) -> i32 {
-        if requested {
-            all
-        } else {
-            i32::MIN
-        }
-    }
-}
-
 pub mod code {
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const NONE: i16 = 0;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const CORRUPT_MESSAGE: i16 = 2;
@@ -316,6 +305,9 @@ pub mod code {
     pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
     pub const INVALID_GROUP_ID: i16 = 24;
     pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
     pub const INVALID_SESSION_TIMEOUT: i16 = 26;
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
     pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
@@ -334,6 +326,8 @@ pub mod code {
     pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
     pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
     pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    pub const SECURITY_DISABLED: i16 = 54;
     pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;

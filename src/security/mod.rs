@@ -1,8 +1,9 @@
 //! Authentication: listener security protocols, SASL mechanisms (PLAIN,
 //! SCRAM-SHA-256, SCRAM-SHA-512), SCRAM credentials kept in the data
 //! directory, and the per-connection SASL exchange (`sasl::Session`).
-//! No authorization yet: an authenticated principal may do everything.
+//! Authorization by ACLs (`acl`) when an authorizer is configured.
 
+pub mod acl;
 pub mod credentials;
 pub mod quota;
 pub mod sasl;
@@ -90,6 +91,22 @@ impl Mechanism {
     }
 }
 
+/// Replaces a small file atomically and durably: `<path>.tmp` is written
+/// and fsynced, renamed over `path`, and the directory fsynced. A crash
+/// leaves the old file or the new one; a stale `.tmp` is never read.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    crate::log::checkpoint::sync_dir(path.parent().unwrap_or(std::path::Path::new(".")))
+}
+
 /// Bytes from the operating system's random source (salts, nonces).
 pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     let mut v = vec![0u8; n];
@@ -123,21 +140,4 @@ impl Context {
             self.principal = format!("User:{user}").into();
         }
     }
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves the old file or the
-/// new one, never a mix: a temporary file, fsynced, renamed over `path`,
-/// and the directory fsynced.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -1,5 +1,8 @@
 //! The one integration test binary (each extra binary relinks everything).
 
+mod acl;
+mod acl_librdkafka;
+mod acl_matrix;
 mod admin;
 mod broker_crash;
 mod broker_support;

@@ -28,8 +28,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::broker_support::TestBroker;
 use crate::wire_support::{call, closed, request_bytes};
 
-const ADMIN: &str = "admin";
-const ADMIN_PASSWORD: &str = "admin-secret";
+pub(crate) const ADMIN: &str = "admin";
+pub(crate) const ADMIN_PASSWORD: &str = "admin-secret";
 const ALL: &str = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512";
 
 /// A broker whose one listener is SASL_PLAINTEXT with `mechanisms`, and
@@ -59,7 +59,7 @@ impl ClientContext for Errors {
 }
 impl ConsumerContext for Errors {}
 
-fn sasl_config(b: &TestBroker, mechanism: &str, user: &str, password: &str) -> ClientConfig {
+pub(crate) fn sasl_config(b: &TestBroker, mechanism: &str, user: &str, password: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", b.bootstrap())
         .set("broker.address.family", "v4")
@@ -148,7 +148,7 @@ fn wrong_password_and_unknown_user_fail_with_an_authentication_error() {
 }
 
 /// A raw connection to the SASL listener.
-fn connect(b: &TestBroker) -> TcpStream {
+pub(crate) fn connect(b: &TestBroker) -> TcpStream {
     let s = TcpStream::connect(b.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
@@ -167,7 +167,7 @@ fn authenticate(s: &mut TcpStream, token: &[u8]) -> SaslAuthenticateResponse {
 }
 
 /// Logs in with SASL/PLAIN on a raw connection.
-fn plain_login(s: &mut TcpStream, user: &str, password: &str) -> SaslAuthenticateResponse {
+pub(crate) fn plain_login(s: &mut TcpStream, user: &str, password: &str) -> SaslAuthenticateResponse {
     assert_eq!(handshake(s, "PLAIN").error_code, 0);
     authenticate(s, format!("\0{user}\0{password}").as_bytes())
 }
@@ -231,7 +231,7 @@ fn plaintext_listener_answers_sasl_requests_with_illegal_sasl_state() {
     assert_eq!(m.brokers.len(), 1);
 }
 
-fn upsertion(user: &str, mechanism: i8, password: &str) -> ScramCredentialUpsertion {
+pub(crate) fn upsertion(user: &str, mechanism: i8, password: &str) -> ScramCredentialUpsertion {
     let m = if mechanism == 1 { eddy::security::Mechanism::ScramSha256 } else { eddy::security::Mechanism::ScramSha512 };
     let salt = b"0123456789abcdef".to_vec();
     let mut u = ScramCredentialUpsertion::default();
