@@ -8,7 +8,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::Broker;
 use crate::protocol::code;
 
-pub fn describe_cluster(broker: &Broker, req: DescribeClusterRequest, _version: i16) -> DescribeClusterResponse {
+/// `listener`: the one the request came in on, whose address is advertised.
+pub fn describe_cluster(broker: &Broker, req: DescribeClusterRequest, _version: i16, listener: &str) -> DescribeClusterResponse {
     let mut r = DescribeClusterResponse::default();
     if req.endpoint_type > 1 {
         // Controller endpoints (2) are a KRaft-internal view Eddy does not have.
@@ -16,7 +17,7 @@ pub fn describe_cluster(broker: &Broker, req: DescribeClusterRequest, _version: 
         r.error_message = Some(StrBytes::from_static_str("only broker endpoints are described"));
         return r;
     }
-    let (host, port) = broker.config.advertised();
+    let (host, port) = broker.advertised(listener);
     let mut b = DescribeClusterBroker::default();
     b.broker_id = BrokerId(broker.config.broker.node_id);
     b.host = StrBytes::from_string(host);

@@ -23,8 +23,9 @@ fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
 }
 
-pub fn find_coordinator(broker: &Broker, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-    let (host, port) = broker.config.advertised();
+/// `listener`: the one the request came in on, whose address is advertised.
+pub fn find_coordinator(broker: &Broker, req: FindCoordinatorRequest, version: i16, listener: &str) -> FindCoordinatorResponse {
+    let (host, port) = broker.advertised(listener);
     let node = BrokerId(broker.config.broker.node_id);
     // Key types 0 (group) and 1 (transaction): this node coordinates both.
     let error = if req.key_type == 0 || req.key_type == 1 { code::NONE } else { code::INVALID_REQUEST };

@@ -9,10 +9,11 @@ use uuid::Uuid;
 use super::{Broker, Topic};
 use crate::protocol::{code, operations};
 
-pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+/// `listener`: the one the request came in on, whose address is advertised.
+pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16, listener: &str) -> MetadataResponse {
     let cluster_operations = req.include_cluster_authorized_operations;
     let node = BrokerId(broker.config.broker.node_id);
-    let (host, port) = broker.config.advertised();
+    let (host, port) = broker.advertised(listener);
     let mut b = MetadataResponseBroker::default();
     b.node_id = node;
     b.host = StrBytes::from_string(host);

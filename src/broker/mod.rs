@@ -208,8 +208,24 @@ pub struct Broker {
     /// Running processors (started by `start_processors`).
     processors: parking_lot::Mutex<Vec<crate::processor::runtime::Running>>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The Kafka listener is accepting (set by `server::run`).
+    /// The Kafka listeners are accepting (set by `server::run`).
     pub ready: std::sync::atomic::AtomicBool,
+    /// Each listener's advertised address (set by `server::run`).
+    endpoints: parking_lot::RwLock<Vec<Endpoint>>,
+}
+
+/// A listener as clients see it: Metadata, FindCoordinator and
+/// DescribeCluster answer a client with the endpoint of the listener its
+/// request came in on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub listener: String,
+    pub protocol: crate::security::SecurityProtocol,
+    /// The bound address.
+    pub bound: std::net::SocketAddr,
+    /// What clients are told to connect to.
+    pub host: String,
+    pub port: i32,
 }
 
 /// A request's outcome: answered, or answered later (acks=all produce).
@@ -282,6 +298,7 @@ impl Broker {
             processors: parking_lot::Mutex::new(Vec::new()),
             metrics,
             ready: std::sync::atomic::AtomicBool::new(false),
+            endpoints: parking_lot::RwLock::new(Vec::new()),
         })
     }
 
@@ -494,7 +511,7 @@ impl Broker {
         let client = || crate::group::ClientInfo { client_id: req.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(), host: format!("/{}", ctx.peer.ip()) };
         Some(match req.body {
             RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, v)),
-            RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(self, r, v).await),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(self, r, v, &ctx.listener).await),
             RequestKind::Produce(r) => return produce::append(self, r, v).finish().await.map(ResponseKind::Produce),
             RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(self, r, v).await),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(self, r, v)),
@@ -505,9 +522,9 @@ impl Broker {
             RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(self, r, v)),
             RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(self, r, v).await),
             RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(self, r, v).await),
-            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(self, r, v)),
+            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(self, r, v, &ctx.listener)),
             RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(self, r, v)),
-            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(self, r, v)),
+            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(self, r, v, &ctx.listener)),
             RequestKind::JoinGroup(r) => {
                 let c = client();
                 ResponseKind::JoinGroup(groups::join(self, r, v, c).await)
@@ -545,6 +562,38 @@ impl Broker {
                 return None;
             }
         })
+    }
+
+    /// Records the listeners being served (`server::run`).
+    pub fn set_endpoints(&self, endpoints: Vec<Endpoint>) {
+        *self.endpoints.write() = endpoints;
+    }
+
+    /// Every listener's endpoint, in `listeners` order. Before `server::run`
+    /// (a broker driven without a server), the configured ones.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let served = self.endpoints.read();
+        if !served.is_empty() {
+            return served.clone();
+        }
+        let specs = self.config.listeners().unwrap_or_default();
+        specs
+            .into_iter()
+            .map(|s| {
+                let (host, port) = s.advertised.clone().unwrap_or_else(|| (s.addr.ip().to_string(), s.addr.port()));
+                Endpoint { listener: s.name, protocol: s.protocol, bound: s.addr, host, port: port as i32 }
+            })
+            .collect()
+    }
+
+    /// The advertised `host:port` of `listener` (the one a request came in
+    /// on); the first listener's for an unknown name.
+    pub fn advertised(&self, listener: &str) -> (String, i32) {
+        let all = self.endpoints();
+        match all.iter().find(|e| e.listener == listener).or(all.first()) {
+            Some(e) => (e.host.clone(), e.port),
+            None => ("127.0.0.1".into(), 9092),
+        }
     }
 
     /// Group sessions, join deadlines and offset retention (every 100 ms).
