@@ -22,6 +22,7 @@ mod processor_cases;
 mod processor_engine;
 mod processors;
 mod security;
+mod tls;
 mod transactions;
 mod wire;
 mod wire_support;
