@@ -146,3 +146,99 @@ pub async fn accept(acceptor: &TlsAcceptor, stream: TcpStream, bound: Duration) 
     };
     Ok((tls, principal))
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    use rustls_pki_types::ServerName;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A CA, a broker keystore and a client certificate and key, as files
+    /// and DER.
+    struct Files {
+        dir: tempfile::TempDir,
+        ca: CertificateDer<'static>,
+        client: (CertificateDer<'static>, PrivateKeyDer<'static>),
+    }
+
+    fn files() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = KeyPair::generate().unwrap();
+        let server = server.signed_by(&server_key, &ca).unwrap();
+        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in [(DnType::OrganizationName, "Acme"), (DnType::OrganizationalUnitName, "eng"), (DnType::CommonName, "client")] {
+            client.distinguished_name.push(kind, value);
+        }
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = KeyPair::generate().unwrap();
+        let client = client.signed_by(&client_key, &ca).unwrap();
+        std::fs::write(dir.path().join("broker.pem"), format!("{}{}", server.pem(), server_key.serialize_pem())).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der()));
+        Files { ca: ca.der().clone(), client: (client.der().clone(), key), dir }
+    }
+
+    fn ssl_acceptor(f: &Files, auth: ClientAuth) -> TlsAcceptor {
+        let mut c = Config::default();
+        c.broker.ssl_keystore_location = Some(f.dir.path().join("broker.pem"));
+        c.broker.ssl_truststore_location = Some(f.dir.path().join("ca.pem"));
+        c.broker.ssl_client_auth = auth;
+        acceptor(&c, SecurityProtocol::Ssl).unwrap()
+    }
+
+    /// One handshake with a rustls client (with the client certificate if
+    /// `with_cert`); what the server side made of it.
+    async fn handshake(f: &Files, auth: ClientAuth, with_cert: bool) -> Result<Option<String>, String> {
+        let acceptor = ssl_acceptor(f, auth);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            accept(&acceptor, tcp, Duration::from_secs(5)).await.map(|(_, principal)| principal)
+        });
+        let mut roots = RootCertStore::empty();
+        roots.add(f.ca.clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider())).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots);
+        let client = match with_cert {
+            true => builder.with_client_auth_cert(vec![f.client.0.clone()], f.client.1.clone_key()).unwrap(),
+            false => builder.with_no_client_auth(),
+        };
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        // Held until the server is done: TLS 1.3 clients finish first.
+        let _client = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(ServerName::try_from("localhost").unwrap(), tcp).await;
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_becomes_the_principal() {
+        let f = files();
+        assert_eq!(handshake(&f, ClientAuth::Required, true).await.unwrap().as_deref(), Some("User:CN=client,OU=eng,O=Acme"));
+        let e = handshake(&f, ClientAuth::Required, false).await.unwrap_err();
+        assert!(e.contains("TLS handshake failed"), "{e}");
+        assert_eq!(handshake(&f, ClientAuth::Requested, false).await.unwrap(), None);
+        assert_eq!(handshake(&f, ClientAuth::Requested, true).await.unwrap().as_deref(), Some("User:CN=client,OU=eng,O=Acme"));
+        // Not asked for: no principal even from a client that has a certificate.
+        assert_eq!(handshake(&f, ClientAuth::None, true).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_fails_the_handshake_after_the_bound() {
+        let f = files();
+        let acceptor = ssl_acceptor(&f, ClientAuth::None);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _silent = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let started = std::time::Instant::now();
+        let Err(e) = accept(&acceptor, tcp, Duration::from_millis(200)).await else { panic!("a handshake without a client") };
+        assert!(e.contains("no TLS handshake within 200 ms") && started.elapsed() >= Duration::from_millis(200), "{e}");
+    }
+}
