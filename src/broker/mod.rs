@@ -589,11 +589,9 @@ impl Broker {
     /// The advertised `host:port` of `listener` (the one a request came in
     /// on); the first listener's for an unknown name.
     pub fn advertised(&self, listener: &str) -> (String, i32) {
-        let all = self.endpoints();
-        match all.iter().find(|e| e.listener == listener).or(all.first()) {
-            Some(e) => (e.host.clone(), e.port),
-            None => ("127.0.0.1".into(), 9092),
-        }
+        let pick = |all: &[Endpoint]| all.iter().find(|e| e.listener == listener).or(all.first()).map(|e| (e.host.clone(), e.port));
+        let served = pick(&self.endpoints.read());
+        served.or_else(|| pick(&self.endpoints())).unwrap_or_else(|| ("127.0.0.1".into(), 9092))
     }
 
     /// Group sessions, join deadlines and offset retention (every 100 ms).
