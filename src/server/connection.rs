@@ -46,7 +46,11 @@ where
             // None here is a response that could not be encoded: the client
             // would wait for it forever, so the connection closes.
             let Some(bytes) = next.await else { break };
-            if wr.write_all(&bytes).await.is_err() {
+            // A TLS stream may keep the tail of what it encrypted when the
+            // socket is full; flush sends it (a no-op on plain TCP).
+            // A TLS stream may keep the tail of what it encrypted when the
+            // socket is full; flush sends it (a no-op on plain TCP).
+            if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }

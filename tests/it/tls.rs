@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
+use rustls_pki_types::pem::PemObject;
 use rcgen::{CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -136,6 +137,74 @@ fn ssl_client_produces_and_consumes_with_ca_verification() {
     plain.set("bootstrap.servers", b.bootstrap()).set("broker.address.family", "v4").set("log_level", "0").set("socket.timeout.ms", "3000");
     let client: BaseConsumer = plain.create().unwrap();
     assert!(client.fetch_metadata(None, Duration::from_secs(3)).is_err(), "a plaintext client got metadata from an SSL listener");
+}
+
+/// A fetch response larger than the socket can take at once arrives whole
+/// at a client that reads slowly: what TLS keeps back when the socket is
+/// full must be flushed, not left waiting for a next response that a
+/// client waiting for this one never asks for.
+#[test]
+fn a_large_fetch_over_tls_reaches_a_slow_reader_whole() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::Decodable;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = Pki::new();
+    let b = tls_broker(&pki, "SSL://127.0.0.1:0", |_| {});
+    // 10 MB, more than a socket's largest send buffer here (tcp_wmem 4 MB).
+    let value = vec![b'v'; 900 * 1024];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let producer: rdkafka::producer::FutureProducer = ssl_config(b.addr, "SSL", &pki, "ca.pem").create().unwrap();
+    rt.block_on(async {
+        for _ in 0..12 {
+            producer.send(rdkafka::producer::FutureRecord::<str, [u8]>::to("big").payload(&value), Duration::from_secs(20)).await.map_err(|(e, _)| e).unwrap();
+        }
+    });
+
+    let mut fp = FetchPartition::default();
+    fp.partition_max_bytes = 16 << 20;
+    let mut ft = FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_static_str("big"));
+    ft.partitions = vec![fp];
+    let mut fetch = FetchRequest::default();
+    (fetch.replica_id, fetch.max_wait_ms, fetch.min_bytes, fetch.max_bytes) = (kafka_protocol::messages::BrokerId(-1), 0, 1, 16 << 20);
+    fetch.topics = vec![ft];
+    let request = request_bytes(ApiKey::Fetch, 11, 9, &fetch);
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider())).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
+    let frame = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(b.addr).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)).connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        tls.write_all(&request).await.unwrap();
+        // Let the broker fill the socket, then read in small sips.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let read = async {
+            let mut len = [0u8; 4];
+            tls.read_exact(&mut len).await.unwrap();
+            let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
+            let mut at = 0;
+            while at < frame.len() {
+                let end = (at + 64 * 1024).min(frame.len());
+                at += tls.read(&mut frame[at..end]).await.unwrap();
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            frame
+        };
+        tokio::time::timeout(Duration::from_secs(20), read).await.expect("the fetch response stopped arriving")
+    });
+    let mut frame = bytes::Bytes::from(frame);
+    let header = ResponseHeader::decode(&mut frame, ApiKey::Fetch.response_header_version(11)).unwrap();
+    assert_eq!(header.correlation_id, 9);
+    let r = FetchResponse::decode(&mut frame, 11).unwrap();
+    let records = r.responses[0].partitions[0].records.as_ref().map_or(0, |r| r.len());
+    assert!(records > 12 * value.len(), "{records} bytes of records");
 }
 
 #[test]
