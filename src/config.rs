@@ -50,14 +50,16 @@ fn host_port(s: &str) -> Option<(String, u16)> {
     Some((h.to_string(), p.parse().ok()?))
 }
 
-/// `NAME://address` items of a comma-separated list, in order.
-fn named_items(list: &str) -> Result<Vec<(&str, &str)>, String> {
-    let mut out: Vec<(&str, &str)> = Vec::new();
+/// `NAME://address` items of a comma-separated list, in order; names upper
+/// cased, as Kafka normalises them.
+fn named_items(list: &str) -> Result<Vec<(String, &str)>, String> {
+    let mut out: Vec<(String, &str)> = Vec::new();
     for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (name, addr) = item.split_once("://").ok_or_else(|| format!("{item:?} is not NAME://host:port"))?;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(format!("{item:?}: a listener name is letters, digits, _ and -"));
         }
+        let name = name.to_ascii_uppercase();
         if out.iter().any(|(n, _)| *n == name) {
             return Err(format!("listener {name} is given twice"));
         }
@@ -66,12 +68,12 @@ fn named_items(list: &str) -> Result<Vec<(&str, &str)>, String> {
     Ok(out)
 }
 
-/// `listener.security.protocol.map`: `NAME:PROTOCOL` pairs.
-fn protocol_map(map: &str) -> Result<Vec<(&str, SecurityProtocol)>, String> {
+/// `listener.security.protocol.map`: `NAME:PROTOCOL` pairs (either case).
+fn protocol_map(map: &str) -> Result<Vec<(String, SecurityProtocol)>, String> {
     let mut out = Vec::new();
     for item in map.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (name, protocol) = item.split_once(':').ok_or_else(|| format!("{item:?} is not NAME:PROTOCOL"))?;
-        out.push((name.trim(), SecurityProtocol::parse(protocol.trim())?));
+        out.push((name.trim().to_ascii_uppercase(), SecurityProtocol::parse(&protocol.trim().to_ascii_uppercase())?));
     }
     Ok(out)
 }
@@ -99,13 +101,15 @@ fn parse_listeners(b: &BrokerSection) -> Result<Vec<ListenerSpec>, String> {
         let protocol = match &map {
             // Kafka: a map given replaces the default one, so it names every listener.
             Some(m) => m.iter().find(|(n, _)| *n == name).map(|(_, p)| *p).ok_or_else(|| format!("listener.security.protocol.map: no security protocol for listener {name}"))?,
-            None => SecurityProtocol::parse(name).map_err(|e| format!("listeners: {e} (a custom listener name needs listener.security.protocol.map)"))?,
+            None => SecurityProtocol::parse(&name).map_err(|e| format!("listeners: {e} (a custom listener name needs listener.security.protocol.map)"))?,
         };
-        let addr: SocketAddr = addr.parse().map_err(|_| format!("listeners: {name}://{addr}: {addr:?} is not an IP:port address"))?;
+        // Kafka's `NAME://:port`: every interface.
+        let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
+        let addr: SocketAddr = full.parse().map_err(|_| format!("listeners: {name}://{addr}: {addr:?} is not an IP:port address"))?;
         if addr.port() != 0 && specs.iter().any(|s: &ListenerSpec| s.addr == addr) {
             return Err(format!("listeners: {addr} is used by two listeners"));
         }
-        specs.push(ListenerSpec { name: name.to_string(), protocol, addr, advertised: None });
+        specs.push(ListenerSpec { name, protocol, addr, advertised: None });
     }
     if specs.is_empty() {
         return Err("listeners: no listener given".into());
@@ -697,6 +701,10 @@ mod tests {
         // Custom names through listener.security.protocol.map.
         let got = listeners_of(&format!("{tls}listeners = \"INTERNAL://127.0.0.1:9092,EXTERNAL://127.0.0.1:9093\"\n\"listener.security.protocol.map\" = \"INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL\"")).unwrap();
         assert_eq!(got.iter().map(|l| (l.name.as_str(), l.protocol)).collect::<Vec<_>>(), [("INTERNAL", SecurityProtocol::Plaintext), ("EXTERNAL", SecurityProtocol::SaslSsl)]);
+        // Names in either case (Kafka upper-cases them); an empty host is every interface.
+        let got = listeners_of("listeners = \"internal://:9092\"\n\"listener.security.protocol.map\" = \"Internal:sasl_plaintext\"").unwrap();
+        assert_eq!(got, [spec("INTERNAL", SecurityProtocol::SaslPlaintext, "0.0.0.0:9092", None)]);
+        assert_eq!(listeners_of("listeners = \"plaintext://127.0.0.1:1\"").unwrap()[0].name, "PLAINTEXT");
         // Mistakes, each naming its key.
         for (table, needle) in [
             ("listeners = \"INTERNAL://127.0.0.1:9092\"", "unknown security protocol \"INTERNAL\""),
