@@ -217,36 +217,52 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>, limits: Arc<Limits
         }
     };
     tokio::pin!(shutdown);
-    while let Some((permit, accepted)) = accept(&listener.tcp, &limits.connections, &mut shutdown).await {
-        match accepted {
-            Ok((stream, peer)) => {
-                let Some(slot) = limits.per_ip.take(peer.ip()) else {
-                    tracing::warn!(%peer, listener = %listener.name, limit = limits.per_ip.limit, "max.connections.per.ip reached; closing the new connection");
-                    drop(stream);
-                    continue;
-                };
-                let (broker, stop, served, tls) = (Arc::clone(&broker), stop.clone(), Arc::clone(&served), listener.tls.clone());
-                broker.metrics.connections_accepted.inc();
-                broker.metrics.connections.inc();
-                connections.spawn(async move {
-                    let metrics = Arc::clone(&broker.metrics);
-                    let ctx = Context::new(peer, &served.name);
-                    let _ = stream.set_nodelay(true);
-                    match tls {
-                        // Plaintext keeps the lock-free halves of a TcpStream.
-                        None => {
-                            let (rd, wr) = stream.into_split();
-                            connection::serve(rd, wr, ctx, broker, stop, served).await;
-                        }
-                        Some(acceptor) => handshake_then_serve(&acceptor, stream, handshake, ctx, broker, stop, served).await,
-                    }
-                    metrics.connections.dec();
-                    drop(slot);
-                    drop(permit);
-                });
+    // Accept first, then wait for a connection slot: a loop waiting for
+    // clients holds no slot that another listener's client could use.
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.as_mut() => break,
+            a = listener.tcp.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                accept_failed(e).await;
+                continue;
             }
-            Err(e) => accept_failed(e).await,
-        }
+        };
+        let Some(slot) = limits.per_ip.take(peer.ip()) else {
+            tracing::warn!(%peer, listener = %listener.name, limit = limits.per_ip.limit, "max.connections.per.ip reached; closing the new connection");
+            drop(stream);
+            continue;
+        };
+        // max.connections: this client (and the listener) waits for one to end.
+        let permit = tokio::select! {
+            _ = shutdown.as_mut() => break,
+            p = Arc::clone(&limits.connections).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (broker, stop, served, tls) = (Arc::clone(&broker), stop.clone(), Arc::clone(&served), listener.tls.clone());
+        broker.metrics.connections_accepted.inc();
+        broker.metrics.connections.inc();
+        connections.spawn(async move {
+            let metrics = Arc::clone(&broker.metrics);
+            let ctx = Context::new(peer, &served.name);
+            let _ = stream.set_nodelay(true);
+            match tls {
+                // Plaintext keeps the lock-free halves of a TcpStream.
+                None => {
+                    let (rd, wr) = stream.into_split();
+                    connection::serve(rd, wr, ctx, broker, stop, served).await;
+                }
+                Some(acceptor) => handshake_then_serve(&acceptor, stream, handshake, ctx, broker, stop, served).await,
+            }
+            metrics.connections.dec();
+            drop(slot);
+            drop(permit);
+        });
         while connections.try_join_next().is_some() {}
     }
     drop(listener.tcp);

@@ -139,6 +139,16 @@ fn ssl_client_produces_and_consumes_with_ca_verification() {
     assert!(client.fetch_metadata(None, Duration::from_secs(3)).is_err(), "a plaintext client got metadata from an SSL listener");
 }
 
+/// A rustls client trusting the test CA.
+fn rustls_client(pki: &Pki) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider())).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+}
+
 /// A fetch response larger than the socket can take at once arrives whole
 /// at a client that reads slowly: what TLS keeps back when the socket is
 /// full must be flushed, not left waiting for a next response that a
@@ -172,16 +182,11 @@ fn a_large_fetch_over_tls_reaches_a_slow_reader_whole() {
     fetch.topics = vec![ft];
     let request = request_bytes(ApiKey::Fetch, 11, 9, &fetch);
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider())).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
     let frame = rt.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let tcp = socket.connect(b.addr).await.unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)).connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        let mut tls = rustls_client(&pki).connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
         tls.write_all(&request).await.unwrap();
         // Let the broker fill the socket, then read in small sips.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -353,19 +358,43 @@ fn a_client_that_never_handshakes_is_dropped_and_blocks_nobody() {
     assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
 }
 
+fn api_versions_answered(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(&request_bytes(ApiKey::ApiVersions, 3, 2, &ApiVersionsRequest::default())).unwrap();
+    read_frame(s).is_some()
+}
+
 #[test]
 fn connection_limits_count_across_listeners() {
     let pki = Pki::new();
+    // max.connections: a listener waiting for clients holds no slot (two
+    // PLAINTEXT clients get both while the SSL listener is idle), and a
+    // slot freed on one listener serves a client waiting on another.
+    let b = tls_broker(&pki, "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0", |c| c.broker.max_connections = 2);
+    let mut first = connect(b.listener("PLAINTEXT"));
+    let mut second = connect(b.listener("PLAINTEXT"));
+    assert!(api_versions_answered(&mut first, Duration::from_secs(10)));
+    assert!(api_versions_answered(&mut second, Duration::from_secs(10)), "the second slot was held by the idle SSL listener");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(b.listener("SSL")).await.unwrap();
+        let mut handshake = Box::pin(rustls_client(&pki).connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp));
+        assert!(tokio::time::timeout(Duration::from_millis(700), handshake.as_mut()).await.is_err(), "a TLS client was served past max.connections = 2");
+        drop(second);
+        let done = tokio::time::timeout(Duration::from_secs(10), handshake).await;
+        assert!(matches!(done, Ok(Ok(_))), "the waiting TLS client was not served once a PLAINTEXT slot freed: {done:?}");
+    });
+    drop(b);
+
+    // max.connections.per.ip likewise.
     let b = tls_broker(&pki, "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0", |c| c.broker.max_connections_per_ip = 2);
     let mut first = connect(b.listener("PLAINTEXT"));
-    let r: ApiVersionsResponse = call(&mut first, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
-    assert_eq!(r.error_code, 0);
-    // The second place goes to a TLS connection still in its handshake.
+    assert!(api_versions_answered(&mut first, Duration::from_secs(10)));
     let _second = connect(b.listener("SSL"));
     std::thread::sleep(Duration::from_millis(200));
     let mut third = connect(b.listener("PLAINTEXT"));
     third.write_all(&request_bytes(ApiKey::ApiVersions, 3, 2, &ApiVersionsRequest::default())).unwrap();
-    assert!(read_frame(&mut third).is_none(), "a third connection from 127.0.0.1, on another listener, was served");
+    assert_eq!(closed(&mut third), Some(Vec::new()), "a third connection from 127.0.0.1, on another listener, was not closed at once");
 }
 
 /// `eddy check --config FILE`: its exit status and what it printed.
