@@ -174,7 +174,7 @@ pub struct BrokerSection {
     /// `socket.request.max.bytes`: largest request frame; a larger one closes the connection. Default 104857600.
     #[serde(rename = "socket.request.max.bytes")]
     pub socket_request_max_bytes: i32,
-    /// `max.connections`: connections served at once; more wait to be accepted. Default 10000.
+    /// `max.connections`: connections served at once, over all listeners; more wait to be served. Default 10000.
     #[serde(rename = "max.connections")]
     pub max_connections: u32,
     /// `max.connections.per.ip`: connections one client address may hold; a further one is closed at once. Default 2147483647.
