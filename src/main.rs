@@ -10,7 +10,6 @@ use eddy::log::batch::{self, BatchHeader, HEADER_LEN};
 use eddy::broker::Broker;
 use eddy::config::Config;
 use eddy::log::compression::codec_name;
-use eddy::security::SecurityProtocol;
 
 mod cli;
 
@@ -129,11 +128,7 @@ fn check(args: &[String]) -> anyhow::Result<()> {
     }
     let config = load_config(&opts)?;
     // The keystore and truststore files are read as the broker would.
-    for protocol in [SecurityProtocol::Ssl, SecurityProtocol::SaslSsl] {
-        if config.listeners().map_err(|e| anyhow::anyhow!("{e}"))?.iter().any(|l| l.protocol == protocol) {
-            eddy::security::tls::acceptor(&config, protocol).map_err(|e| anyhow::anyhow!("{}: {e}", opts["--config"]))?;
-        }
-    }
+    eddy::server::prepare(&config).map_err(|e| anyhow::anyhow!("{}: {e}", opts["--config"]))?;
     println!("# {} is valid; effective settings:", opts["--config"]);
     print!("{}", config.describe());
     Ok(())
@@ -155,15 +150,16 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
     let config = load_config(&opts)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        // Bound before the data directory is opened: a wrong listener or
-        // TLS file stops start-up at once.
-        let listeners = eddy::server::bind(&config).await?;
+        // Checked before the data directory is opened: a wrong listener
+        // setting or TLS file stops start-up at once. Bound once it is open.
+        let listeners = eddy::server::prepare(&config)?;
         let http = config.http.clone();
         let data_dir = config.broker.data_dir.clone();
         let broker = tokio::task::spawn_blocking(move || Broker::open(config))
             .await?
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
         let broker = Arc::new(broker);
+        let listeners = listeners.bind().await?;
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http_task = if http.enabled {
             let l = tokio::net::TcpListener::bind(&http.listen).await.with_context(|| format!("listening for HTTP on {} ([http] listen)", http.listen))?;

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
-use crate::config::Config;
+use crate::config::{Config, ListenerSpec};
 use crate::security::sasl::SaslListener;
 use crate::security::{Context, SecurityProtocol};
 
@@ -86,17 +86,23 @@ pub enum BindError {
     Io { name: String, addr: SocketAddr, source: std::io::Error },
 }
 
-/// Binds every listener of the config (`listeners`, or PLAINTEXT at
-/// `listen`), with its SASL settings and its TLS keystore and truststore
-/// loaded and checked, so that a wrong file stops start-up here.
-pub async fn bind(config: &Config) -> Result<Vec<Listener>, BindError> {
+/// The listeners of a config, checked, with their SASL settings and TLS
+/// acceptors (keystore and truststore read and checked), not bound yet.
+pub struct Prepared {
+    listeners: Vec<(ListenerSpec, Option<Arc<SaslListener>>, Option<TlsAcceptor>)>,
+}
+
+/// Checks the listeners of the config (`listeners`, or PLAINTEXT at
+/// `listen`) and loads their TLS files, so that a wrong setting or file
+/// stops start-up before anything else happens.
+pub fn prepare(config: &Config) -> Result<Prepared, BindError> {
     let specs = config.listeners().map_err(|e| BindError::Config(format!("[broker] {e}")))?;
     let sasl = match specs.iter().any(|s| s.protocol.uses_sasl()) {
         true => Some(Arc::new(SaslListener::from_config(config).map_err(|e| BindError::Config(format!("[broker] sasl.enabled.mechanisms: {e}")))?)),
         false => None,
     };
     let mut acceptors: Vec<(SecurityProtocol, TlsAcceptor)> = Vec::new();
-    let mut out = Vec::with_capacity(specs.len());
+    let mut listeners = Vec::with_capacity(specs.len());
     for spec in specs {
         let tls = match spec.protocol.uses_tls() {
             false => None,
@@ -109,17 +115,33 @@ pub async fn bind(config: &Config) -> Result<Vec<Listener>, BindError> {
                 }
             },
         };
-        let io = |source| BindError::Io { name: spec.name.clone(), addr: spec.addr, source };
-        let tcp = TcpListener::bind(spec.addr).await.map_err(io)?;
-        let local = tcp.local_addr().map_err(io)?;
-        let advertised = match &spec.advertised {
-            Some((host, port)) => (host.clone(), *port as i32),
-            None => (local.ip().to_string(), local.port() as i32),
-        };
         let sasl = if spec.protocol.uses_sasl() { sasl.clone() } else { None };
-        out.push(Listener { name: spec.name.into(), protocol: spec.protocol, tcp, local, advertised, sasl, tls });
+        listeners.push((spec, sasl, tls));
     }
-    Ok(out)
+    Ok(Prepared { listeners })
+}
+
+impl Prepared {
+    /// Binds every listener (port 0: any free port).
+    pub async fn bind(self) -> Result<Vec<Listener>, BindError> {
+        let mut out = Vec::with_capacity(self.listeners.len());
+        for (spec, sasl, tls) in self.listeners {
+            let io = |source| BindError::Io { name: spec.name.clone(), addr: spec.addr, source };
+            let tcp = TcpListener::bind(spec.addr).await.map_err(io)?;
+            let local = tcp.local_addr().map_err(io)?;
+            let advertised = match &spec.advertised {
+                Some((host, port)) => (host.clone(), *port as i32),
+                None => (local.ip().to_string(), local.port() as i32),
+            };
+            out.push(Listener { name: spec.name.into(), protocol: spec.protocol, tcp, local, advertised, sasl, tls });
+        }
+        Ok(out)
+    }
+}
+
+/// `prepare`, then `bind`.
+pub async fn bind(config: &Config) -> Result<Vec<Listener>, BindError> {
+    prepare(config)?.bind().await
 }
 
 /// What every connection of a listener shares.

@@ -430,6 +430,36 @@ fn bad_listener_settings_and_tls_files_stop_start_up_with_clear_messages() {
             assert!(text.contains(n.as_str()), "{broker}: {n:?} missing from {text}");
         }
     }
+    // serve stops at once too, before opening the data directory.
+    write(&keystore("missing.pem"));
+    let data = pki.path("data");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--http-listen", "off", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("eddy serve with a missing keystore kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("ssl.keystore.location") && err.contains(&missing) && err.contains("cannot read"), "{err}");
+    assert!(!data.exists(), "the data directory was made before the listeners were checked");
     // A good one passes, and lists the listeners.
     write(&format!("{}\n\"ssl.client.auth\" = \"required\"\n\"ssl.truststore.location\" = {:?}", keystore("broker.pem"), pki.location("ca.pem")));
     let (ok, text) = check(&config);
