@@ -172,6 +172,9 @@ pub async fn run(listeners: Vec<Listener>, broker: Arc<Broker>, shutdown: impl F
     if listeners.iter().any(|l| l.sasl.is_some()) && broker.credentials.is_empty() {
         tracing::warn!("SASL listener without any SCRAM user: nobody can log in (set sasl.bootstrap.user)");
     }
+    for l in listeners.iter().filter(|l| l.advertised.0 == "0.0.0.0" || l.advertised.0 == "::") {
+        tracing::warn!(listener = %l.name, advertised = %l.advertised.0, "the listener advertises an address clients cannot connect to; set advertised.listeners");
+    }
     broker.set_endpoints(listeners.iter().map(|l| crate::broker::Endpoint { listener: l.name.to_string(), protocol: l.protocol, bound: l.local, host: l.advertised.0.clone(), port: l.advertised.1 }).collect());
     let (stop_tx, stop_rx) = watch::channel(false);
     broker.start_processors();
@@ -242,6 +245,7 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>, limits: Arc<Limits
     // Accept first, then wait for a connection slot: a loop waiting for
     // clients holds no slot that another listener's client could use.
     loop {
+        while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
             _ = shutdown.as_mut() => break,
             a = listener.tcp.accept() => a,
@@ -285,7 +289,6 @@ async fn accept_loop(listener: Listener, broker: Arc<Broker>, limits: Arc<Limits
             drop(slot);
             drop(permit);
         });
-        while connections.try_join_next().is_some() {}
     }
     drop(listener.tcp);
     tracing::info!(listener = %listener.name, connections = connections.len(), "stopping: no new connections, finishing in-flight requests");
