@@ -339,17 +339,17 @@ fn closed(s: &mut TcpStream) -> Option<Vec<u8>> {
 fn a_client_that_never_handshakes_is_dropped_and_blocks_nobody() {
     let pki = Pki::new();
     // The handshake bound is min(10 s, connections.max.idle.ms).
-    let b = tls_broker(&pki, "SSL://127.0.0.1:0", |c| c.broker.connections_max_idle_ms = 1500);
+    let b = tls_broker(&pki, "SSL://127.0.0.1:0", |c| c.broker.connections_max_idle_ms = 3000);
     let opened = Instant::now();
     let mut silent = connect(b.addr);
     // Meanwhile a real client is served at once.
     let served = Instant::now();
     assert_eq!(metadata_port(ssl_config(b.addr, "SSL", &pki, "ca.pem")), b.addr.port() as i32);
-    assert!(served.elapsed() < Duration::from_millis(1500), "a TLS client waited {:?} behind a silent one", served.elapsed());
+    assert!(served.elapsed() < Duration::from_millis(3000), "a TLS client waited {:?} behind a silent one", served.elapsed());
     // The silent one is closed after the bound, not before, and not much later.
     assert_eq!(closed(&mut silent), Some(Vec::new()), "the silent connection was not closed, or got bytes");
     let after = opened.elapsed();
-    assert!(after >= Duration::from_millis(1400) && after < Duration::from_secs(8), "closed after {after:?}");
+    assert!(after >= Duration::from_millis(2900) && after < Duration::from_secs(9), "closed after {after:?}");
     // Plaintext bytes on a TLS listener end the connection too.
     let mut confused = connect(b.addr);
     confused.write_all(&request_bytes(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default())).unwrap();
