@@ -22,22 +22,115 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::security::{Mechanism, SecurityProtocol};
+pub use crate::security::tls::ClientAuth;
 use crate::topic_config;
 
-/// `listeners` (one `PROTOCOL://host:port`), or PLAINTEXT at `listen`.
-fn parse_listeners(b: &BrokerSection) -> Result<(SecurityProtocol, String), String> {
-    let Some(l) = &b.listeners else {
-        return Ok((SecurityProtocol::Plaintext, b.listen.clone()));
+/// One Kafka listener: a name, its security protocol, the address it binds
+/// and the one it advertises.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerSpec {
+    /// As written in `listeners` (`PLAINTEXT`, or a name mapped by
+    /// `listener.security.protocol.map`).
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    /// Where it listens; port 0 takes any free port.
+    pub addr: SocketAddr,
+    /// `host:port` clients are told to use (`advertised.listeners`, or
+    /// `advertised` for a single listener); None: the bound address.
+    pub advertised: Option<(String, u16)>,
+}
+
+/// `host:port` (a host name, an IPv4 address or a bracketed IPv6 one).
+fn host_port(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let h = h.trim_matches(['[', ']']);
+    if h.is_empty() {
+        return None;
+    }
+    Some((h.to_string(), p.parse().ok()?))
+}
+
+/// `NAME://address` items of a comma-separated list, in order; names upper
+/// cased, as Kafka normalises them.
+fn named_items(list: &str) -> Result<Vec<(String, &str)>, String> {
+    let mut out: Vec<(String, &str)> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, addr) = item.split_once("://").ok_or_else(|| format!("{item:?} is not NAME://host:port"))?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!("{item:?}: a listener name is letters, digits, _ and -"));
+        }
+        let name = name.to_ascii_uppercase();
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(format!("listener {name} is given twice"));
+        }
+        out.push((name, addr));
+    }
+    Ok(out)
+}
+
+/// `listener.security.protocol.map`: `NAME:PROTOCOL` pairs (either case).
+fn protocol_map(map: &str) -> Result<Vec<(String, SecurityProtocol)>, String> {
+    let mut out = Vec::new();
+    for item in map.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, protocol) = item.split_once(':').ok_or_else(|| format!("{item:?} is not NAME:PROTOCOL"))?;
+        out.push((name.trim().to_ascii_uppercase(), SecurityProtocol::parse(&protocol.trim().to_ascii_uppercase())?));
+    }
+    Ok(out)
+}
+
+/// `listeners` with their protocols and advertised addresses, or PLAINTEXT
+/// at `listen`. Errors name the key at fault.
+fn parse_listeners(b: &BrokerSection) -> Result<Vec<ListenerSpec>, String> {
+    let advertised_one = match &b.advertised {
+        Some(a) => Some(host_port(a).ok_or_else(|| format!("advertised: {a:?} is not host:port"))?),
+        None => None,
     };
-    if l.contains(',') {
-        return Err(format!("{l:?}: several listeners are not supported yet; give one"));
+    let Some(list) = &b.listeners else {
+        let addr = b.listen.parse().map_err(|_| format!("listen: {:?} is not an IP:port address", b.listen))?;
+        if b.advertised_listeners.is_some() {
+            return Err("advertised.listeners: needs listeners (NAME://host:port) to name".into());
+        }
+        return Ok(vec![ListenerSpec { name: "PLAINTEXT".into(), protocol: SecurityProtocol::Plaintext, addr, advertised: advertised_one }]);
+    };
+    let map = match &b.listener_security_protocol_map {
+        Some(m) => Some(protocol_map(m).map_err(|e| format!("listener.security.protocol.map: {e}"))?),
+        None => None,
+    };
+    let mut specs = Vec::new();
+    for (name, addr) in named_items(list).map_err(|e| format!("listeners: {e}"))? {
+        let protocol = match &map {
+            // Kafka: a map given replaces the default one, so it names every listener.
+            Some(m) => m.iter().find(|(n, _)| *n == name).map(|(_, p)| *p).ok_or_else(|| format!("listener.security.protocol.map: no security protocol for listener {name}"))?,
+            None => SecurityProtocol::parse(&name).map_err(|e| format!("listeners: {e} (a custom listener name needs listener.security.protocol.map)"))?,
+        };
+        // Kafka's `NAME://:port`: every interface.
+        let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
+        let addr: SocketAddr = full.parse().map_err(|_| format!("listeners: {name}://{addr}: {addr:?} is not an IP:port address"))?;
+        if addr.port() != 0 && specs.iter().any(|s: &ListenerSpec| s.addr == addr) {
+            return Err(format!("listeners: {addr} is used by two listeners"));
+        }
+        specs.push(ListenerSpec { name, protocol, addr, advertised: None });
     }
-    let (name, addr) = l.trim().split_once("://").ok_or_else(|| format!("{l:?} is not PROTOCOL://host:port"))?;
-    let protocol = SecurityProtocol::parse(name)?;
-    if addr.parse::<SocketAddr>().is_err() {
-        return Err(format!("{l:?}: {addr:?} is not an IP:port address"));
+    if specs.is_empty() {
+        return Err("listeners: no listener given".into());
     }
-    Ok((protocol, addr.to_string()))
+    match (&b.advertised_listeners, advertised_one) {
+        (Some(_), Some(_)) => return Err("advertised and advertised.listeners: set one of them, not both".into()),
+        (None, Some(a)) if specs.len() == 1 => specs[0].advertised = Some(a),
+        (None, Some(_)) => return Err("advertised: gives one address; with several listeners use advertised.listeners".into()),
+        (Some(list), None) => {
+            for (name, addr) in named_items(list).map_err(|e| format!("advertised.listeners: {e}"))? {
+                let spec = specs.iter_mut().find(|s| s.name == name).ok_or_else(|| format!("advertised.listeners: {name} is not one of listeners"))?;
+                let hp = host_port(addr).ok_or_else(|| format!("advertised.listeners: {name}://{addr}: {addr:?} is not host:port"))?;
+                if hp.1 == 0 || hp.0 == "0.0.0.0" || hp.0 == "::" {
+                    return Err(format!("advertised.listeners: {name}://{addr} is not an address clients can connect to"));
+                }
+                spec.advertised = Some(hp);
+            }
+        }
+        (None, None) => {}
+    }
+    Ok(specs)
 }
 
 /// A comma-separated list of SASL mechanism names.
@@ -62,7 +155,8 @@ pub struct BrokerSection {
     pub node_id: i32,
     /// Address to listen on. Default `127.0.0.1:9092` (loopback only).
     pub listen: String,
-    /// `host:port` clients are told to connect to; default: the listen address.
+    /// `host:port` clients are told to connect to, for a single listener; default: the
+    /// listener's address. With several listeners, use `advertised.listeners`.
     pub advertised: Option<String>,
     /// Where partition logs live. Default `./data`.
     pub data_dir: PathBuf,
@@ -80,7 +174,7 @@ pub struct BrokerSection {
     /// `socket.request.max.bytes`: largest request frame; a larger one closes the connection. Default 104857600.
     #[serde(rename = "socket.request.max.bytes")]
     pub socket_request_max_bytes: i32,
-    /// `max.connections`: connections served at once; more wait to be accepted. Default 10000.
+    /// `max.connections`: connections served at once, over all listeners; more wait to be served. Default 10000.
     #[serde(rename = "max.connections")]
     pub max_connections: u32,
     /// `max.connections.per.ip`: connections one client address may hold; a further one is closed at once. Default 2147483647.
@@ -127,10 +221,38 @@ pub struct BrokerSection {
     pub log_cleaner_backoff_ms: i64,
     /// A directory of `*.toml` files with more `[processors.NAME]` tables; relative to the config file.
     pub processors_dir: Option<PathBuf>,
-    /// `listeners`: Kafka's `PROTOCOL://host:port`, one listener for now; PLAINTEXT or
-    /// SASL_PLAINTEXT (SSL and SASL_SSL are not supported yet). Default: unset, meaning
-    /// `PLAINTEXT://` at `listen`. Set either `listen` or `listeners`.
+    /// `listeners`: Kafka's comma-separated `NAME://ip:port` list; a name is its security
+    /// protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) unless
+    /// `listener.security.protocol.map` maps it. Default: unset, meaning `PLAINTEXT://` at
+    /// `listen`. Set either `listen` or `listeners`.
     pub listeners: Option<String>,
+    /// `advertised.listeners`: `NAME://host:port` per listener, what clients connected to
+    /// that listener are told; a listener left out advertises its own address. Default: unset.
+    #[serde(rename = "advertised.listeners")]
+    pub advertised_listeners: Option<String>,
+    /// `listener.security.protocol.map`: `NAME:PROTOCOL` pairs for custom listener names;
+    /// when set it must name every listener (Kafka's rule). Default: unset (names are protocols).
+    #[serde(rename = "listener.security.protocol.map")]
+    pub listener_security_protocol_map: Option<String>,
+    /// `ssl.keystore.location`: a PEM file with the private key (unencrypted) and the
+    /// certificate chain of SSL and SASL_SSL listeners. Default: unset (required by them).
+    #[serde(rename = "ssl.keystore.location")]
+    pub ssl_keystore_location: Option<PathBuf>,
+    /// `ssl.keystore.type`: only `PEM` is read. Default `PEM`.
+    #[serde(rename = "ssl.keystore.type")]
+    pub ssl_keystore_type: String,
+    /// `ssl.truststore.location`: a PEM file of CA certificates that client certificates
+    /// must chain to (`ssl.client.auth`). Default: unset.
+    #[serde(rename = "ssl.truststore.location")]
+    pub ssl_truststore_location: Option<PathBuf>,
+    /// `ssl.truststore.type`: only `PEM` is read. Default `PEM`.
+    #[serde(rename = "ssl.truststore.type")]
+    pub ssl_truststore_type: String,
+    /// `ssl.client.auth`: `none`, `requested` or `required` client certificates on SSL
+    /// listeners (SASL_SSL listeners never ask, as in Kafka without a listener prefix).
+    /// Default `none`.
+    #[serde(rename = "ssl.client.auth")]
+    pub ssl_client_auth: ClientAuth,
     /// `sasl.enabled.mechanisms`: comma-separated, of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
     /// Default `SCRAM-SHA-256,SCRAM-SHA-512` (PLAIN sends the password itself; without TLS, opt in).
     #[serde(rename = "sasl.enabled.mechanisms")]
@@ -197,6 +319,13 @@ impl Default for BrokerSection {
             log_cleaner_backoff_ms: 15_000,
             processors_dir: None,
             listeners: None,
+            advertised_listeners: None,
+            listener_security_protocol_map: None,
+            ssl_keystore_location: None,
+            ssl_keystore_type: "PEM".into(),
+            ssl_truststore_location: None,
+            ssl_truststore_type: "PEM".into(),
+            ssl_client_auth: ClientAuth::None,
             sasl_enabled_mechanisms: "SCRAM-SHA-256,SCRAM-SHA-512".into(),
             sasl_server_max_receive_size: 8192,
             connections_max_reauth_ms: 0,
@@ -328,10 +457,25 @@ impl Config {
         if b.listeners.is_some() && b.listen != BrokerSection::default().listen {
             return Err(err("[broker] listen and listeners: set one of them, not both".into()));
         }
-        let (protocol, _) = parse_listeners(b).map_err(|m| err(format!("[broker] listeners: {m}")))?;
+        let listeners = parse_listeners(b).map_err(|m| err(format!("[broker] {m}")))?;
         let mechanisms = parse_mechanisms(&b.sasl_enabled_mechanisms).map_err(|m| err(format!("[broker] sasl.enabled.mechanisms: {m}")))?;
-        if protocol == SecurityProtocol::SaslPlaintext && mechanisms.is_empty() {
-            return Err(err("[broker] sasl.enabled.mechanisms: a SASL_PLAINTEXT listener needs at least one mechanism".into()));
+        if let Some(l) = listeners.iter().find(|l| l.protocol.uses_sasl()) {
+            if mechanisms.is_empty() {
+                return Err(err(format!("[broker] sasl.enabled.mechanisms: the {} listener {} needs at least one mechanism", l.protocol.name(), l.name)));
+            }
+        }
+        for (key, kind) in [("ssl.keystore.type", &b.ssl_keystore_type), ("ssl.truststore.type", &b.ssl_truststore_type)] {
+            if kind != "PEM" {
+                return Err(err(format!("[broker] {key}: {kind:?} is not supported: Eddy reads PEM files only (convert JKS or PKCS12 with keytool or openssl)")));
+            }
+        }
+        if let Some(l) = listeners.iter().find(|l| l.protocol.uses_tls()) {
+            if b.ssl_keystore_location.is_none() {
+                return Err(err(format!("[broker] ssl.keystore.location: the {} listener {} needs a keystore (a PEM file with the private key and certificate chain)", l.protocol.name(), l.name)));
+            }
+        }
+        if b.ssl_client_auth != ClientAuth::None && b.ssl_truststore_location.is_none() {
+            return Err(err(format!("[broker] ssl.truststore.location: ssl.client.auth = {:?} needs a truststore (PEM CA certificates) to check client certificates against", b.ssl_client_auth.name())));
         }
         if b.connection_failed_authentication_delay_ms >= b.connections_max_idle_ms {
             return Err(err("[broker] connection.failed.authentication.delay.ms: must be below connections.max.idle.ms".into()));
@@ -350,12 +494,6 @@ impl Config {
             }
         }
         crate::security::acl::parse_super_users(&b.super_users).map_err(|m| err(format!("[broker] super.users: {m}")))?;
-        if let Some(a) = &b.advertised {
-            let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-            if !ok {
-                return Err(err(format!("[broker] advertised: {a:?} is not host:port")));
-            }
-        }
         if b.node_id < 0 {
             return Err(err("[broker] node.id: must be 0 or more".into()));
         }
@@ -452,8 +590,8 @@ impl Config {
         }
     }
 
-    /// The listener's security protocol and address.
-    pub fn listener(&self) -> Result<(SecurityProtocol, String), String> {
+    /// The listeners, in `listeners` order (validated when the config was read).
+    pub fn listeners(&self) -> Result<Vec<ListenerSpec>, String> {
         parse_listeners(&self.broker)
     }
 
@@ -476,26 +614,24 @@ impl Config {
         Some((super_users, self.broker.allow_everyone_if_no_acl_found))
     }
 
-    /// The address advertised to clients.
-    pub fn advertised(&self) -> (String, i32) {
-        let listen = self.listener().map(|(_, a)| a).unwrap_or_else(|_| self.broker.listen.clone());
-        let a = self.broker.advertised.clone().unwrap_or(listen);
-        match a.rsplit_once(':') {
-            Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse().unwrap_or(9092)),
-            None => (a, 9092),
-        }
-    }
-
     /// A readable dump of the effective settings (`eddy check`).
     pub fn describe(&self) -> String {
         let b = &self.broker;
         let mut s = String::from("[broker]\n");
         s.push_str(&format!("\"node.id\" = {}\n", b.node_id));
-        match self.listener() {
-            Ok((p, a)) => s.push_str(&format!("listeners = \"{}://{a}\"\n", p.name())),
+        match self.listeners() {
+            Ok(specs) => {
+                let list = |f: &dyn Fn(&ListenerSpec) -> String| specs.iter().map(f).collect::<Vec<_>>().join(",");
+                s.push_str(&format!("listeners = {:?}\n", list(&|l| format!("{}://{}", l.name, l.addr))));
+                s.push_str(&format!("\"listener.security.protocol.map\" = {:?}\n", list(&|l| format!("{}:{}", l.name, l.protocol.name()))));
+                let advertised = list(&|l| match &l.advertised {
+                    Some((h, p)) => format!("{}://{h}:{p}", l.name),
+                    None => format!("{}://{} (the bound address)", l.name, l.addr),
+                });
+                s.push_str(&format!("\"advertised.listeners\" = {advertised:?}\n"));
+            }
             Err(e) => s.push_str(&format!("# listeners: {e}\n")),
         }
-        s.push_str(&format!("advertised = {:?}\n", self.advertised().0 + ":" + &self.advertised().1.to_string()));
         s.push_str(&format!("data_dir = {:?}\n", b.data_dir.display().to_string()));
         s.push_str(&format!("cluster_id = {:?}\n", b.cluster_id.clone().unwrap_or_else(|| "(generated, kept in the data directory)".into())));
         s.push_str(&format!("\"auto.create.topics.enable\" = {}\n", b.auto_create_topics));
@@ -517,6 +653,10 @@ impl Config {
         s.push_str(&format!("\"log.cleaner.dedupe.buffer.size\" = {}\n", b.log_cleaner_dedupe_buffer_size));
         s.push_str(&format!("\"log.cleaner.io.max.bytes.per.second\" = {}\n", b.log_cleaner_io_max_bytes_per_second));
         s.push_str(&format!("\"log.cleaner.backoff.ms\" = {}\n", b.log_cleaner_backoff_ms));
+        let path = |p: &Option<PathBuf>| p.as_ref().map_or("(unset)".to_string(), |p| p.display().to_string());
+        s.push_str(&format!("\"ssl.keystore.location\" = {:?}\n", path(&b.ssl_keystore_location)));
+        s.push_str(&format!("\"ssl.truststore.location\" = {:?}\n", path(&b.ssl_truststore_location)));
+        s.push_str(&format!("\"ssl.client.auth\" = {:?}\n", b.ssl_client_auth.name()));
         s.push_str(&format!("\"sasl.enabled.mechanisms\" = {:?}\n", b.sasl_enabled_mechanisms));
         s.push_str(&format!("\"sasl.server.max.receive.size\" = {}\n", b.sasl_server_max_receive_size));
         s.push_str(&format!("\"connections.max.reauth.ms\" = {}\n", b.connections_max_reauth_ms));
@@ -570,7 +710,7 @@ mod tests {
         let e = Config::from_toml("[broker]\n\"num.partitions\" = \"two\"\n", "c.toml").unwrap_err().to_string();
         assert!(e.contains("num.partitions"), "{e}");
         let e = Config::from_toml("[broker]\nlisteners = \"SASL_SSL://127.0.0.1:9093\"\n", "d.toml").unwrap_err().to_string();
-        assert!(e.starts_with("d.toml:") && e.contains("listeners") && e.contains("not yet supported"), "{e}");
+        assert!(e.starts_with("d.toml:") && e.contains("ssl.keystore.location") && e.contains("SASL_SSL"), "{e}");
         let e = Config::from_toml("[broker]\n\"sasl.enabled.mechanisms\" = \"GSSAPI\"\n", "d.toml").unwrap_err().to_string();
         assert!(e.contains("sasl.enabled.mechanisms") && e.contains("GSSAPI"), "{e}");
         let e = Config::from_toml("[broker]\n\"sasl.bootstrap.user\" = \"admin\"\n", "d.toml").unwrap_err().to_string();
@@ -583,8 +723,58 @@ mod tests {
         assert_eq!(c.authorizer(), Some((vec!["User:admin".to_string(), "User:ops".to_string()], false)));
         assert_eq!(Config::default().authorizer(), None);
         let c = Config::from_toml("[broker]\nlisteners = \"SASL_PLAINTEXT://127.0.0.1:9093\"\n", "d.toml").unwrap();
-        assert_eq!(c.listener().unwrap(), (SecurityProtocol::SaslPlaintext, "127.0.0.1:9093".to_string()));
-        assert_eq!(c.advertised(), ("127.0.0.1".to_string(), 9093));
+        let one = ListenerSpec { name: "SASL_PLAINTEXT".into(), protocol: SecurityProtocol::SaslPlaintext, addr: "127.0.0.1:9093".parse().unwrap(), advertised: None };
+        assert_eq!(c.listeners().unwrap(), [one]);
+    }
+
+    fn listeners_of(broker_table: &str) -> Result<Vec<ListenerSpec>, String> {
+        Config::from_toml(&format!("[broker]\n{broker_table}"), "l.toml").map(|c| c.listeners().unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn listeners_protocol_map_and_advertised_listeners() {
+        let spec = |name: &str, protocol, addr: &str, advertised: Option<(&str, u16)>| ListenerSpec { name: name.into(), protocol, addr: addr.parse().unwrap(), advertised: advertised.map(|(h, p)| (h.to_string(), p)) };
+        // The default: PLAINTEXT at listen, `advertised` applying to it.
+        assert_eq!(listeners_of("").unwrap(), [spec("PLAINTEXT", SecurityProtocol::Plaintext, "127.0.0.1:9092", None)]);
+        assert_eq!(listeners_of("advertised = \"kafka.example:19092\"").unwrap(), [spec("PLAINTEXT", SecurityProtocol::Plaintext, "127.0.0.1:9092", Some(("kafka.example", 19092)))]);
+        // Several, names being protocols; advertised.listeners for some of them.
+        let tls = "\"ssl.keystore.location\" = \"k.pem\"\n";
+        let got = listeners_of(&format!("{tls}listeners = \"PLAINTEXT://127.0.0.1:9092, SSL://0.0.0.0:9093,SASL_SSL://[::1]:0\"\n\"advertised.listeners\" = \"SSL://b1.example:443\"")).unwrap();
+        assert_eq!(got, [spec("PLAINTEXT", SecurityProtocol::Plaintext, "127.0.0.1:9092", None), spec("SSL", SecurityProtocol::Ssl, "0.0.0.0:9093", Some(("b1.example", 443))), spec("SASL_SSL", SecurityProtocol::SaslSsl, "[::1]:0", None)]);
+        // Custom names through listener.security.protocol.map.
+        let got = listeners_of(&format!("{tls}listeners = \"INTERNAL://127.0.0.1:9092,EXTERNAL://127.0.0.1:9093\"\n\"listener.security.protocol.map\" = \"INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL\"")).unwrap();
+        assert_eq!(got.iter().map(|l| (l.name.as_str(), l.protocol)).collect::<Vec<_>>(), [("INTERNAL", SecurityProtocol::Plaintext), ("EXTERNAL", SecurityProtocol::SaslSsl)]);
+        // Names in either case (Kafka upper-cases them); an empty host is every interface.
+        let got = listeners_of("listeners = \"internal://:9092\"\n\"listener.security.protocol.map\" = \"Internal:sasl_plaintext\"").unwrap();
+        assert_eq!(got, [spec("INTERNAL", SecurityProtocol::SaslPlaintext, "0.0.0.0:9092", None)]);
+        assert_eq!(listeners_of("listeners = \"plaintext://127.0.0.1:1\"").unwrap()[0].name, "PLAINTEXT");
+        // Mistakes, each naming its key.
+        for (table, needle) in [
+            ("listeners = \"INTERNAL://127.0.0.1:9092\"", "unknown security protocol \"INTERNAL\""),
+            ("listeners = \"TLS://127.0.0.1:9092\"", "listener.security.protocol.map"),
+            ("listeners = \"A://127.0.0.1:1\"\n\"listener.security.protocol.map\" = \"B:PLAINTEXT\"", "no security protocol for listener A"),
+            ("listeners = \"A://127.0.0.1:1\"\n\"listener.security.protocol.map\" = \"A:TLS\"", "listener.security.protocol.map: unknown security protocol \"TLS\""),
+            ("listeners = \"PLAINTEXT://127.0.0.1:1,PLAINTEXT://127.0.0.1:2\"", "PLAINTEXT is given twice"),
+            ("listeners = \"PLAINTEXT://127.0.0.1:1,SASL_PLAINTEXT://127.0.0.1:1\"", "127.0.0.1:1 is used by two listeners"),
+            ("listeners = \"PLAINTEXT://localhost:1\"", "is not an IP:port address"),
+            ("listeners = \"127.0.0.1:9092\"", "is not NAME://host:port"),
+            ("listeners = \"\"", "no listener given"),
+            ("listeners = \"PLAINTEXT://127.0.0.1:1,SASL_PLAINTEXT://127.0.0.1:2\"\nadvertised = \"h:1\"", "use advertised.listeners"),
+            ("listeners = \"PLAINTEXT://127.0.0.1:1\"\nadvertised = \"h:1\"\n\"advertised.listeners\" = \"PLAINTEXT://h:1\"", "set one of them"),
+            ("listeners = \"PLAINTEXT://127.0.0.1:1\"\n\"advertised.listeners\" = \"SSL://h:1\"", "SSL is not one of listeners"),
+            ("listeners = \"PLAINTEXT://127.0.0.1:1\"\n\"advertised.listeners\" = \"PLAINTEXT://0.0.0.0:1\"", "not an address clients can connect to"),
+            ("listeners = \"PLAINTEXT://127.0.0.1:1\"\n\"advertised.listeners\" = \"PLAINTEXT://h\"", "is not host:port"),
+            ("\"advertised.listeners\" = \"PLAINTEXT://h:1\"", "needs listeners"),
+            ("advertised = \"nohost\"", "advertised: \"nohost\" is not host:port"),
+            ("listeners = \"SSL://127.0.0.1:1\"", "ssl.keystore.location: the SSL listener SSL needs a keystore"),
+            ("\"ssl.client.auth\" = \"required\"", "ssl.truststore.location"),
+            ("\"ssl.client.auth\" = \"always\"", "ssl.client.auth"),
+            ("\"ssl.keystore.type\" = \"JKS\"", "PEM files only"),
+            ("listeners = \"SASL_PLAINTEXT://127.0.0.1:1\"\n\"sasl.enabled.mechanisms\" = \"\"", "needs at least one mechanism"),
+        ] {
+            let e = listeners_of(table).unwrap_err();
+            assert!(e.starts_with("l.toml:") && e.contains(needle), "{table}: {e}");
+        }
     }
 
     #[test]
@@ -605,7 +795,7 @@ mod tests {
     #[test]
     fn the_example_documents_every_option() {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/eddy.toml")).unwrap();
-        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms", "listeners", "sasl.enabled.mechanisms", "sasl.server.max.receive.size", "connections.max.reauth.ms", "connection.failed.authentication.delay.ms", "sasl.bootstrap.user", "sasl.bootstrap.password", "authorizer.class.name", "super.users", "allow.everyone.if.no.acl.found"] {
+        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms", "listeners", "sasl.enabled.mechanisms", "sasl.server.max.receive.size", "connections.max.reauth.ms", "connection.failed.authentication.delay.ms", "sasl.bootstrap.user", "sasl.bootstrap.password", "authorizer.class.name", "super.users", "allow.everyone.if.no.acl.found", "advertised.listeners", "listener.security.protocol.map", "ssl.keystore.location", "ssl.keystore.type", "ssl.truststore.location", "ssl.truststore.type", "ssl.client.auth"] {
             assert!(text.contains(key), "config/eddy.toml does not mention {key}");
         }
         for def in topic_config::TOPIC_CONFIGS {

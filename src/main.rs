@@ -31,7 +31,7 @@ USAGE:
 SERVE OPTIONS:
     --config FILE         TOML config (see config/eddy.toml); without it the embedded
                           defaults are used: 127.0.0.1:9092, data under ./data
-    --listen HOST:PORT    overrides [broker] listen (or the address of listeners)
+    --listen HOST:PORT    overrides [broker] listen (or the address of a single listener)
     --data-dir DIR        overrides [broker] data_dir
     --http-listen ADDR    overrides [http] listen (metrics, health, JSON API, queries;
                           default 127.0.0.1:9644); \"off\" turns HTTP off
@@ -95,10 +95,15 @@ fn load_config(opts: &HashMap<String, String>) -> anyhow::Result<Config> {
     };
     if let Some(listen) = opts.get("--listen") {
         listen.parse::<std::net::SocketAddr>().with_context(|| format!("--listen {listen:?} is not an IP:port address"))?;
-        // With `listeners`, the address changes and the security protocol stays.
-        match config.listener() {
-            Ok((protocol, _)) if config.broker.listeners.is_some() => config.broker.listeners = Some(format!("{}://{listen}", protocol.name())),
-            _ => config.broker.listen = listen.clone(),
+        // With `listeners`, the address of the one listener changes; its name stays.
+        if config.broker.listeners.is_some() {
+            let specs = config.listeners().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let [one] = specs.as_slice() else {
+                bail!("--listen sets the address of a single listener; with several, set them in listeners");
+            };
+            config.broker.listeners = Some(format!("{}://{listen}", one.name));
+        } else {
+            config.broker.listen = listen.clone();
         }
     }
     if let Some(dir) = opts.get("--data-dir") {
@@ -122,6 +127,8 @@ fn check(args: &[String]) -> anyhow::Result<()> {
         bail!("check needs --config FILE");
     }
     let config = load_config(&opts)?;
+    // The keystore and truststore files are read as the broker would.
+    eddy::server::prepare(&config).map_err(|e| anyhow::anyhow!("{}: {e}", opts["--config"]))?;
     println!("# {} is valid; effective settings:", opts["--config"]);
     print!("{}", config.describe());
     Ok(())
@@ -143,14 +150,16 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
     let config = load_config(&opts)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let (protocol, listen) = config.listener().map_err(|e| anyhow::anyhow!("listeners: {e}"))?;
+        // Checked before the data directory is opened: a wrong listener
+        // setting or TLS file stops start-up at once. Bound once it is open.
+        let listeners = eddy::server::prepare(&config)?;
         let http = config.http.clone();
         let data_dir = config.broker.data_dir.clone();
         let broker = tokio::task::spawn_blocking(move || Broker::open(config))
             .await?
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
         let broker = Arc::new(broker);
-        let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+        let listeners = listeners.bind().await?;
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http_task = if http.enabled {
             let l = tokio::net::TcpListener::bind(&http.listen).await.with_context(|| format!("listening for HTTP on {} ([http] listen)", http.listen))?;
@@ -161,8 +170,12 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         } else {
             None
         };
-        tracing::info!(listen = %listener.local_addr()?, security_protocol = protocol.name(), data_dir = %data_dir.display(), cluster_id = %broker.cluster_id, "eddy is serving Kafka clients");
-        eddy::server::run(listener, Arc::clone(&broker), stop_signal()).await;
+        for l in &listeners {
+            let (host, port) = l.advertised();
+            tracing::info!(listener = l.name(), listen = %l.local_addr(), security_protocol = l.protocol().name(), advertised = %format!("{host}:{port}"), "listening for Kafka clients");
+        }
+        tracing::info!(data_dir = %data_dir.display(), cluster_id = %broker.cluster_id, "eddy is serving Kafka clients");
+        eddy::server::run(listeners, Arc::clone(&broker), stop_signal()).await;
         let _ = http_stop.send(());
         if let Some(t) = http_task {
             let _ = t.await;

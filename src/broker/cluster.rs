@@ -11,7 +11,8 @@ use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::security::Context;
 
 /// Like Kafka's brokers, DescribeCluster needs no permission; only the
-/// authorized operations depend on DESCRIBE on the cluster.
+/// authorized operations depend on DESCRIBE on the cluster. The address
+/// advertised is that of the listener the request came in on.
 pub fn describe_cluster(broker: &Broker, ctx: &Context, req: DescribeClusterRequest, _version: i16) -> DescribeClusterResponse {
     let mut r = DescribeClusterResponse::default();
     if req.endpoint_type > 1 {
@@ -20,7 +21,7 @@ pub fn describe_cluster(broker: &Broker, ctx: &Context, req: DescribeClusterRequ
         r.error_message = Some(StrBytes::from_static_str("only broker endpoints are described"));
         return r;
     }
-    let (host, port) = broker.config.advertised();
+    let (host, port) = broker.advertised(&ctx.listener);
     let mut b = DescribeClusterBroker::default();
     b.broker_id = BrokerId(broker.config.broker.node_id);
     b.host = StrBytes::from_string(host);

@@ -108,21 +108,24 @@ pub fn describe(broker: &Broker, ctx: &Context, req: DescribeConfigsRequest, _ve
 /// from the config file).
 fn broker_settings(broker: &Broker) -> Vec<(&'static str, String, i8, &'static str)> {
     let b = &broker.config.broker;
-    let (host, port) = broker.config.advertised();
+    let endpoints = broker.endpoints();
+    let list = |f: &dyn Fn(&crate::broker::Endpoint) -> String| endpoints.iter().map(f).collect::<Vec<_>>().join(",");
     vec![
-        ("advertised.listeners", format!("{}://{host}:{port}", broker.config.listener().map_or("PLAINTEXT", |(p, _)| p.name())), 7, "the address clients are told to use"),
+        ("advertised.listeners", list(&|e| format!("{}://{}:{}", e.listener, e.host, e.port)), 7, "the addresses clients are told to use, per listener"),
         ("auto.create.topics.enable", b.auto_create_topics.to_string(), 1, "Metadata creates unknown topics"),
         ("broker.id", b.node_id.to_string(), 3, "this broker's id"),
         ("connections.max.reauth.ms", b.connections_max_reauth_ms.to_string(), 3, "SASL session lifetime; 0: sessions do not end"),
         ("default.replication.factor", "1".into(), 3, "a single node"),
-        ("listeners", broker.config.listener().map(|(p, a)| format!("{}://{a}", p.name())).unwrap_or_default(), 7, "the address listened on"),
+        ("listener.security.protocol.map", list(&|e| format!("{}:{}", e.listener, e.protocol.name())), 7, "each listener's security protocol"),
+        ("listeners", list(&|e| format!("{}://{}", e.listener, e.bound)), 7, "the addresses listened on"),
         ("log.dirs", b.data_dir.display().to_string(), 2, "the data directory"),
         ("max.connections", b.max_connections.to_string(), 3, "connections served at once"),
         ("message.max.bytes", b.message_max_bytes.to_string(), 3, "default largest record batch"),
         ("node.id", b.node_id.to_string(), 3, "this broker's id"),
         ("num.partitions", b.num_partitions.to_string(), 3, "partitions of auto-created topics"),
-        ("sasl.enabled.mechanisms", b.sasl_enabled_mechanisms.clone(), 3, "SASL mechanisms of a SASL_PLAINTEXT listener"),
+        ("sasl.enabled.mechanisms", b.sasl_enabled_mechanisms.clone(), 3, "SASL mechanisms of SASL_PLAINTEXT and SASL_SSL listeners"),
         ("socket.request.max.bytes", b.socket_request_max_bytes.to_string(), 3, "largest request frame"),
+        ("ssl.client.auth", b.ssl_client_auth.name().to_string(), 3, "client certificates on SSL listeners: none, requested or required"),
     ]
 }
 

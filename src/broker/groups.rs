@@ -25,8 +25,9 @@ fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
 }
 
+/// The address advertised is that of the listener the request came in on.
 pub fn find_coordinator(broker: &Broker, ctx: &Context, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-    let (host, port) = broker.config.advertised();
+    let (host, port) = broker.advertised(&ctx.listener);
     let node = BrokerId(broker.config.broker.node_id);
     // Key types 0 (group) and 1 (transaction): this node coordinates both,
     // for a principal that may DESCRIBE the group or transactional id.

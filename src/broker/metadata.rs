@@ -11,9 +11,10 @@ use crate::protocol::code;
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::security::Context;
 
+/// The advertised address is that of the listener the request came in on.
 pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest, version: i16) -> MetadataResponse {
     let node = BrokerId(broker.config.broker.node_id);
-    let (host, port) = broker.config.advertised();
+    let (host, port) = broker.advertised(&ctx.listener);
     let mut b = MetadataResponseBroker::default();
     b.node_id = node;
     b.host = StrBytes::from_string(host);

@@ -214,8 +214,24 @@ pub struct Broker {
     /// Running processors (started by `start_processors`).
     processors: parking_lot::Mutex<Vec<crate::processor::runtime::Running>>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The Kafka listener is accepting (set by `server::run`).
+    /// The Kafka listeners are accepting (set by `server::run`).
     pub ready: std::sync::atomic::AtomicBool,
+    /// Each listener's advertised address (set by `server::run`).
+    endpoints: parking_lot::RwLock<Vec<Endpoint>>,
+}
+
+/// A listener as clients see it: Metadata, FindCoordinator and
+/// DescribeCluster answer a client with the endpoint of the listener its
+/// request came in on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub listener: String,
+    pub protocol: crate::security::SecurityProtocol,
+    /// The bound address.
+    pub bound: std::net::SocketAddr,
+    /// What clients are told to connect to.
+    pub host: String,
+    pub port: i32,
 }
 
 /// A dispatched request: its outcome, and how long its client must wait
@@ -302,6 +318,7 @@ impl Broker {
             processors: parking_lot::Mutex::new(Vec::new()),
             metrics,
             ready: std::sync::atomic::AtomicBool::new(false),
+            endpoints: parking_lot::RwLock::new(Vec::new()),
         })
     }
 
@@ -612,6 +629,36 @@ impl Broker {
                 return None;
             }
         })
+    }
+
+    /// Records the listeners being served (`server::run`).
+    pub fn set_endpoints(&self, endpoints: Vec<Endpoint>) {
+        *self.endpoints.write() = endpoints;
+    }
+
+    /// Every listener's endpoint, in `listeners` order. Before `server::run`
+    /// (a broker driven without a server), the configured ones.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let served = self.endpoints.read();
+        if !served.is_empty() {
+            return served.clone();
+        }
+        let specs = self.config.listeners().unwrap_or_default();
+        specs
+            .into_iter()
+            .map(|s| {
+                let (host, port) = s.advertised.clone().unwrap_or_else(|| (s.addr.ip().to_string(), s.addr.port()));
+                Endpoint { listener: s.name, protocol: s.protocol, bound: s.addr, host, port: port as i32 }
+            })
+            .collect()
+    }
+
+    /// The advertised `host:port` of `listener` (the one a request came in
+    /// on); the first listener's for an unknown name.
+    pub fn advertised(&self, listener: &str) -> (String, i32) {
+        let pick = |all: &[Endpoint]| all.iter().find(|e| e.listener == listener).or(all.first()).map(|e| (e.host.clone(), e.port));
+        let served = pick(&self.endpoints.read());
+        served.or_else(|| pick(&self.endpoints())).unwrap_or_else(|| ("127.0.0.1".into(), 9092))
     }
 
     /// Group sessions, join deadlines and offset retention (every 100 ms).

@@ -1,6 +1,7 @@
 //! Authentication: listener security protocols, SASL mechanisms (PLAIN,
 //! SCRAM-SHA-256, SCRAM-SHA-512), SCRAM credentials kept in the data
-//! directory, and the per-connection SASL exchange (`sasl::Session`).
+//! directory, the per-connection SASL exchange (`sasl::Session`), TLS
+//! (`tls.rs`) and the principal of a client certificate (`x509.rs`).
 //! Authorization by ACLs (`acl`) when an authorizer is configured.
 
 pub mod acl;
@@ -8,6 +9,8 @@ pub mod credentials;
 pub mod quota;
 pub mod sasl;
 pub mod scram;
+pub mod tls;
+pub mod x509;
 
 pub use credentials::Credentials;
 
@@ -16,24 +19,35 @@ pub use credentials::Credentials;
 pub enum SecurityProtocol {
     Plaintext,
     SaslPlaintext,
+    Ssl,
+    SaslSsl,
 }
 
 impl SecurityProtocol {
+    pub const ALL: [SecurityProtocol; 4] = [SecurityProtocol::Plaintext, SecurityProtocol::SaslPlaintext, SecurityProtocol::Ssl, SecurityProtocol::SaslSsl];
+
     pub fn name(self) -> &'static str {
         match self {
             SecurityProtocol::Plaintext => "PLAINTEXT",
             SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
         }
     }
 
-    /// Parses Kafka's name; SSL and SASL_SSL are known but not served yet.
+    /// Parses Kafka's name (upper case, as Kafka writes it).
     pub fn parse(s: &str) -> Result<SecurityProtocol, String> {
-        match s {
-            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
-            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
-            "SSL" | "SASL_SSL" => Err(format!("{s} is not yet supported (no TLS yet): use PLAINTEXT or SASL_PLAINTEXT")),
-            other => Err(format!("unknown security protocol {other:?}: use PLAINTEXT or SASL_PLAINTEXT")),
-        }
+        SecurityProtocol::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| format!("unknown security protocol {s:?}: use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"))
+    }
+
+    /// Clients authenticate with SASL first.
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+    }
+
+    /// Connections are TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
     }
 }
 

@@ -51,14 +51,10 @@ pub struct SaslListener {
 }
 
 impl SaslListener {
-    /// The settings if the configured listener is a SASL one.
-    pub fn from_config(config: &crate::config::Config) -> Result<Option<SaslListener>, String> {
-        let (protocol, _) = config.listener()?;
-        if protocol == super::SecurityProtocol::Plaintext {
-            return Ok(None);
-        }
+    /// The settings of SASL listeners (SASL_PLAINTEXT, SASL_SSL).
+    pub fn from_config(config: &crate::config::Config) -> Result<SaslListener, String> {
         let b = &config.broker;
-        Ok(Some(SaslListener { mechanisms: config.sasl_mechanisms()?, reauth_ms: b.connections_max_reauth_ms, max_receive: b.sasl_server_max_receive_size as usize, failure_delay: Duration::from_millis(b.connection_failed_authentication_delay_ms) }))
+        Ok(SaslListener { mechanisms: config.sasl_mechanisms()?, reauth_ms: b.connections_max_reauth_ms, max_receive: b.sasl_server_max_receive_size as usize, failure_delay: Duration::from_millis(b.connection_failed_authentication_delay_ms) })
     }
 }
 

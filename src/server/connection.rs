@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use super::Served;
 use crate::broker::{Broker, Handled};
 use crate::protocol::{self, DecodeError};
-use crate::security::sasl::{Gate, SaslListener, Session};
+use crate::security::sasl::{Gate, Session};
+use crate::security::Context;
 
 /// Responses a connection may have queued before it stops reading.
 const MAX_IN_FLIGHT: usize = 32;
@@ -26,11 +27,17 @@ const READ_BUFFER: usize = 64 * 1024;
 
 type Pending = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
-/// `sasl`: the listener's SASL settings, if clients must authenticate.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut stop: watch::Receiver<bool>, max_frame: usize, idle: std::time::Duration, sasl: Option<Arc<SaslListener>>) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    tracing::debug!(%peer, "connection opened");
+/// Serves one connection, read from `rd` and answered on `wr`: the halves
+/// of a TcpStream (plaintext) or of a TLS stream. `ctx` names the peer, the
+/// listener and the principal so far (a TLS client certificate's, or
+/// anonymous); `served` holds the listener's limits and SASL settings.
+pub(crate) async fn serve<R, W>(mut rd: R, mut wr: W, mut ctx: Context, broker: Arc<Broker>, mut stop: watch::Receiver<bool>, served: Arc<Served>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (peer, max_frame, idle, sasl) = (ctx.peer, served.max_frame, served.idle, served.sasl.clone());
+    tracing::debug!(%peer, listener = %served.name, "connection opened");
 
     // The writer sends responses in the order their requests arrived.
     let (queue, mut responses) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
@@ -39,7 +46,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
             // None here is a response that could not be encoded: the client
             // would wait for it forever, so the connection closes.
             let Some(bytes) = next.await else { break };
-            if wr.write_all(&bytes).await.is_err() {
+            // A TLS stream may keep the tail of what it encrypted when the
+            // socket is full; flush sends it (a no-op on plain TCP).
+            // A TLS stream may keep the tail of what it encrypted when the
+            // socket is full; flush sends it (a no-op on plain TCP).
+            if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
@@ -51,8 +62,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut
     // space instead of allocating (and page-faulting) a new buffer per request.
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let mut session = sasl.as_deref().map(Session::new);
-    let listener = if sasl.is_some() { crate::security::SecurityProtocol::SaslPlaintext } else { crate::security::SecurityProtocol::Plaintext };
-    let mut ctx = crate::security::Context::new(peer, listener.name());
     // Client quotas: how long to read nothing after the last request.
     let mut throttle = std::time::Duration::ZERO;
     loop {

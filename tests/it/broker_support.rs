@@ -12,7 +12,10 @@ use eddy::broker::Broker;
 use eddy::config::Config;
 
 pub struct TestBroker {
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener's name and bound address, in `listeners` order.
+    pub listeners: Vec<(String, SocketAddr)>,
     /// The HTTP listener (metrics, JSON API, queries).
     pub http_addr: SocketAddr,
     pub broker: Arc<Broker>,
@@ -54,11 +57,10 @@ impl TestBroker {
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addr = listener.local_addr().unwrap();
-                if config.broker.advertised.is_none() {
-                    config.broker.advertised = Some(addr.to_string());
-                }
+                // Every listener of the config (ports 0: ephemeral); the
+                // first one is `addr`.
+                let listeners = eddy::server::bind(&config).await.unwrap_or_else(|e| panic!("binding the listeners: {e}"));
+                let named: Vec<(String, SocketAddr)> = listeners.iter().map(|l| (l.name().to_string(), l.local_addr())).collect();
                 let broker = Arc::new(Broker::open(config).unwrap());
                 let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let http_addr = http.local_addr().unwrap();
@@ -66,8 +68,8 @@ impl TestBroker {
                 let http_task = tokio::spawn(eddy::http::serve(http, Arc::clone(&broker), async {
                     let _ = http_stopped.await;
                 }));
-                addr_tx.send((addr, http_addr, Arc::clone(&broker))).unwrap();
-                eddy::server::run(listener, Arc::clone(&broker), async {
+                addr_tx.send((named, http_addr, Arc::clone(&broker))).unwrap();
+                eddy::server::run(listeners, Arc::clone(&broker), async {
                     let _ = stop_rx.await;
                 })
                 .await;
@@ -78,8 +80,9 @@ impl TestBroker {
                 }
             });
         });
-        let (addr, http_addr, broker) = addr_rx.recv_timeout(Duration::from_secs(30)).expect("the broker started");
-        TestBroker { addr, http_addr, broker, data_dir: data_dir.to_path_buf(), _tmp: None, stop: Some(stop_tx), crash, thread: Some(thread) }
+        let (listeners, http_addr, broker) = addr_rx.recv_timeout(Duration::from_secs(30)).expect("the broker started");
+        let addr = listeners[0].1;
+        TestBroker { addr, listeners, http_addr, broker, data_dir: data_dir.to_path_buf(), _tmp: None, stop: Some(stop_tx), crash, thread: Some(thread) }
     }
 
     /// Keeps `tmp` alive as long as the broker.
@@ -98,6 +101,11 @@ impl TestBroker {
 
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The bound address of the listener called `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no listener {name}: {:?}", self.listeners)).1
     }
 
     /// Stops the server cleanly (as SIGTERM would) and waits for it.

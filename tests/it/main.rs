@@ -26,6 +26,7 @@ mod processor_engine;
 mod processors;
 mod quotas;
 mod security;
+mod tls;
 mod transactions;
 mod wire;
 mod wire_support;

@@ -73,45 +73,57 @@ pub(crate) fn sasl_config(b: &TestBroker, mechanism: &str, user: &str, password:
 
 /// Produces `n` records to `topic` (acks=all) and reads them back.
 fn produce_and_consume(b: &TestBroker, mechanism: &str, user: &str, password: &str, topic: &str, n: usize) {
+    produce_and_consume_with(&|| sasl_config(b, mechanism, user, password), mechanism, topic, n);
+}
+
+/// Produces `n` records to `topic` (acks=all) with clients configured by
+/// `config`, and reads them back; `label` names the case in failures.
+pub(crate) fn produce_and_consume_with(config: &dyn Fn() -> ClientConfig, label: &str, topic: &str, n: usize) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let producer: FutureProducer = sasl_config(b, mechanism, user, password).set("acks", "all").set("message.timeout.ms", "20000").create().unwrap();
+    let producer: FutureProducer = config().set("acks", "all").set("message.timeout.ms", "20000").create().unwrap();
     rt.block_on(async {
         for i in 0..n {
-            let value = format!("{mechanism}-{i}");
-            producer.send(FutureRecord::<str, str>::to(topic).payload(&value), Duration::from_secs(20)).await.map_err(|(e, _)| e).unwrap_or_else(|e| panic!("{mechanism}: produce failed: {e}"));
+            let value = format!("{label}-{i}");
+            producer.send(FutureRecord::<str, str>::to(topic).payload(&value), Duration::from_secs(20)).await.map_err(|(e, _)| e).unwrap_or_else(|e| panic!("{label}: produce failed: {e}"));
         }
     });
-    let consumer: BaseConsumer = sasl_config(b, mechanism, user, password).set("group.id", "security-tests").set("enable.auto.commit", "false").create().unwrap();
+    let consumer: BaseConsumer = config().set("group.id", "security-tests").set("enable.auto.commit", "false").create().unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut got = Vec::new();
     while got.len() < n {
-        assert!(Instant::now() < deadline, "{mechanism}: consumed {} of {n}", got.len());
+        assert!(Instant::now() < deadline, "{label}: consumed {} of {n}", got.len());
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap()),
-            Some(Err(e)) => panic!("{mechanism}: consume failed: {e}"),
+            Some(Err(e)) => panic!("{label}: consume failed: {e}"),
             None => {}
         }
     }
-    assert_eq!(got, (0..n).map(|i| format!("{mechanism}-{i}")).collect::<Vec<_>>());
+    assert_eq!(got, (0..n).map(|i| format!("{label}-{i}")).collect::<Vec<_>>());
 }
 
 /// Waits (bounded) for librdkafka to report an authentication failure,
 /// returning its text.
 fn authentication_error(b: &TestBroker, mechanism: &str, user: &str, password: &str) -> String {
+    client_error(sasl_config(b, mechanism, user, password), mechanism, "Authentication")
+}
+
+/// Waits (bounded) for a client configured by `config` to report an error
+/// containing `wanted` (and never to get a message), returning its text.
+pub(crate) fn client_error(config: ClientConfig, label: &str, wanted: &str) -> String {
     let errors = Errors::default();
-    let consumer: BaseConsumer<Errors> = sasl_config(b, mechanism, user, password).set("group.id", "g").create_with_context(errors.clone()).unwrap();
+    let consumer: BaseConsumer<Errors> = config.clone().set("group.id", "g").create_with_context(errors.clone()).unwrap();
     consumer.subscribe(&["t"]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(e) = errors.0.lock().unwrap().iter().find(|e| e.contains("Authentication")) {
+        if let Some(e) = errors.0.lock().unwrap().iter().find(|e| e.contains(wanted)) {
             return e.clone();
         }
-        assert!(Instant::now() < deadline, "{mechanism}: no authentication error within 20 s; errors: {:?}", errors.0.lock().unwrap());
+        assert!(Instant::now() < deadline, "{label}: no {wanted:?} error within 20 s; errors: {:?}", errors.0.lock().unwrap());
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            panic!("{mechanism}: a message with bad credentials at offset {}", m.offset());
+            panic!("{label}: a message at offset {} despite the expected error", m.offset());
         }
     }
 }
