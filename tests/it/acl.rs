@@ -30,23 +30,23 @@ use crate::wire_support::call;
 
 pub(crate) const ALICE: &str = "alice";
 pub(crate) const ALICE_PASSWORD: &str = "alice-secret";
-const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+pub(crate) const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
 
 // Kafka's codes: resource types, pattern types, operations, permissions.
-const TOPIC: i8 = 2;
-const GROUP: i8 = 3;
+pub(crate) const TOPIC: i8 = 2;
+pub(crate) const GROUP: i8 = 3;
 const CLUSTER: i8 = 4;
 const TRANSACTIONAL_ID: i8 = 5;
 const ANY: i8 = 1;
-const ALL: i8 = 2;
+pub(crate) const ALL: i8 = 2;
 const MATCH: i8 = 2;
-const LITERAL: i8 = 3;
+pub(crate) const LITERAL: i8 = 3;
 const PREFIXED: i8 = 4;
 const READ: i8 = 3;
 const WRITE: i8 = 4;
 const CREATE: i8 = 5;
 const DESCRIBE: i8 = 8;
-const ALLOW: i8 = 3;
+pub(crate) const ALLOW: i8 = 3;
 
 /// A broker on `dir` with a SASL_PLAINTEXT listener, the authorizer on and
 /// admin as its super user.

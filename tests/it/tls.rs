@@ -250,8 +250,8 @@ fn mutual_tls_requires_a_client_certificate() {
     // With one signed by the truststore's CA, clients work.
     produce_and_consume_with(&|| with_client_certificate(ssl_config(b.addr, "SSL", &pki, "ca.pem"), &pki), "mTLS", "mtls", 10);
     // The principal the broker gives it (the handshake path to it is
-    // checked in security::tls's unit tests; nothing observable carries
-    // principals to clients yet).
+    // checked in security::tls's unit tests, its use by ACLs in
+    // acls_apply_to_the_client_certificate_principal).
     let der = std::fs::read(pki.path("client.der")).unwrap();
     assert_eq!(eddy::security::x509::principal(&der).unwrap(), "User:CN=client,OU=eng,O=Acme");
 }
@@ -474,4 +474,33 @@ fn bad_listener_settings_and_tls_files_stop_start_up_with_clear_messages() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let e = rt.block_on(eddy::server::bind(&c)).err().expect("a mismatched key was accepted").to_string();
     assert!(e.contains("ssl.keystore.location") && e.contains("mixed.pem") && e.contains("cannot be used"), "{e}");
+}
+
+/// The principal of a client certificate is what ACLs apply to: over mTLS
+/// the client `User:CN=client,OU=eng,O=Acme` is refused a topic until ACLs
+/// name that principal (the topic, and the consumer's group), given over a second (PLAINTEXT) listener by
+/// an administrator (`User:ANONYMOUS` as the super user, for the test).
+#[test]
+fn acls_apply_to_the_client_certificate_principal() {
+    use crate::acl::{create_acls, ALL, ALLOW, GROUP, LITERAL, STANDARD_AUTHORIZER, TOPIC};
+    let pki = Pki::new();
+    let truststore = pki.path("ca.pem");
+    let b = tls_broker(&pki, "SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0", move |c| {
+        c.broker.ssl_truststore_location = Some(truststore);
+        c.broker.ssl_client_auth = eddy::config::ClientAuth::Required;
+        c.broker.authorizer_class_name = Some(STANDARD_AUTHORIZER.into());
+        c.broker.super_users = "User:ANONYMOUS".into();
+    });
+    let ssl = b.listener("SSL");
+    let mtls = || with_client_certificate(ssl_config(ssl, "SSL", &pki, "ca.pem"), &pki);
+    // Without an ACL: Metadata hides everything and producing is refused.
+    let producer: rdkafka::producer::FutureProducer = mtls().set("message.timeout.ms", "5000").create().unwrap();
+    let refused = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(producer.send(rdkafka::producer::FutureRecord::<str, str>::to("mtls").payload("x"), Duration::from_secs(10)));
+    let e = refused.expect_err("a produce without rights").0;
+    assert_eq!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed), "{e}");
+    // An ACL for exactly the certificate's principal lets it in.
+    let mut admin = connect(b.listener("PLAINTEXT"));
+    let principal = "User:CN=client,OU=eng,O=Acme";
+    assert_eq!(create_acls(&mut admin, &[(TOPIC, "mtls", LITERAL, principal, ALL, ALLOW), (GROUP, "security-tests", LITERAL, principal, ALL, ALLOW)]), vec![0, 0]);
+    produce_and_consume_with(&mtls, "mTLS with an ACL", "mtls", 5);
 }
