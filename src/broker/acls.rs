@@ -80,7 +80,7 @@ pub fn create(broker: &Broker, ctx: &Context, req: CreateAclsRequest, _version: 
     let parsed: Vec<Result<Binding, String>> =
         req.creations.iter().map(|c| Binding::from_codes(c.resource_type, &c.resource_name, c.resource_pattern_type, &c.principal, &c.host, c.operation, c.permission_type)).collect();
     let valid: Vec<Binding> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
-    let stored = if valid.is_empty() { Ok(()) } else { authorizer.create(valid.clone()) };
+    let stored = if valid.is_empty() { Ok(()) } else { crate::security::off_runtime(|| authorizer.create(valid.clone())) };
     match &stored {
         Ok(()) if !valid.is_empty() => tracing::info!(by = %ctx.principal, acls = valid.len(), "created ACLs"),
         Ok(()) => {}
@@ -152,7 +152,7 @@ pub fn delete(broker: &Broker, ctx: &Context, req: DeleteAclsRequest, _version: 
     let parsed: Vec<Result<Filter, String>> =
         req.filters.iter().map(|f| Filter::from_codes(f.resource_type_filter, f.resource_name_filter.as_deref(), f.pattern_type_filter, f.principal_filter.as_deref(), f.host_filter.as_deref(), f.operation, f.permission_type)).collect();
     let valid: Vec<Filter> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
-    let deleted = authorizer.delete(&valid);
+    let deleted = crate::security::off_runtime(|| authorizer.delete(&valid));
     match &deleted {
         Ok(lists) => {
             let n: usize = lists.iter().map(Vec::len).sum();

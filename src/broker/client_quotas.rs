@@ -168,7 +168,7 @@ pub fn alter(broker: &Broker, ctx: &Context, req: AlterClientQuotasRequest, _ver
         }
     }
     if !req.validate_only && !accepted.is_empty() {
-        if let Err(e) = broker.quotas.apply(accepted) {
+        if let Err(e) = crate::security::off_runtime(|| broker.quotas.apply(accepted)) {
             tracing::error!(error = %e, "could not write the client quotas");
             for o in outcome.iter_mut().filter(|o| o.is_ok()) {
                 *o = Err((code::KAFKA_STORAGE_ERROR, format!("the quotas could not be written: {e}")));

@@ -59,7 +59,10 @@ fn batch_records(b: &[u8]) -> u64 {
 
 async fn poll(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) -> FetchResponse {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
-    let may_wait = req.max_wait_ms > 0 && req.min_bytes > 0;
+    // A fetch of nothing but partitions it may not read is answered at once,
+    // as Kafka does when no authorized partition remains.
+    let all_denied = !req.topics.is_empty() && req.topics.iter().enumerate().all(|(i, _)| denied.get(i).copied().unwrap_or(false));
+    let may_wait = req.max_wait_ms > 0 && req.min_bytes > 0 && !all_denied;
     let waker = Arc::new(Notify::new());
     loop {
         // Register before reading, so an append between the read and the

@@ -234,6 +234,27 @@ pub struct Endpoint {
     pub port: i32,
 }
 
+/// Runs `f` and measures the CPU time its polls took on their threads
+/// (what a request-time quota counts; time spent waiting is free).
+async fn cpu_timed<F: std::future::Future>(f: F) -> (F::Output, std::time::Duration) {
+    fn thread_cpu() -> std::time::Duration {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid timespec to fill; this clock always exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+    let mut f = std::pin::pin!(f);
+    let mut spent = std::time::Duration::ZERO;
+    let out = std::future::poll_fn(|cx| {
+        let started = thread_cpu();
+        let r = f.as_mut().poll(cx);
+        spent += thread_cpu().saturating_sub(started);
+        r
+    })
+    .await;
+    (out, spent)
+}
+
 /// A dispatched request: its outcome, and how long its client must wait
 /// before the next (client quotas; zero when within them).
 pub struct Dispatched {
@@ -513,10 +534,30 @@ impl Broker {
     /// Client quotas: with `throttle` set, the response says how long to
     /// back off and the connection reads nothing more for that long.
     pub async fn dispatch(&self, req: Request, ctx: &crate::security::Context) -> Dispatched {
-        let started = std::time::Instant::now();
+        if !self.quotas.active() {
+            return Dispatched { handled: self.run(req, ctx).await, throttle: std::time::Duration::ZERO };
+        }
+        let mut req = req;
+        let client_id = req.header.client_id.as_deref().unwrap_or("").to_string();
+        // As Kafka: a fetch asks for no more than the client's byte rate
+        // allows in one measuring window.
+        if let RequestKind::Fetch(f) = &mut req.body {
+            if let Some(cap) = self.quotas.window_bytes(crate::security::quota::Kind::Fetch, &ctx.principal, &client_id) {
+                f.max_bytes = f.max_bytes.min(cap.clamp(1, i32::MAX as u64) as i32);
+                f.min_bytes = f.min_bytes.min(f.max_bytes);
+            }
+        }
+        let (api_key, size) = (req.api_key, req.size);
+        // Request time is the CPU spent on the request, not its waits (long
+        // polls, rebalances).
+        let (handled, cpu) = cpu_timed(self.run(req, ctx)).await;
+        self.throttle(handled, api_key, size, cpu, ctx, &client_id)
+    }
+
+    /// Runs a request to its outcome (`dispatch` without quotas).
+    async fn run(&self, req: Request, ctx: &crate::security::Context) -> Handled {
         let Request { api_key, version, header, body, size } = req;
-        let client_id = self.quotas.active().then(|| header.client_id.clone()).flatten();
-        let handled = match body {
+        match body {
             RequestKind::Produce(r) => {
                 let appended = produce::append(self, ctx, r, version);
                 if appended.is_waiting() {
@@ -526,11 +567,7 @@ impl Broker {
                 }
             }
             body => Handled::Now(self.handle(Request { api_key, version, header, body, size }, ctx).await),
-        };
-        if !self.quotas.active() {
-            return Dispatched { handled, throttle: std::time::Duration::ZERO };
         }
-        self.throttle(handled, api_key, size, started.elapsed(), ctx, client_id.as_deref().unwrap_or(""))
     }
 
     /// Counts a request against its client's quotas (produce bytes, fetch
@@ -548,9 +585,16 @@ impl Broker {
         }
         let handled = match handled {
             Handled::Now(Some(mut body)) => {
-                if let ResponseKind::Fetch(f) = &body {
+                if let ResponseKind::Fetch(f) = &mut body {
                     let bytes: usize = f.responses.iter().flat_map(|t| &t.partitions).map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
                     throttle = throttle.max(q.record(Kind::Fetch, &ctx.principal, client_id, bytes as f64));
+                    if !throttle.is_zero() {
+                        // As Kafka: a throttled fetch is answered empty and
+                        // its bytes are not counted; the client fetches them
+                        // again once the throttle has passed.
+                        q.unrecord(Kind::Fetch, &ctx.principal, client_id, bytes as f64);
+                        f.responses.clear();
+                    }
                 }
                 crate::protocol::set_throttle(&mut body, throttle);
                 Handled::Now(Some(body))

@@ -124,7 +124,7 @@ pub fn alter(broker: &Broker, ctx: &Context, req: AlterUserScramCredentialsReque
             applied_users.push(user.clone());
         }
     }
-    let stored = if to_apply.is_empty() { Ok(()) } else { broker.credentials.apply(to_apply) };
+    let stored = if to_apply.is_empty() { Ok(()) } else { crate::security::off_runtime(|| broker.credentials.apply(to_apply)) };
     if let Err(e) = &stored {
         tracing::error!(error = %e, "could not write the SCRAM credentials file");
     } else if !applied_users.is_empty() {

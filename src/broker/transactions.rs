@@ -204,7 +204,8 @@ pub fn describe_transactions(broker: &Broker, ctx: &Context, req: DescribeTransa
                 s.producer_id = ProducerId(m.producer_id);
                 s.producer_epoch = m.epoch;
                 let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
-                for (t, p) in &m.partitions {
+                // Only the topics the principal may describe, as in Kafka.
+                for (t, p) in m.partitions.iter().filter(|(t, _)| broker.authorize(ctx, Operation::Describe, ResourceType::Topic, t)) {
                     by_topic.entry(t).or_default().push(*p);
                 }
                 s.topics = by_topic

@@ -92,6 +92,11 @@ async fn route(broker: &Arc<Broker>, history: &history::History, req: Request<In
     let query = parse_query(req.uri().query().unwrap_or(""));
     let parts: Vec<String> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).map(percent_decode).collect();
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    // The JSON API and queries have no authentication: with ACLs on they
+    // would read past them, so they are off (health and metrics stay).
+    if broker.authorizer.is_some() && matches!(parts.first(), Some(&"api") | Some(&"processors")) {
+        return error(StatusCode::FORBIDDEN, "the JSON API and interactive queries are off while ACLs are on (authorizer.class.name): they have no authentication; read with a Kafka client");
+    }
     match parts.as_slice() {
         ["health"] => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         ["ready"] => {

@@ -121,6 +121,16 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result
     crate::log::checkpoint::sync_dir(path.parent().unwrap_or(std::path::Path::new(".")))
 }
 
+/// Runs `f`, which blocks (fsyncs) or computes for long (PBKDF2), where it
+/// does not hold up other connections: on a multi-thread runtime the worker
+/// hands its other tasks over first.
+pub fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Bytes from the operating system's random source (salts, nonces).
 pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     let mut v = vec![0u8; n];

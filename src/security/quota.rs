@@ -274,6 +274,27 @@ impl Quotas {
         }
     }
 
+    /// Takes back `value` recorded by `record` (a throttled fetch is
+    /// answered without its records, which are then not counted).
+    pub fn unrecord(&self, kind: Kind, principal: &str, client_id: &str, value: f64) {
+        let user = principal.split_once(':').map_or(principal, |(_, n)| n);
+        let Some((_, key)) = self.resolve(kind, user, client_id) else { return };
+        if let Some(rate) = self.rates.lock().get_mut(&key) {
+            rate.record(-value, Instant::now());
+        }
+    }
+
+    /// What `kind`'s quota lets the client move in one measuring window
+    /// (Kafka caps a fetch's size at this), if it has such a quota.
+    pub fn window_bytes(&self, kind: Kind, principal: &str, client_id: &str) -> Option<u64> {
+        if !self.active() {
+            return None;
+        }
+        let user = principal.split_once(':').map_or(principal, |(_, n)| n);
+        let (limit, _) = self.resolve(kind, user, client_id)?;
+        Some((limit * (SAMPLE * (SAMPLES as u32 - 1)).as_secs_f64()) as u64)
+    }
+
     /// Drops rates nobody has used for a whole window.
     pub fn expire(&self) {
         if !self.any.load(Ordering::Acquire) {

@@ -198,7 +198,7 @@ fn plain(token: &[u8], credentials: &Credentials) -> Result<String, String> {
     let found = [Mechanism::ScramSha512, Mechanism::ScramSha256].into_iter().find_map(|m| credentials.get(user, m).map(|c| (m, c)));
     // PBKDF2 (thousands of HMACs) off the runtime's worker; an unknown user
     // costs the same work, so the time taken does not tell who exists.
-    let matches = off_runtime(|| match &found {
+    let matches = super::off_runtime(|| match &found {
         Some((m, c)) => c.matches_password(*m, password),
         None => {
             let salt = credentials.scram_lookup(user, Mechanism::ScramSha512).err().unwrap_or_default();
@@ -213,14 +213,6 @@ fn plain(token: &[u8], credentials: &Credentials) -> Result<String, String> {
     }
 }
 
-/// Runs CPU-heavy `f` where it does not hold up other connections: on a
-/// multi-thread runtime the worker hands its other tasks over first.
-fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
 
 /// SaslHandshake on a listener without SASL (or after authentication
 /// there): Kafka's ILLEGAL_SASL_STATE.

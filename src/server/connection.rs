@@ -66,10 +66,25 @@ where
     let mut throttle = std::time::Duration::ZERO;
     loop {
         // A throttled client's next request waits (Kafka mutes the channel).
+        // What it sends meanwhile is buffered, up to one read buffer, only
+        // to notice a client that leaves: its slot is not held to the end.
         if !throttle.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(std::mem::take(&mut throttle)) => {}
-                _ = stop.changed() => return finish(peer, queue, writer).await,
+            let muted = tokio::time::sleep(std::mem::take(&mut throttle));
+            tokio::pin!(muted);
+            loop {
+                if buf.capacity() == buf.len() && buf.len() < READ_BUFFER {
+                    buf.reserve(READ_BUFFER - buf.len());
+                }
+                tokio::select! {
+                    _ = &mut muted => break,
+                    _ = stop.changed() => return finish(peer, queue, writer).await,
+                    r = rd.read_buf(&mut buf), if buf.len() < READ_BUFFER => {
+                        if !matches!(r, Ok(n) if n > 0) {
+                            tracing::debug!(%peer, "a throttled client closed its connection");
+                            return finish(peer, queue, writer).await;
+                        }
+                    }
+                }
             }
         }
         // Between requests, a stopping server closes the connection.

@@ -323,6 +323,13 @@ fn acls_survive_a_restart_and_a_damaged_file_stops_start_up() {
     let b = acl_broker(tmp.path());
     produce(&b, ALICE, ALICE_PASSWORD, "kept", 2).expect("the grant survived the restart");
     assert_eq!(b.log_end("kept", 0), 3);
+    // The HTTP JSON API has no authentication: with ACLs on it is off, so
+    // it cannot read past them; health stays.
+    for path in ["/api/topics", "/api/topics/kept/records", "/api/groups", "/processors/p/windows"] {
+        let (status, body) = crate::http::http(b.http_addr, "GET", path);
+        assert_eq!(status, 403, "GET {path}: {body}");
+    }
+    assert_eq!(crate::http::http(b.http_addr, "GET", "/health").0, 200);
     let mut admin = session(&b, ADMIN, ADMIN_PASSWORD);
     let all = describe_acls(&mut admin, (ANY, None, ANY, None, ANY, ANY));
     assert_eq!(count(&all), 2);

@@ -14,7 +14,7 @@ use crate::broker_support::TestBroker;
 use crate::processors::{client, consume_until, create, processor, produce};
 
 /// A plain HTTP/1.1 request; returns (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+pub(crate) fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();

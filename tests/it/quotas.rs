@@ -156,6 +156,18 @@ fn client_quotas_are_altered_described_and_kept() {
     assert_eq!(describe(&mut s, &[], false).unwrap().len(), 2);
 }
 
+fn create_topic(admin: &mut TcpStream, name: &'static str) {
+    let mut t = CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_static_str(name));
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 10_000;
+    let r: kafka_protocol::messages::CreateTopicsResponse = call_as(admin, "admin", ApiKey::CreateTopics, 5, &req);
+    assert_eq!(r.topics[0].error_code, 0);
+}
+
 fn produce(s: &mut TcpStream, client_id: &'static str, topic: &str, bytes: usize) -> ProduceResponse {
     let records: Vec<Rec> = (0..bytes / 1000).map(|i| Rec { key: None, value: vec![b'x'; 1000], timestamp: i as i64 }).collect();
     let mut pd = PartitionProduceData::default();
@@ -186,14 +198,7 @@ fn clients_over_their_byte_rates_are_throttled_and_muted() {
     let tmp = tempfile::tempdir().unwrap();
     let b = TestBroker::start_in(tmp.path(), |_| {});
     let mut admin = connect(&b);
-    let mut t = CreatableTopic::default();
-    t.name = TopicName(StrBytes::from_static_str("q"));
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    req.timeout_ms = 10_000;
-    let _: kafka_protocol::messages::CreateTopicsResponse = call_as(&mut admin, "admin", ApiKey::CreateTopics, 5, &req);
+    create_topic(&mut admin, "q");
     // 100 KB/s for the "slow" producer and the "reader" consumer. Rates are
     // measured over at least 10 s, so ~0.91 MB at once (records of 1 KB and
     // their framing) is within the quota, and another ~0.2 MB puts it ~11 %
@@ -214,24 +219,77 @@ fn clients_over_their_byte_rates_are_throttled_and_muted() {
     assert_eq!(free.throttle_time_ms, 0);
     assert!(next_answer_after(&mut other, "free") < Duration::from_millis(500));
 
-    // Fetch: the bytes answered count against consumer_byte_rate.
+    // Fetch: the bytes answered count against consumer_byte_rate, and a
+    // fetch asks for no more than one window of it (1 MB here), as Kafka.
     let mut reader = connect(&b);
-    let fetch = |s: &mut TcpStream, offset: i64| -> FetchResponse {
-        let mut p = FetchPartition::default();
-        p.partition = 0;
-        p.fetch_offset = offset;
-        p.partition_max_bytes = 10 << 20;
-        let mut ft = FetchTopic::default();
-        ft.topic = TopicName(StrBytes::from_static_str("q"));
-        ft.partitions = vec![p];
-        let mut req = FetchRequest::default();
-        req.max_wait_ms = 0;
-        req.max_bytes = 50 << 20;
-        req.topics = vec![ft];
-        call_as(s, "reader", ApiKey::Fetch, 11, &req)
-    };
-    let r = fetch(&mut reader, 0);
-    let got: usize = r.responses[0].partitions[0].records.as_ref().map_or(0, |b| b.len());
-    assert!(got > 1_500_000, "the fetch returned {got} bytes");
-    assert!(r.throttle_time_ms >= 3000, "1.6 MB against 100 KB/s: throttled {} ms", r.throttle_time_ms);
+    let r = fetch(&mut reader, "reader", 0, 50 << 20, 0);
+    let first = &r.responses[0].partitions[0];
+    let got = first.records.as_ref().map_or(0, |b| b.len());
+    assert!(got > 500_000 && got <= 1_000_000, "the first fetch, capped at 1 MB, returned {got} bytes");
+    assert_eq!(r.throttle_time_ms, 0, "within the quota");
+    // The next batches put it over: answered empty and throttled, and the
+    // connection muted.
+    // (Asking for 250 KB gets the next 0.2 MB batch alone: ~11 % over.)
+    let next = batch_offsets_after(first.records.as_ref().unwrap());
+    let r = fetch(&mut reader, "reader", next, 250_000, 0);
+    assert!(r.responses.is_empty(), "a throttled fetch is answered without records");
+    assert!((300..=3000).contains(&r.throttle_time_ms), "throttled {} ms", r.throttle_time_ms);
+    let waited = next_answer_after(&mut reader, "reader");
+    assert!(waited >= Duration::from_millis(r.throttle_time_ms as u64 * 8 / 10), "muted for {waited:?}, throttle {} ms", r.throttle_time_ms);
+}
+
+/// One Fetch v11 of partition q-0 from `offset` as `client_id`.
+fn fetch(s: &mut TcpStream, client_id: &'static str, offset: i64, max_bytes: i32, max_wait_ms: i32) -> FetchResponse {
+    let mut p = FetchPartition::default();
+    p.partition = 0;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 10 << 20;
+    let mut ft = FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_static_str("q"));
+    ft.partitions = vec![p];
+    let mut req = FetchRequest::default();
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = max_bytes;
+    req.topics = vec![ft];
+    call_as(s, client_id, ApiKey::Fetch, 11, &req)
+}
+
+/// The offset after the last whole batch in `records`.
+fn batch_offsets_after(records: &[u8]) -> i64 {
+    let (mut pos, mut next) = (0usize, 0i64);
+    while pos + 12 <= records.len() {
+        let base = i64::from_be_bytes(records[pos..pos + 8].try_into().unwrap());
+        let len = i32::from_be_bytes(records[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        if pos + 12 + len > records.len() {
+            break;
+        }
+        let last_delta = i32::from_be_bytes(records[pos + 23..pos + 27].try_into().unwrap()) as i64;
+        next = base + last_delta + 1;
+        pos += 12 + len;
+    }
+    next
+}
+
+/// request_percentage counts the CPU a request takes, not the time it waits:
+/// empty long polls of half a second each stay far within 5 %.
+#[test]
+fn long_polls_are_not_charged_as_request_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    let mut admin = connect(&b);
+    create_topic(&mut admin, "q");
+    assert_eq!(alter(&mut admin, vec![entry(&[("client-id", Some("poller"))], &[("request_percentage", 5.0, false)])], false), vec![0]);
+    let mut poller = connect(&b);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = fetch(&mut poller, "poller", 0, 1 << 20, 500);
+        assert!(started.elapsed() >= Duration::from_millis(400), "the fetch waited for data");
+        assert_eq!(r.throttle_time_ms, 0, "waiting is not request time");
+    }
+    // A client that does spend CPU is held to it: 0.00001 % of a thread (1 µs
+    // per 10 s) is exceeded by any request; the throttle is bounded to 1 s.
+    assert_eq!(alter(&mut admin, vec![entry(&[("client-id", Some("poller"))], &[("request_percentage", 0.00001, false)])], false), vec![0]);
+    let r = fetch(&mut poller, "poller", 0, 1 << 20, 0);
+    assert!((1..=1000).contains(&r.throttle_time_ms), "throttled {} ms", r.throttle_time_ms);
 }

@@ -22,6 +22,12 @@ fn fits<B: ByteBuf>(buf: &B, n: usize, what: &str) -> Result<usize> {
     Ok(n)
 }
 
+/// Eddy patch: elements reserved before any is decoded. An element can be
+/// far larger in memory than on the wire (a struct of strings from a few
+/// bytes), so an array that fits the frame may still claim gigabytes up
+/// front; past this the vector grows with what actually decodes.
+const MAX_PREALLOCATED: usize = 1024;
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -997,7 +1003,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(fits(buf, n as usize, "Array")?);
+                let mut result = Vec::with_capacity(fits(buf, n as usize, "Array")?.min(MAX_PREALLOCATED));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1105,7 +1111,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity(fits(buf, (n - 1) as usize, "Array")?);
+                let mut result = Vec::with_capacity(fits(buf, (n - 1) as usize, "Array")?.min(MAX_PREALLOCATED));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
