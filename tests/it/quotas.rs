@@ -293,3 +293,36 @@ fn long_polls_are_not_charged_as_request_time() {
     let r = fetch(&mut poller, "poller", 0, 1 << 20, 0);
     assert!((1..=1000).contains(&r.throttle_time_ms), "throttled {} ms", r.throttle_time_ms);
 }
+
+/// A connection muted for a long throttle still notices its client leave:
+/// with max.connections.per.ip = 1 the client's next connection is served
+/// at once, not after the throttle (~90 s here).
+#[test]
+fn a_muted_client_that_leaves_frees_its_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |c| c.broker.max_connections_per_ip = 1);
+    let serve_again_within = |limit: Duration| -> TcpStream {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut s = connect(&b);
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let frame = request_bytes_from("admin", ApiKey::ApiVersions, 3, 9, &ApiVersionsRequest::default());
+            if s.write_all(&frame).is_ok() && read_frame(&mut s).is_some() {
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no connection served within {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut admin = serve_again_within(Duration::from_secs(10));
+    create_topic(&mut admin, "q");
+    assert_eq!(alter(&mut admin, vec![entry(&[("client-id", Some("slow"))], &[("producer_byte_rate", 1000.0, false)])], false), vec![0]);
+    drop(admin);
+    let mut slow = serve_again_within(Duration::from_secs(10));
+    let r = produce(&mut slow, "slow", "q", 100_000);
+    assert!(r.throttle_time_ms > 60_000, "throttled {} ms", r.throttle_time_ms);
+    drop(slow);
+    // The muted connection sees the close and gives its place back.
+    serve_again_within(Duration::from_secs(5));
+}
