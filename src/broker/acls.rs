@@ -80,9 +80,10 @@ pub fn create(broker: &Broker, ctx: &Context, req: CreateAclsRequest, _version: 
     let parsed: Vec<Result<Binding, String>> =
         req.creations.iter().map(|c| Binding::from_codes(c.resource_type, &c.resource_name, c.resource_pattern_type, &c.principal, &c.host, c.operation, c.permission_type)).collect();
     let valid: Vec<Binding> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
-    let stored = if valid.is_empty() { Ok(()) } else { crate::security::off_runtime(|| authorizer.create(valid.clone())) };
+    let count = valid.len();
+    let stored = if valid.is_empty() { Ok(()) } else { crate::security::off_runtime(|| authorizer.create(valid)) };
     match &stored {
-        Ok(()) if !valid.is_empty() => tracing::info!(by = %ctx.principal, acls = valid.len(), "created ACLs"),
+        Ok(()) if count > 0 => tracing::info!(by = %ctx.principal, acls = count, "created ACLs"),
         Ok(()) => {}
         Err(e) => tracing::error!(error = %e, "could not write the ACLs file"),
     }

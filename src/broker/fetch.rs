@@ -61,14 +61,15 @@ async fn poll(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     // A fetch of nothing but partitions it may not read is answered at once,
     // as Kafka does when no authorized partition remains.
-    let all_denied = !req.topics.is_empty() && req.topics.iter().enumerate().all(|(i, _)| denied.get(i).copied().unwrap_or(false));
+    // (`denied` is empty when nothing is, else it has one entry per topic.)
+    let all_denied = !denied.is_empty() && denied.iter().all(|&d| d);
     let may_wait = req.max_wait_ms > 0 && req.min_bytes > 0 && !all_denied;
     let waker = Arc::new(Notify::new());
     loop {
         // Register before reading, so an append between the read and the
         // wait still wakes this fetch.
         if may_wait {
-            for (_, topic) in req.topics.iter().enumerate().filter(|(i, _)| !denied.get(*i).copied().unwrap_or(false)) {
+            for (_, topic) in req.topics.iter().enumerate().filter(|(i, _)| denied.get(*i) != Some(&true)) {
                 let t = if version >= 13 { broker.topic_by_id(topic.topic_id) } else { broker.topic(topic.topic.as_str()) };
                 if let Some(t) = t {
                     for fp in &topic.partitions {
@@ -102,7 +103,7 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) 
     let read_committed = req.isolation_level == 1 || version < 4;
     let mut responses = Vec::with_capacity(req.topics.len());
     for (i, topic) in req.topics.iter().enumerate() {
-        let denied = denied.get(i).copied().unwrap_or(false);
+        let denied = denied.get(i) == Some(&true);
         let t = if version >= 13 { broker.topic_by_id(topic.topic_id) } else { broker.topic(topic.topic.as_str()) };
         let mut tr = FetchableTopicResponse::default();
         tr.topic = topic.topic.clone();

@@ -538,7 +538,7 @@ impl Broker {
             return Dispatched { handled: self.run(req, ctx).await, throttle: std::time::Duration::ZERO };
         }
         let mut req = req;
-        let client_id = req.header.client_id.as_deref().unwrap_or("").to_string();
+        let client_id = req.header.client_id.clone().unwrap_or_default();
         // As Kafka: a fetch asks for no more than the client's byte rate
         // allows in one measuring window.
         if let RequestKind::Fetch(f) = &mut req.body {

@@ -62,7 +62,7 @@ pub fn init_producer_id(broker: &Broker, ctx: &Context, req: InitProducerIdReque
             return r;
         }
         let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
-        let result = tokio::task::block_in_place(|| broker.with_txn_effects(|fx| broker.txns.init_producer(id.as_str(), req.transaction_timeout_ms, expected, || broker.producer_ids.next(), fx)));
+        let result = crate::security::off_runtime(|| broker.with_txn_effects(|fx| broker.txns.init_producer(id.as_str(), req.transaction_timeout_ms, expected, || broker.producer_ids.next(), fx)));
         match result {
             Ok((pid, epoch)) => {
                 r.producer_id = ProducerId(pid);

@@ -14,7 +14,7 @@ use crate::security::acl::{Operation, ResourceType};
 use crate::security::Context;
 
 fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    tokio::task::block_in_place(f)
+    crate::security::off_runtime(f)
 }
 
 /// WRITE on the transactional id.

@@ -168,8 +168,9 @@ pub struct Segment {
     direct_refused: AtomicBool,
     size: AtomicU64,
     staged: Mutex<Staged>,
-    /// Held by the one write-out at a time.
-    write_lock: Mutex<()>,
+    /// Held by the one write-out at a time, with the block it copies the
+    /// last partial block into (made by the first write-out, dropped at seal).
+    write_lock: Mutex<Option<Mem>>,
     indexes: RwLock<Indexes>,
     tail: Mutex<Tail>,
     index_interval: u64,
@@ -220,7 +221,7 @@ impl Segment {
             direct_refused: AtomicBool::new(false),
             size: AtomicU64::new(size),
             staged: Mutex::new(Staged::new(size)),
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(None),
             indexes: RwLock::new(indexes),
             tail: Mutex::new(Tail {
                 next_offset: base_offset,
@@ -612,7 +613,7 @@ impl Segment {
     /// zero padding into a buffer of its own first, so the device never
     /// reads memory an appender is writing.
     pub fn write_out(&self) -> io::Result<()> {
-        let _one = self.write_lock.lock();
+        let mut tail_block = self.write_lock.lock();
         let end = self.size();
         let (from, jobs) = {
             let st = self.staged.lock();
@@ -631,7 +632,6 @@ impl Segment {
         // (a later chunk starts at the block holding this one's end and
         // writes that block itself), then the last partial block from a
         // zero-padded copy. One vectored write sends them all.
-        let mut tail_block = None;
         let mut pieces: Vec<(*const u8, usize)> = Vec::with_capacity(jobs.len() + 1);
         let mut first = None;
         for (i, (c, mem)) in jobs.iter().enumerate() {
@@ -643,7 +643,7 @@ impl Segment {
             }
             if i + 1 == jobs.len() && end > last_block {
                 let block = tail_block.get_or_insert_with(|| Mem::new(tail::BLOCK));
-                // SAFETY: `block` is this write-out's own; the bytes copied
+                // SAFETY: `block` is held under the write lock; the bytes copied
                 // lie below the published size, which never change.
                 unsafe { block.fill_from(&c.slice(mem, (last_block - c.base) as usize, (end - last_block) as usize)) };
                 first.get_or_insert(last_block);
@@ -960,6 +960,8 @@ impl Segment {
     /// disk and trims them to their used length.
     pub fn seal(&self) -> io::Result<()> {
         self.write_out_exact()?;
+        // No more write-outs: the block for the last partial one goes.
+        *self.write_lock.lock() = None;
         {
             let mut st = self.staged.lock();
             if self.suffix.lock().is_empty() {

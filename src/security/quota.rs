@@ -238,9 +238,9 @@ impl Quotas {
             (None, Some(Part::Default)),
         ];
         candidates.into_iter().find_map(|(u, c)| {
-            let key = (kind, if u.is_some() { user.to_string() } else { String::new() }, if c.is_some() { client_id.to_string() } else { String::new() });
+            let (by_user, by_client) = (u.is_some(), c.is_some());
             let limit = *limits.get(&Entity { user: u, client: c })?.get(&kind)?;
-            Some((limit, key))
+            Some((limit, (kind, if by_user { user.to_string() } else { String::new() }, if by_client { client_id.to_string() } else { String::new() })))
         })
     }
 
@@ -250,9 +250,7 @@ impl Quotas {
         if !self.any.load(Ordering::Acquire) {
             return Duration::ZERO;
         }
-        // Kafka keys user quotas by the principal's name (User:alice → alice).
-        let user = principal.split_once(':').map_or(principal, |(_, n)| n);
-        let Some((limit, key)) = self.resolve(kind, user, client_id) else { return Duration::ZERO };
+        let Some((limit, key)) = self.resolve(kind, user_of(principal), client_id) else { return Duration::ZERO };
         let value = match kind {
             // Percent of one thread: nanoseconds per second / 10^7.
             Kind::Request => value / 1e7,
@@ -277,8 +275,7 @@ impl Quotas {
     /// Takes back `value` recorded by `record` (a throttled fetch is
     /// answered without its records, which are then not counted).
     pub fn unrecord(&self, kind: Kind, principal: &str, client_id: &str, value: f64) {
-        let user = principal.split_once(':').map_or(principal, |(_, n)| n);
-        let Some((_, key)) = self.resolve(kind, user, client_id) else { return };
+        let Some((_, key)) = self.resolve(kind, user_of(principal), client_id) else { return };
         if let Some(rate) = self.rates.lock().get_mut(&key) {
             rate.record(-value, Instant::now());
         }
@@ -290,8 +287,7 @@ impl Quotas {
         if !self.active() {
             return None;
         }
-        let user = principal.split_once(':').map_or(principal, |(_, n)| n);
-        let (limit, _) = self.resolve(kind, user, client_id)?;
+        let (limit, _) = self.resolve(kind, user_of(principal), client_id)?;
         Some((limit * (SAMPLE * (SAMPLES as u32 - 1)).as_secs_f64()) as u64)
     }
 
@@ -303,6 +299,12 @@ impl Quotas {
         let now = Instant::now();
         self.rates.lock().retain(|_, r| now.duration_since(r.last_used) < SAMPLE * SAMPLES as u32);
     }
+}
+
+/// The user a principal's quotas are keyed by, as in Kafka: its name
+/// (`User:alice` → `alice`).
+fn user_of(principal: &str) -> &str {
+    principal.split_once(':').map_or(principal, |(_, n)| n)
 }
 
 /// Why `value` is not acceptable for a quota of `kind`, if it is not.

@@ -48,8 +48,6 @@ where
             let Some(bytes) = next.await else { break };
             // A TLS stream may keep the tail of what it encrypted when the
             // socket is full; flush sends it (a no-op on plain TCP).
-            // A TLS stream may keep the tail of what it encrypted when the
-            // socket is full; flush sends it (a no-op on plain TCP).
             if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
