@@ -342,10 +342,9 @@ impl Authorizer {
     /// the file and the reason.
     pub fn open(data_dir: &Path, super_users: Vec<String>, allow_if_no_acl: bool) -> std::io::Result<Authorizer> {
         let path = data_dir.join(FILE);
-        let bindings = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes).map_err(|reason| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {reason}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
-            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        let bindings = match super::read_json(&path)? {
+            Some(file) => decode(file).map_err(|reason| super::bad_file(&path, reason))?,
+            None => BTreeSet::new(),
         };
         let index = Index::build(&bindings);
         Ok(Authorizer { path, super_users, allow_if_no_acl, state: RwLock::new((bindings, index)), writing: Mutex::new(()) })
@@ -449,14 +448,11 @@ impl Authorizer {
                 })
                 .collect(),
         };
-        let mut text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        text.push(b'\n');
-        super::write_atomically(&self.path, &text)
+        super::write_json(&self.path, &file)
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<BTreeSet<Binding>, String> {
-    let file: FileFormat = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+fn decode(file: FileFormat) -> Result<BTreeSet<Binding>, String> {
     if file.version != 1 {
         return Err(format!("unknown version {}", file.version));
     }

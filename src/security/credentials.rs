@@ -57,10 +57,6 @@ struct StoredCredential {
     server_key: String,
 }
 
-fn bad(path: &Path, reason: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {reason}", path.display()))
-}
-
 impl Credentials {
     /// Loads the credentials file of `data_dir` (none yet: no users); when
     /// there was no file and a bootstrap user is configured, creates its
@@ -69,13 +65,12 @@ impl Credentials {
     /// included (it is not brought back by the next start).
     pub fn open(data_dir: &Path, bootstrap: Option<(&str, &str)>) -> std::io::Result<Credentials> {
         let path = data_dir.join(FILE);
-        let (users, mock_key, first) = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let (users, mock_key) = decode(&path, &bytes)?;
+        let (users, mock_key, first) = match super::read_json(&path)? {
+            Some(file) => {
+                let (users, mock_key) = decode(&path, file)?;
                 (users, mock_key, false)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Users::new(), None, true),
-            Err(e) => return Err(e),
+            None => (Users::new(), None, true),
         };
         // A file from before the key was kept gets one with its next change.
         let mock_key = match mock_key {
@@ -169,15 +164,13 @@ impl Credentials {
                 .collect(),
             mock_key: Some(B64.encode(&self.mock_key)),
         };
-        let mut text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        text.push(b'\n');
-        super::write_atomically(&self.path, &text)
+        super::write_json(&self.path, &file)
     }
 }
 
 /// The users of a credentials file, and its mock key if it has one.
-fn decode(path: &Path, bytes: &[u8]) -> std::io::Result<(Users, Option<Vec<u8>>)> {
-    let file: FileFormat = serde_json::from_slice(bytes).map_err(|e| bad(path, e.to_string()))?;
+fn decode(path: &Path, file: FileFormat) -> std::io::Result<(Users, Option<Vec<u8>>)> {
+    let bad = super::bad_file;
     if file.version != 1 {
         return Err(bad(path, format!("unknown version {}", file.version)));
     }

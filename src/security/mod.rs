@@ -121,6 +121,29 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result
     crate::log::checkpoint::sync_dir(path.parent().unwrap_or(std::path::Path::new(".")))
 }
 
+/// An error about a file of the data directory, naming it.
+pub fn bad_file(path: &std::path::Path, reason: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {reason}", path.display()))
+}
+
+/// Reads one of the data directory's small JSON files (ACLs, quotas, SCRAM
+/// credentials): None when it does not exist yet; a file that cannot be
+/// read or parsed is an error naming it.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> std::io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| bad_file(path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Replaces one of those files with `value`, pretty-printed, atomically.
+pub fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> std::io::Result<()> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    write_atomically(path, &text)
+}
+
 /// Runs `f`, which blocks (fsyncs) or computes for long (PBKDF2), where it
 /// does not hold up other connections: on a multi-thread runtime the worker
 /// hands its other tasks over first.

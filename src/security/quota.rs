@@ -164,18 +164,13 @@ pub struct Quotas {
     writing: Mutex<()>,
 }
 
-fn bad(path: &Path, reason: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {reason}", path.display()))
-}
-
 impl Quotas {
     /// Loads `<data_dir>/client-quotas.json` (none yet: no quotas).
     pub fn open(data_dir: &Path) -> std::io::Result<Quotas> {
         let path = data_dir.join(FILE);
-        let limits = match std::fs::read(&path) {
-            Ok(bytes) => decode(&path, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Limits::new(),
-            Err(e) => return Err(e),
+        let limits = match super::read_json(&path)? {
+            Some(file) => decode(&path, file)?,
+            None => Limits::new(),
         };
         let any = AtomicBool::new(!limits.is_empty());
         Ok(Quotas { path, limits: RwLock::new(limits), any, rates: Mutex::default(), writing: Mutex::default() })
@@ -212,9 +207,7 @@ impl Quotas {
             }
         }
         let file = FileFormat { version: 1, quotas: next.iter().map(|(e, q)| StoredQuota { entity: e.clone(), values: q.iter().map(|(k, v)| (k.key().to_string(), *v)).collect() }).collect() };
-        let mut text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        text.push(b'\n');
-        super::write_atomically(&self.path, &text)?;
+        super::write_json(&self.path, &file)?;
         self.any.store(!next.is_empty(), Ordering::Release);
         *self.limits.write() = next;
         // Rates keyed by entities that no longer apply start afresh.
@@ -318,8 +311,8 @@ pub fn check_value(kind: Kind, value: f64) -> Result<(), String> {
     Ok(())
 }
 
-fn decode(path: &Path, bytes: &[u8]) -> std::io::Result<Limits> {
-    let file: FileFormat = serde_json::from_slice(bytes).map_err(|e| bad(path, e.to_string()))?;
+fn decode(path: &Path, file: FileFormat) -> std::io::Result<Limits> {
+    let bad = super::bad_file;
     if file.version != 1 {
         return Err(bad(path, format!("unknown version {}", file.version)));
     }
