@@ -47,12 +47,21 @@ impl Broker {
         }
     }
 
+    /// The cluster's authorized operations (Metadata, DescribeCluster): Kafka
+    /// answers 0 to a principal that may not DESCRIBE the cluster.
+    pub fn cluster_operations(&self, ctx: &Context, requested: bool) -> i32 {
+        match requested {
+            true if !self.authorize_cluster(ctx, Operation::Describe) => 0,
+            requested => self.authorized_operations(ctx, requested, ResourceType::Cluster, crate::security::acl::CLUSTER_NAME),
+        }
+    }
+
     /// The authorizer if the principal may change (`Alter`) or read
     /// (`Describe`) ACLs, else the error code and message to answer.
     fn acl_admin(&self, ctx: &Context, op: Operation) -> Result<&Authorizer, (i16, &'static str)> {
         match &self.authorizer {
             None => Err((code::SECURITY_DISABLED, "No Authorizer is configured.")),
-            Some(_) if !self.authorize_cluster(ctx, op) => Err((code::CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed.")),
+            Some(_) if !self.authorize_cluster(ctx, op) => Err((code::CLUSTER_AUTHORIZATION_FAILED, code::denied(code::CLUSTER_AUTHORIZATION_FAILED))),
             Some(a) => Ok(a),
         }
     }

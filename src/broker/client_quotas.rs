@@ -36,16 +36,13 @@ fn unknown_type(t: &str) -> String {
     }
 }
 
-/// Kafka's message for a cluster permission missing.
-const CLUSTER_DENIED: &str = "Cluster authorization failed.";
-
 pub fn describe(broker: &Broker, ctx: &Context, req: DescribeClientQuotasRequest, _version: i16) -> DescribeClientQuotasResponse {
     let mut r = DescribeClientQuotasResponse::default();
     // Null entries with an error, as Kafka answers.
     r.entries = None;
     if !broker.authorize_cluster(ctx, Operation::DescribeConfigs) {
         r.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
-        r.error_message = Some(StrBytes::from_static_str(CLUSTER_DENIED));
+        r.error_message = Some(StrBytes::from_static_str(code::denied(code::CLUSTER_AUTHORIZATION_FAILED)));
         return r;
     }
     let mut filter: Vec<(&str, i8, Option<&str>)> = Vec::new();
@@ -156,7 +153,7 @@ pub fn alter(broker: &Broker, ctx: &Context, req: AlterClientQuotasRequest, _ver
     let allowed = broker.authorize_cluster(ctx, Operation::AlterConfigs);
     for entry in &req.entries {
         if !allowed {
-            outcome.push(Err((code::CLUSTER_AUTHORIZATION_FAILED, CLUSTER_DENIED.to_string())));
+            outcome.push(Err((code::CLUSTER_AUTHORIZATION_FAILED, code::denied(code::CLUSTER_AUTHORIZATION_FAILED).to_string())));
             continue;
         }
         match check_entry(entry) {

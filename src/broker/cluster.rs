@@ -7,7 +7,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
 use crate::protocol::code;
-use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::acl::Operation;
 use crate::security::Context;
 
 /// Like Kafka's brokers, DescribeCluster needs no permission; only the
@@ -30,10 +30,7 @@ pub fn describe_cluster(broker: &Broker, ctx: &Context, req: DescribeClusterRequ
     r.cluster_id = StrBytes::from_string(broker.cluster_id.clone());
     r.controller_id = BrokerId(broker.config.broker.node_id);
     r.brokers = vec![b];
-    r.cluster_authorized_operations = match req.include_cluster_authorized_operations {
-        true if !broker.authorize_cluster(ctx, Operation::Describe) => 0,
-        requested => broker.authorized_operations(ctx, requested, ResourceType::Cluster, CLUSTER_NAME),
-    };
+    r.cluster_authorized_operations = broker.cluster_operations(ctx, req.include_cluster_authorized_operations);
     r
 }
 

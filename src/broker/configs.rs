@@ -153,8 +153,8 @@ fn validated(configs: impl IntoIterator<Item = (String, Option<String>)>) -> Res
 /// loggers') on the cluster.
 fn denied(broker: &Broker, ctx: &Context, resource_type: i8, name: &str, op: Operation) -> Option<TopicError> {
     match resource_type {
-        TOPIC if !broker.authorize(ctx, op, ResourceType::Topic, name) => Some(TopicError { code: code::TOPIC_AUTHORIZATION_FAILED, message: "Topic authorization failed.".into() }),
-        BROKER | BROKER_LOGGER if !broker.authorize_cluster(ctx, op) => Some(TopicError { code: code::CLUSTER_AUTHORIZATION_FAILED, message: "Cluster authorization failed.".into() }),
+        TOPIC if !broker.authorize(ctx, op, ResourceType::Topic, name) => Some(TopicError::denied(code::TOPIC_AUTHORIZATION_FAILED)),
+        BROKER | BROKER_LOGGER if !broker.authorize_cluster(ctx, op) => Some(TopicError::denied(code::CLUSTER_AUTHORIZATION_FAILED)),
         _ => None,
     }
 }

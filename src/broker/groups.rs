@@ -32,8 +32,8 @@ pub fn find_coordinator(broker: &Broker, ctx: &Context, req: FindCoordinatorRequ
     // Key types 0 (group) and 1 (transaction): this node coordinates both,
     // for a principal that may DESCRIBE the group or transactional id.
     let outcome = |key: &str| match req.key_type {
-        0 if !broker.authorize(ctx, Operation::Describe, ResourceType::Group, key) => Err((code::GROUP_AUTHORIZATION_FAILED, "Group authorization failed.")),
-        1 if !broker.authorize(ctx, Operation::Describe, ResourceType::TransactionalId, key) => Err((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "Transactional Id authorization failed.")),
+        0 if !broker.authorize(ctx, Operation::Describe, ResourceType::Group, key) => Err((code::GROUP_AUTHORIZATION_FAILED, code::denied(code::GROUP_AUTHORIZATION_FAILED))),
+        1 if !broker.authorize(ctx, Operation::Describe, ResourceType::TransactionalId, key) => Err((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, code::denied(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED))),
         0 | 1 => Ok(()),
         _ => Err((code::INVALID_REQUEST, "unknown coordinator key type")),
     };
@@ -452,7 +452,7 @@ fn topic_partitions(broker: &Broker, a: &Assignment) -> Vec<consumer_group_heart
 pub fn consumer_heartbeat(broker: &Broker, ctx: &Context, req: ConsumerGroupHeartbeatRequest, _version: i16, client: ClientInfo) -> ConsumerGroupHeartbeatResponse {
     // READ on the group; a subscription may only name topics the principal may DESCRIBE.
     let denied = if !may_read(broker, ctx, req.group_id.as_str()) {
-        Some((code::GROUP_AUTHORIZATION_FAILED, "Group authorization failed."))
+        Some((code::GROUP_AUTHORIZATION_FAILED, code::denied(code::GROUP_AUTHORIZATION_FAILED)))
     } else if req.subscribed_topic_names.iter().flatten().any(|t| !broker.authorize(ctx, Operation::Describe, ResourceType::Topic, t.as_str())) {
         Some((code::TOPIC_AUTHORIZATION_FAILED, "The subscription names topics the principal may not describe."))
     } else {
@@ -499,7 +499,7 @@ pub fn consumer_describe(broker: &Broker, ctx: &Context, req: ConsumerGroupDescr
         d.group_id = id.clone();
         if !broker.authorize(ctx, Operation::Describe, ResourceType::Group, id.as_str()) {
             d.error_code = code::GROUP_AUTHORIZATION_FAILED;
-            d.error_message = Some(s("Group authorization failed."));
+            d.error_message = Some(s(code::denied(code::GROUP_AUTHORIZATION_FAILED)));
             d.authorized_operations = i32::MIN;
             r.groups.push(d);
             continue;

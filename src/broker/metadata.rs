@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{Broker, Topic};
 use crate::protocol::code;
-use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::acl::{Operation, ResourceType};
 use crate::security::Context;
 
 /// The advertised address is that of the listener the request came in on.
@@ -69,11 +69,7 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest, versio
     r.cluster_id = Some(StrBytes::from_string(broker.cluster_id.clone()));
     r.controller_id = node;
     r.topics = topics;
-    // Kafka answers 0 to a principal that may not DESCRIBE the cluster.
-    r.cluster_authorized_operations = match req.include_cluster_authorized_operations {
-        true if !broker.authorize_cluster(ctx, Operation::Describe) => 0,
-        requested => broker.authorized_operations(ctx, requested, ResourceType::Cluster, CLUSTER_NAME),
-    };
+    r.cluster_authorized_operations = broker.cluster_operations(ctx, req.include_cluster_authorized_operations);
     r
 }
 

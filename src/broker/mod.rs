@@ -276,6 +276,13 @@ pub struct TopicError {
     pub message: String,
 }
 
+impl TopicError {
+    /// An authorization error with Kafka's message for it.
+    pub fn denied(code: i16) -> TopicError {
+        TopicError { code, message: crate::protocol::code::denied(code).into() }
+    }
+}
+
 impl Broker {
     /// Opens the data directory (recovering it if needed) and loads topics.
     pub fn open(config: Config) -> Result<Broker, LogError> {

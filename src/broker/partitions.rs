@@ -19,7 +19,7 @@ pub async fn create(broker: &Broker, ctx: &Context, req: CreatePartitionsRequest
         res.name = t.name.clone();
         let bad_assignment = t.assignments.as_ref().is_some_and(|a| a.iter().any(|x| x.broker_ids.len() != 1 || x.broker_ids[0].0 != node));
         let outcome = if !broker.authorize(ctx, Operation::Alter, ResourceType::Topic, t.name.as_str()) {
-            Err(super::TopicError { code: code::TOPIC_AUTHORIZATION_FAILED, message: "Topic authorization failed.".into() })
+            Err(super::TopicError::denied(code::TOPIC_AUTHORIZATION_FAILED))
         } else if bad_assignment {
             Err(super::TopicError { code: code::INVALID_REPLICA_ASSIGNMENT, message: format!("every partition must be assigned to node {node} alone") })
         } else {

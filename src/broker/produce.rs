@@ -68,8 +68,8 @@ pub fn append(broker: &Broker, ctx: &Context, req: ProduceRequest, version: i16)
                 pr.error_message = Some(StrBytes::from_string(message));
             };
             match (partition, pd.records) {
-                _ if txn_denied => fail(&mut pr, code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "Transactional Id authorization failed.".into()),
-                _ if !allowed => fail(&mut pr, code::TOPIC_AUTHORIZATION_FAILED, "Topic authorization failed.".into()),
+                _ if txn_denied => fail(&mut pr, code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, code::denied(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED).into()),
+                _ if !allowed => fail(&mut pr, code::TOPIC_AUTHORIZATION_FAILED, code::denied(code::TOPIC_AUTHORIZATION_FAILED).into()),
                 _ if !matches!(acks, -1..=1) => fail(&mut pr, code::INVALID_REQUIRED_ACKS, format!("acks must be 0, 1 or -1, not {acks}")),
                 (None, _) if topic.is_none() && version >= 13 => fail(&mut pr, code::UNKNOWN_TOPIC_ID, "unknown topic id".into()),
                 (None, _) => fail(&mut pr, code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic or partition".into()),

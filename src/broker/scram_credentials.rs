@@ -23,7 +23,7 @@ pub fn describe(broker: &Broker, ctx: &Context, req: DescribeUserScramCredential
     let mut r = DescribeUserScramCredentialsResponse::default();
     if !broker.authorize_cluster(ctx, Operation::Describe) {
         r.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
-        r.error_message = Some(StrBytes::from_static_str("Cluster authorization failed."));
+        r.error_message = Some(StrBytes::from_static_str(code::denied(code::CLUSTER_AUTHORIZATION_FAILED)));
         return r;
     }
     let wanted: Vec<String> = match req.users {
@@ -75,7 +75,7 @@ pub fn alter(broker: &Broker, ctx: &Context, req: AlterUserScramCredentialsReque
             let mut result = AlterUserScramCredentialsResult::default();
             result.user = StrBytes::from_string(user.to_string());
             result.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
-            result.error_message = Some(StrBytes::from_static_str("Cluster authorization failed."));
+            result.error_message = Some(StrBytes::from_static_str(code::denied(code::CLUSTER_AUTHORIZATION_FAILED)));
             r.results.push(result);
         }
         return r;

@@ -34,7 +34,7 @@ pub async fn create(broker: &Broker, ctx: &Context, req: CreateTopicsRequest, _v
         res.replication_factor = -1;
         let outcome: Result<(Uuid, i32, std::collections::BTreeMap<String, String>), TopicError> = async {
             if !cluster_create && !broker.authorize(ctx, Operation::Create, ResourceType::Topic, &name) {
-                return Err(TopicError { code: code::TOPIC_AUTHORIZATION_FAILED, message: "Topic authorization failed.".into() });
+                return Err(TopicError::denied(code::TOPIC_AUTHORIZATION_FAILED));
             }
             if names.iter().filter(|n| **n == name).count() > 1 {
                 return Err(TopicError { code: code::INVALID_REQUEST, message: format!("topic {name:?} appears more than once in the request") });

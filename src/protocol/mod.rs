@@ -347,6 +347,17 @@ pub mod code {
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
     pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 119;
+
+    /// The message Kafka's brokers send with an authorization error.
+    pub fn denied(code: i16) -> &'static str {
+        match code {
+            TOPIC_AUTHORIZATION_FAILED => "Topic authorization failed.",
+            GROUP_AUTHORIZATION_FAILED => "Group authorization failed.",
+            CLUSTER_AUTHORIZATION_FAILED => "Cluster authorization failed.",
+            TRANSACTIONAL_ID_AUTHORIZATION_FAILED => "Transactional Id authorization failed.",
+            _ => "Authorization failed.",
+        }
+    }
 }
 
 #[cfg(test)]
