@@ -26,7 +26,9 @@
 //! length, default 5), `--rounds N` (default 2), `--dir PATH` (data, default
 //! target/tmp), `--tansu PATH` (default: `tansu` on PATH or in
 //! $TANSU; no peer when absent), `--only eddy|tansu-memory|tansu-sqlite`
-//! (repeatable). Prints results; never fails on a number.
+//! (repeatable), `--scenario produce|consume|latency|e2e` (repeatable; default
+//! all; consume reads what produce wrote). Prints results; never fails on a
+//! number.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -53,10 +55,12 @@ struct Args {
     dir: PathBuf,
     tansu: Option<PathBuf>,
     only: Vec<String>,
+    /// Scenarios to run (empty: all): produce, consume, latency, e2e.
+    scenarios: Vec<String>,
 }
 
 fn args() -> Args {
-    let mut a = Args { mb: 256, rate_mb: 100, secs: 5, rounds: 2, dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp"), tansu: None, only: Vec::new() };
+    let mut a = Args { mb: 256, rate_mb: 100, secs: 5, rounds: 2, dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp"), tansu: None, only: Vec::new(), scenarios: Vec::new() };
     let v: Vec<String> = std::env::args().skip(1).filter(|x| x != "--bench").collect();
     let mut i = 0;
     while i < v.len() {
@@ -69,6 +73,10 @@ fn args() -> Args {
             "--dir" => a.dir = val.into(),
             "--tansu" => a.tansu = Some(val.into()),
             "--only" => a.only.push(val),
+            "--scenario" => match val.as_str() {
+                "produce" | "consume" | "latency" | "e2e" => a.scenarios.push(val),
+                other => panic!("--scenario {other}: one of produce, consume (needs produce), latency, e2e"),
+            },
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -457,7 +465,8 @@ fn raw_disk(dir: &Path, mb: u64, sync_every: u64) -> f64 {
 fn round(kind: Kind, a: &Args, dir: &Path) -> Vec<(String, f64)> {
     let mut out = Results::default();
     let b = Broker::start(kind, a.tansu.as_deref(), dir);
-    for size in [1024usize, 100] {
+    let runs = |s: &str| a.scenarios.is_empty() || a.scenarios.iter().any(|x| x == s);
+    for size in [1024usize, 100].into_iter().filter(|_| runs("produce")) {
         for partitions in [1, 8] {
             for acks in ["1", "all"] {
                 let topic = format!("p{partitions}-s{size}-acks{acks}");
@@ -472,23 +481,30 @@ fn round(kind: Kind, a: &Args, dir: &Path) -> Vec<(String, f64)> {
             }
         }
     }
-    let (mb_s, ms_mb, cores, busiest) = consume(&b, "p8-s1024-acks1", a.mb * 1_000_000 / 1024);
-    out.insert("consume 1 KiB, 8 partitions, client defaults: MB/s".into(), mb_s);
-    out.insert("consume 1 KiB, 8 partitions, client defaults: broker CPU ms/MB".into(), ms_mb);
-    out.insert("consume 1 KiB, 8 partitions, client defaults: consumer cores".into(), cores);
-    out.insert("consume 1 KiB, 8 partitions, client defaults: consumer's busiest thread (cores)".into(), busiest);
-    create_topic(&b, "latency", 1);
-    let ((p50, p99, p999), achieved) = latency(&b, "latency", a.rate_mb, a.secs);
-    let name = format!("produce latency at {} MB/s offered, acks=all", a.rate_mb);
-    out.insert(format!("{name}: achieved MB/s"), achieved);
-    out.insert(format!("{name}: p50 ms"), p50);
-    out.insert(format!("{name}: p99 ms"), p99);
-    out.insert(format!("{name}: p99.9 ms"), p999);
-    create_topic(&b, "e2e", 1);
-    let (p50, p99, p999) = end_to_end(&b, "e2e", a.secs);
-    out.insert("end-to-end latency, 1 000 records/s: p50 ms".into(), p50);
-    out.insert("end-to-end latency, 1 000 records/s: p99 ms".into(), p99);
-    out.insert("end-to-end latency, 1 000 records/s: p99.9 ms".into(), p999);
+    if runs("consume") {
+        assert!(runs("produce"), "--scenario consume reads what the produce scenario wrote: add --scenario produce");
+        let (mb_s, ms_mb, cores, busiest) = consume(&b, "p8-s1024-acks1", a.mb * 1_000_000 / 1024);
+        out.insert("consume 1 KiB, 8 partitions, client defaults: MB/s".into(), mb_s);
+        out.insert("consume 1 KiB, 8 partitions, client defaults: broker CPU ms/MB".into(), ms_mb);
+        out.insert("consume 1 KiB, 8 partitions, client defaults: consumer cores".into(), cores);
+        out.insert("consume 1 KiB, 8 partitions, client defaults: consumer's busiest thread (cores)".into(), busiest);
+    }
+    if runs("latency") {
+        create_topic(&b, "latency", 1);
+        let ((p50, p99, p999), achieved) = latency(&b, "latency", a.rate_mb, a.secs);
+        let name = format!("produce latency at {} MB/s offered, acks=all", a.rate_mb);
+        out.insert(format!("{name}: achieved MB/s"), achieved);
+        out.insert(format!("{name}: p50 ms"), p50);
+        out.insert(format!("{name}: p99 ms"), p99);
+        out.insert(format!("{name}: p99.9 ms"), p999);
+    }
+    if runs("e2e") {
+        create_topic(&b, "e2e", 1);
+        let (p50, p99, p999) = end_to_end(&b, "e2e", a.secs);
+        out.insert("end-to-end latency, 1 000 records/s: p50 ms".into(), p50);
+        out.insert("end-to-end latency, 1 000 records/s: p99 ms".into(), p99);
+        out.insert("end-to-end latency, 1 000 records/s: p99.9 ms".into(), p999);
+    }
     out.insert("broker peak RSS MB".into(), peak_rss_mb(b.pid()));
     drop(b);
     let _ = std::fs::remove_dir_all(dir);

@@ -62,6 +62,8 @@ where
     let mut session = sasl.as_deref().map(Session::new);
     // Client quotas: how long to read nothing after the last request.
     let mut throttle = std::time::Duration::ZERO;
+    // Whether the last frame was larger than READ_BUFFER.
+    let mut large = false;
     loop {
         // A throttled client's next request waits (Kafka mutes the channel).
         // What it sends meanwhile is buffered, up to one read buffer, only
@@ -90,9 +92,15 @@ where
             if buf.is_empty() {
                 buf.reserve(READ_BUFFER);
             }
+            // After a large frame only the next one's length is read: the
+            // frame then gets a buffer of its own size, read into directly,
+            // instead of having a read-ahead prefix copied into it. Small
+            // frames are read many at a time.
+            let ahead = if large { 4 - buf.len() } else { READ_BUFFER };
+            let mut head = (&mut rd).take(ahead as u64);
             // connections.max.idle.ms: a client that sends nothing is let go.
             let n = tokio::select! {
-                r = tokio::time::timeout(idle, rd.read_buf(&mut buf)) => match r {
+                r = tokio::time::timeout(idle, head.read_buf(&mut buf)) => match r {
                     Ok(r) => r.unwrap_or(0),
                     Err(_) => {
                         tracing::debug!(%peer, idle_ms = idle.as_millis() as u64, "idle connection closed (connections.max.idle.ms)");
@@ -121,12 +129,17 @@ where
             }
         }
         let need = 4 + len as usize;
+        large = need > READ_BUFFER;
         if buf.len() < need {
-            buf.reserve(need.max(READ_BUFFER) - buf.len());
+            buf.reserve(need - buf.len());
         }
         while buf.len() < need {
+            // Only what the frame lacks is read: bytes of the next frame read
+            // here would be copied again when its buffer is reserved (this
+            // frame's allocation is still held by the request it becomes).
+            let mut rest = (&mut rd).take((need - buf.len()) as u64);
             // A frame that stops arriving (slowloris) is idle too.
-            match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
+            match tokio::time::timeout(idle, rest.read_buf(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     tracing::debug!(%peer, "connection closed in the middle of a request frame");
                     return finish(peer, queue, writer).await;
