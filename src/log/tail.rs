@@ -31,6 +31,52 @@ pub const MAX_CHUNK: usize = 1 << 20;
 /// Default process-wide budget for chunks appenders have moved past.
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
+/// Copies `src` to `dst`. Large copies into a chunk bypass the CPU cache
+/// (non-temporal stores): the bytes go to the device and, much later if at
+/// all, to a reader, so reading the destination lines into the cache first
+/// (what an ordinary store does) is wasted memory traffic; on this 2-core VM
+/// it made the copy ~1.5x as fast, and the copy is a quarter of the broker's
+/// produce CPU. The stores are fenced before returning, so a release store
+/// after this call publishes them.
+///
+/// # Safety
+/// `dst` is valid for `src.len()` bytes of writes and does not overlap `src`.
+unsafe fn copy_streaming(dst: *mut u8, src: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if src.len() >= STREAMING_MIN && std::arch::is_x86_feature_detected!("avx2") {
+        return copy_streaming_avx2(dst, src);
+    }
+    std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+}
+
+/// Copies shorter than this use ordinary stores (they are likely read soon,
+/// and the fence is not free).
+const STREAMING_MIN: usize = 16 << 10;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn copy_streaming_avx2(dst: *mut u8, src: &[u8]) {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256, _mm_sfence};
+    const LANE: usize = 32;
+    let (n, from) = (src.len(), src.as_ptr());
+    // Ordinary stores up to the first 32-byte aligned destination address,
+    // then 128 bytes per step, then the tail.
+    let head = (dst.align_offset(LANE)).min(n);
+    std::ptr::copy_nonoverlapping(from, dst, head);
+    let mut i = head;
+    while i + 4 * LANE <= n {
+        // SAFETY: i + 128 <= n, so every load and store is inside src and
+        // dst; dst + i is 32-byte aligned (head aligned it, steps keep it).
+        let v = [0, 1, 2, 3].map(|k| _mm256_loadu_si256(from.add(i + k * LANE) as *const __m256i));
+        for (k, v) in v.into_iter().enumerate() {
+            _mm256_stream_si256(dst.add(i + k * LANE) as *mut __m256i, v);
+        }
+        i += 4 * LANE;
+    }
+    std::ptr::copy_nonoverlapping(from.add(i), dst.add(i), n - i);
+    _mm_sfence();
+}
+
 pub fn floor(pos: u64) -> u64 {
     pos & !(BLOCK as u64 - 1)
 }
@@ -187,7 +233,7 @@ impl Chunk {
     /// below the published length.
     pub unsafe fn append(&self, mem: &Mem, off: usize, src: &[u8]) {
         assert!(off >= self.len() && off + src.len() <= self.cap && mem.cap == self.cap);
-        std::ptr::copy_nonoverlapping(src.as_ptr(), mem.ptr.as_ptr().add(off), src.len());
+        copy_streaming(mem.ptr.as_ptr().add(off), src);
         self.len.store(off + src.len(), Ordering::Release);
     }
 
@@ -288,6 +334,20 @@ fn evict(fifo: &mut VecDeque<Weak<Chunk>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_copies_are_exact_at_every_alignment() {
+        let src: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        for len in [0, 1, 31, 4096, STREAMING_MIN - 1, STREAMING_MIN, STREAMING_MIN + 1, 65_571, 150_000] {
+            for (skew_src, skew_dst) in [(0, 0), (1, 0), (0, 1), (5, 31), (17, 33)] {
+                let mut dst = vec![0xAAu8; len + 128];
+                // SAFETY: dst holds skew_dst + len bytes (skew_dst < 64).
+                unsafe { copy_streaming(dst.as_mut_ptr().add(skew_dst), &src[skew_src..skew_src + len]) };
+                assert_eq!(&dst[skew_dst..skew_dst + len], &src[skew_src..skew_src + len], "length {len}, skews {skew_src}/{skew_dst}");
+                assert!(dst[..skew_dst].iter().chain(&dst[skew_dst + len..]).all(|&b| b == 0xAA), "wrote outside: length {len}");
+            }
+        }
+    }
 
     #[test]
     fn slices_outlive_the_chunk_and_eviction_waits_for_the_file() {
