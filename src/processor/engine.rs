@@ -66,49 +66,136 @@ pub struct EngineState {
     pub late: u64,
 }
 
+/// What changed in an engine since its previous checkpoint (a delta
+/// checkpoint record, storage-format.md §14): windows written or dropped,
+/// sliding-window records per key (the key's whole list; empty: none left),
+/// and the small parts whole.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineDelta {
+    pub watermark: Option<i64>,
+    pub seq: u64,
+    pub late: u64,
+    /// Dropped windows (applied before `windows`: a window dropped and made
+    /// again is in both).
+    pub removed: Vec<WinId>,
+    pub windows: Vec<(Key, i64, i64, Win)>,
+    pub records: Vec<(Key, Vec<KeptRecord>)>,
+    pub dirty: Vec<WinId>,
+    pub superseded: Vec<(Key, i64, i64, i64)>,
+}
+
+impl EngineDelta {
+    /// Joins deltas of engines with disjoint key sets (as `EngineState::merge`).
+    pub fn merge(parts: Vec<EngineDelta>) -> EngineDelta {
+        let mut all = EngineDelta::default();
+        for p in parts {
+            all.watermark = all.watermark.max(p.watermark);
+            all.seq = all.seq.max(p.seq);
+            all.late += p.late;
+            all.removed.extend(p.removed);
+            all.windows.extend(p.windows);
+            all.records.extend(p.records);
+            all.dirty.extend(p.dirty);
+            all.superseded.extend(p.superseded);
+        }
+        all
+    }
+}
+
+/// A window and its change tracking.
+struct Slot {
+    win: Win,
+    /// Changed since the previous checkpoint (its id is in `Windows::changed`).
+    changed: bool,
+    /// Made since the previous checkpoint (not in it: dropping it records nothing).
+    fresh: bool,
+}
+
 /// Windows by key (hashed: one lookup per record), then by (start, end)
 /// (ordered: sessions look at a key's neighbours).
 #[derive(Default)]
 struct Windows {
-    by_key: HashMap<Key, BTreeMap<(i64, i64), Win>, xxhash_rust::xxh3::Xxh3Builder>,
+    by_key: HashMap<Key, BTreeMap<(i64, i64), Slot>, xxhash_rust::xxh3::Xxh3Builder>,
     len: usize,
+    /// Windows changed since the previous checkpoint, each listed when its
+    /// `changed` flag is set (so a record updating a window costs a flag
+    /// test, not a set insert).
+    changed: Vec<WinId>,
+    /// Windows of the previous checkpoint dropped since.
+    removed: Vec<WinId>,
 }
 
 impl Windows {
+    /// A window to change: marked changed since the checkpoint.
     fn get_mut(&mut self, key: &str, start: i64, end: i64) -> Option<&mut Win> {
-        self.by_key.get_mut(key)?.get_mut(&(start, end))
+        let slot = self.by_key.get_mut(key)?.get_mut(&(start, end))?;
+        if !slot.changed {
+            slot.changed = true;
+            self.changed.push((key.to_string(), start, end));
+        }
+        Some(&mut slot.win)
     }
 
-    fn insert(&mut self, key: &str, start: i64, end: i64, w: Win) {
+    /// Adds a new window (changed since the checkpoint, or already in it:
+    /// `saved`, when restoring one).
+    fn insert_slot(&mut self, key: &str, start: i64, end: i64, w: Win, saved: bool) {
         let m = match self.by_key.get_mut(key) {
             Some(m) => m,
             None => self.by_key.entry(key.to_string()).or_default(),
         };
-        if m.insert((start, end), w).is_none() {
+        if m.insert((start, end), Slot { win: w, changed: !saved, fresh: !saved }).is_none() {
             self.len += 1;
         }
+        if !saved {
+            self.changed.push((key.to_string(), start, end));
+        }
+    }
+
+    fn insert(&mut self, key: &str, start: i64, end: i64, w: Win) {
+        self.insert_slot(key, start, end, w, false);
     }
 
     fn remove(&mut self, key: &str, start: i64, end: i64) -> Option<Win> {
         let m = self.by_key.get_mut(key)?;
-        let w = m.remove(&(start, end))?;
+        let slot = m.remove(&(start, end))?;
         if m.is_empty() {
             self.by_key.remove(key);
         }
         self.len -= 1;
-        Some(w)
+        if !slot.fresh {
+            self.removed.push((key.to_string(), start, end));
+        }
+        Some(slot.win)
     }
 
     /// A key's windows, by (start, end).
     fn of_key(&self, key: &str) -> impl Iterator<Item = (&(i64, i64), &Win)> {
-        self.by_key.get(key).into_iter().flat_map(|m| m.iter())
+        self.by_key.get(key).into_iter().flat_map(|m| m.iter().map(|(se, s)| (se, &s.win)))
     }
 
     /// Every window, keys in order (for checkpoints).
     fn sorted(&self) -> Vec<(&Key, &(i64, i64), &Win)> {
         let mut keys: Vec<&Key> = self.by_key.keys().collect();
         keys.sort();
-        keys.into_iter().flat_map(|k| self.by_key[k].iter().map(move |(se, w)| (k, se, w))).collect()
+        keys.into_iter().flat_map(|k| self.by_key[k].iter().map(move |(se, s)| (k, se, &s.win))).collect()
+    }
+
+    /// The windows changed and dropped since the previous checkpoint, which
+    /// this call makes the current one: (removed, changed).
+    fn take_changes(&mut self, copy: bool) -> (Vec<WinId>, Vec<(Key, i64, i64, Win)>) {
+        let mut windows = Vec::new();
+        for (k, s, e) in std::mem::take(&mut self.changed) {
+            let Some(slot) = self.by_key.get_mut(&k).and_then(|m| m.get_mut(&(s, e))) else { continue };
+            // Listed again after being dropped and made anew: once is enough.
+            if slot.changed {
+                slot.changed = false;
+                slot.fresh = false;
+                if copy {
+                    windows.push((k, s, e, slot.win.clone()));
+                }
+            }
+        }
+        (std::mem::take(&mut self.removed), windows)
     }
 }
 
@@ -132,6 +219,37 @@ impl EngineState {
         parts
     }
 
+    /// The state after `deltas`, in order (recovery: a base checkpoint and
+    /// the delta records after it).
+    pub fn apply(self, deltas: impl IntoIterator<Item = EngineDelta>) -> EngineState {
+        let mut windows: BTreeMap<WinId, Win> = self.windows.into_iter().map(|(k, s, e, w)| ((k, s, e), w)).collect();
+        let mut records: BTreeMap<Key, Vec<KeptRecord>> = self.records.into_iter().collect();
+        let (mut watermark, mut seq, mut late, mut dirty, mut superseded) = (self.watermark, self.seq, self.late, self.dirty, self.superseded);
+        for d in deltas {
+            for id in &d.removed {
+                windows.remove(id);
+            }
+            windows.extend(d.windows.into_iter().map(|(k, s, e, w)| ((k, s, e), w)));
+            for (k, r) in d.records {
+                if r.is_empty() {
+                    records.remove(&k);
+                } else {
+                    records.insert(k, r);
+                }
+            }
+            (watermark, seq, late, dirty, superseded) = (d.watermark, d.seq, d.late, d.dirty, d.superseded);
+        }
+        EngineState {
+            watermark,
+            seq,
+            windows: windows.into_iter().map(|((k, s, e), w)| (k, s, e, w)).collect(),
+            records: records.into_iter().collect(),
+            dirty,
+            superseded,
+            late,
+        }
+    }
+
     /// Joins states of disjoint key sets.
     pub fn merge(parts: Vec<EngineState>) -> EngineState {
         let mut all = EngineState::default();
@@ -149,6 +267,14 @@ impl EngineState {
     }
 }
 
+/// Sliding windows: a key's records still inside an open window.
+#[derive(Default)]
+struct Kept {
+    recs: BTreeMap<(i64, u64), Vec<Input>>,
+    /// Changed since the previous checkpoint (the key is in `records_changed`).
+    changed: bool,
+}
+
 pub struct Engine {
     spec: Arc<ProcessorSpec>,
     watermark: Option<i64>,
@@ -158,7 +284,10 @@ pub struct Engine {
     pending_final: BTreeSet<(i64, WinId)>,
     /// (watermark at which its state goes, window).
     expiry: BTreeSet<(i64, WinId)>,
-    records: BTreeMap<Key, BTreeMap<(i64, u64), Vec<Input>>>,
+    records: BTreeMap<Key, Kept>,
+    /// Keys whose `records` changed since the previous checkpoint, each
+    /// listed when its `changed` flag is set.
+    records_changed: Vec<Key>,
     /// Windows changed since the last flush (emit = changes).
     dirty: BTreeSet<WinId>,
     /// Sessions merged away since the last flush, with their timestamp: tombstones.
@@ -181,6 +310,7 @@ impl Engine {
             pending_final: BTreeSet::new(),
             expiry: BTreeSet::new(),
             records: BTreeMap::new(),
+            records_changed: Vec::new(),
             dirty: BTreeSet::new(),
             superseded: BTreeSet::new(),
             late: 0,
@@ -194,10 +324,10 @@ impl Engine {
         e.late = s.late;
         for (k, start, end, w) in s.windows {
             e.index((k.clone(), start, end), &w);
-            e.windows.insert(&k, start, end, w);
+            e.windows.insert_slot(&k, start, end, w, true);
         }
         for (k, recs) in s.records {
-            e.records.insert(k, recs.into_iter().map(|(t, seq, i)| ((t, seq), i)).collect());
+            e.records.insert(k, Kept { recs: recs.into_iter().map(|(t, seq, i)| ((t, seq), i)).collect(), changed: false });
         }
         e.dirty = s.dirty.into_iter().collect();
         e.superseded = s.superseded.into_iter().collect();
@@ -209,11 +339,61 @@ impl Engine {
             watermark: self.watermark,
             seq: self.seq,
             windows: self.windows.sorted().into_iter().map(|(k, (s, e), w)| (k.clone(), *s, *e, w.clone())).collect(),
-            records: self.records.iter().map(|(k, r)| (k.clone(), r.iter().map(|((t, s), i)| (*t, *s, i.clone())).collect())).collect(),
+            records: self.records.iter().map(|(k, r)| (k.clone(), Self::kept(r))).collect(),
             dirty: self.dirty.iter().cloned().collect(),
             superseded: self.superseded.iter().cloned().collect(),
             late: self.late,
         }
+    }
+
+    fn kept(r: &Kept) -> Vec<KeptRecord> {
+        r.recs.iter().map(|((t, s), i)| (*t, *s, i.clone())).collect()
+    }
+
+    /// The whole state, for a base checkpoint: what changes from here on
+    /// goes into the next `changes`.
+    pub fn snapshot(&mut self) -> EngineState {
+        let s = self.state();
+        self.take_records_changes(false);
+        self.windows.take_changes(false);
+        s
+    }
+
+    /// What changed since the previous `snapshot` or `changes`, for a delta
+    /// checkpoint record.
+    pub fn changes(&mut self) -> EngineDelta {
+        let records = self.take_records_changes(true);
+        let (removed, windows) = self.windows.take_changes(true);
+        EngineDelta {
+            watermark: self.watermark,
+            seq: self.seq,
+            late: self.late,
+            removed,
+            windows,
+            records,
+            dirty: self.dirty.iter().cloned().collect(),
+            superseded: self.superseded.iter().cloned().collect(),
+        }
+    }
+
+    fn take_records_changes(&mut self, copy: bool) -> Vec<(Key, Vec<KeptRecord>)> {
+        let mut out = Vec::new();
+        for k in std::mem::take(&mut self.records_changed) {
+            match self.records.get_mut(&k) {
+                Some(r) if r.changed => {
+                    r.changed = false;
+                    if copy {
+                        let list = Self::kept(r);
+                        out.push((k, list));
+                    }
+                }
+                // Listed again after being dropped and made anew: once is enough.
+                Some(_) => {}
+                None if copy => out.push((k, Vec::new())),
+                None => {}
+            }
+        }
+        out
     }
 
     pub fn watermark(&self) -> Option<i64> {
@@ -353,7 +533,12 @@ impl Engine {
     }
 
     fn process_sliding(&mut self, key: Key, t: i64, seq: u64, inputs: Vec<Input>, d: i64, close: i64) -> bool {
-        let recs = self.records.entry(key.clone()).or_default();
+        let kept = self.records.entry(key.clone()).or_default();
+        if !kept.changed {
+            kept.changed = true;
+            self.records_changed.push(key.clone());
+        }
+        let recs = &mut kept.recs;
         recs.insert((t, seq), inputs);
         // Windows whose records change or that come to exist: the new
         // record's own left window [t − d, t] and right window [t + 1,
@@ -384,7 +569,7 @@ impl Engine {
                 continue;
             }
             let mut w = self.new_win();
-            let recs = &self.records[&key];
+            let recs = &self.records[&key].recs;
             let mut any = false;
             for (&(rt, rseq), inp) in recs.range((s, 0)..=(e, u64::MAX)) {
                 Self::add_to(&self.spec, &mut w, rt, rseq, inp);
@@ -454,9 +639,15 @@ impl Engine {
             // records at or after W − grace − difference; a right window
             // [r + 1, r + 1 + difference] is open for r ≥ W − grace − difference − 1.
             let keep_from = w.saturating_sub(self.grace()).saturating_sub(difference).saturating_sub(1);
-            self.records.retain(|_, recs| {
-                *recs = recs.split_off(&(keep_from, 0));
-                !recs.is_empty()
+            let changed = &mut self.records_changed;
+            self.records.retain(|k, kept| {
+                let before = kept.recs.len();
+                kept.recs = kept.recs.split_off(&(keep_from, 0));
+                if kept.recs.len() != before && !kept.changed {
+                    kept.changed = true;
+                    changed.push(k.clone());
+                }
+                !kept.recs.is_empty()
             });
         }
     }
