@@ -81,7 +81,16 @@ fn commit(w: &mut Writer, engine: &mut Engine, n: u64) -> bool {
 fn usable(path: &Path) -> Checkpoint {
     match load(path).0 {
         Loaded::Usable(c) => c,
-        other => panic!("not usable: {other:?}"),
+        other => panic!("not usable: {}", kind(&other)),
+    }
+}
+
+/// What was loaded, briefly (a state's dump would drown the message).
+fn kind(l: &Loaded) -> String {
+    match l {
+        Loaded::None => "none".into(),
+        Loaded::Usable(c) => format!("usable, positions {:?}", c.sources),
+        Loaded::Damaged { reason, txn } => format!("damaged ({reason}), txn {txn:?}"),
     }
 }
 
@@ -264,7 +273,7 @@ fn a_damaged_middle_record_makes_the_checkpoint_unusable_but_its_txn_readable() 
             // The newest record before the damage: the first delta.
             assert_eq!(t, Some(txn(1)));
         }
-        other => panic!("{other:?}"),
+        other => panic!("{}", kind(&other)),
     }
     // A damaged base: no record readable at all.
     let mut base = std::fs::read(&path).unwrap();
@@ -288,7 +297,7 @@ fn a_record_that_is_sound_but_unreadable_leaves_the_newest_txn() {
     f.write_all(&frame).unwrap();
     match load(&path).0 {
         Loaded::Damaged { txn: t, .. } => assert_eq!(t, Some(txn(9))),
-        other => panic!("{other:?}"),
+        other => panic!("{}", kind(&other)),
     }
 }
 
@@ -309,7 +318,7 @@ fn a_crash_at_any_point_of_a_rollover_leaves_a_correct_checkpoint() {
     // generation 1) is stale, not applied to the base of generation 2.
     w.write_base_file(generation + 1, &new).unwrap();
     let (loaded, g) = load(&path);
-    let Loaded::Usable(c) = loaded else { panic!("{loaded:?}") };
+    let Loaded::Usable(c) = loaded else { panic!("{}", kind(&loaded)) };
     assert_eq!((c.engine.seq, c.sources[0].2, c.txn, g), (12_345, 99, txn(99), 2));
     // The run after that crash takes the next generation for its base.
     let mut after = Writer::new(path.clone(), g);
@@ -338,7 +347,7 @@ fn a_version_1_checkpoint_loads_as_generation_0() {
     // A delta file of generation 0 would be ignored too: only a base
     // written by this version has deltas.
     let (loaded, g) = load(&path);
-    let Loaded::Usable(c) = loaded else { panic!("{loaded:?}") };
+    let Loaded::Usable(c) = loaded else { panic!("{}", kind(&loaded)) };
     assert_eq!((c.engine.seq, g), (3, 0));
 }
 

@@ -277,10 +277,12 @@ fn exactly_once_restart_aborts_output_written_after_the_checkpoint() {
     // The stop's checkpoint commits the last output; now write what a run
     // killed after that checkpoint would have left: an open transaction of
     // the same producer on the same output partition.
-    let ck = std::fs::read(tmp.path().join("processors/clicks.checkpoint")).unwrap();
-    let json: Value = serde_json::from_slice(&ck[6..ck.len() - 4]).unwrap();
-    let pid = json["txn"]["producer_id"].as_i64().unwrap();
-    assert_eq!(json["txn"]["committing"].as_array().map(Vec::len), Some(1), "the stop committed the output partition: {}", json["txn"]);
+    // The newest checkpoint record: the stop's delta record after the base.
+    let (loaded, _) = eddy::processor::checkpoint::load(&tmp.path().join("processors/clicks.checkpoint"));
+    let eddy::processor::checkpoint::Loaded::Usable(ck) = loaded else { panic!("{loaded:?}") };
+    let txn = ck.txn.expect("an exactly-once checkpoint has a txn");
+    let pid = txn.producer_id;
+    assert_eq!(txn.committing.len(), 1, "the stop committed the output partition: {txn:?}");
     {
         let mgr = eddy::log::LogManager::open(tmp.path(), eddy::log::LogConfig::default()).unwrap();
         let log = mgr.get("clicks-per-second", 0).unwrap();
