@@ -27,6 +27,8 @@ use super::config::{Emit, KeyFormat, ProcessorSpec, WindowKind};
 /// for composite keys).
 pub type Key = String;
 type WinId = (Key, i64, i64);
+/// A window with its id, as checkpointed: (key, start, end, window).
+pub type WindowEntry = (Key, i64, i64, Win);
 /// A sliding-window record kept for recomputing windows: (event time, sequence, inputs).
 pub type KeptRecord = (i64, u64, Vec<Input>);
 
@@ -58,7 +60,7 @@ pub struct Emission {
 pub struct EngineState {
     pub watermark: Option<i64>,
     pub seq: u64,
-    pub windows: Vec<(Key, i64, i64, Win)>,
+    pub windows: Vec<WindowEntry>,
     /// Sliding windows: each key's records still inside an open window.
     pub records: Vec<(Key, Vec<KeptRecord>)>,
     pub dirty: Vec<WinId>,
@@ -67,38 +69,28 @@ pub struct EngineState {
 }
 
 /// What changed in an engine since its previous checkpoint (a delta
-/// checkpoint record, storage-format.md §14): windows written or dropped,
-/// sliding-window records per key (the key's whole list; empty: none left),
-/// and the small parts whole.
+/// checkpoint record, storage-format.md §14).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineDelta {
-    pub watermark: Option<i64>,
-    pub seq: u64,
-    pub late: u64,
-    /// Dropped windows (applied before `windows`: a window dropped and made
-    /// again is in both).
+    /// Windows of the previous checkpoint dropped since (applied before
+    /// `changed`: a window dropped and made again is in both).
     pub removed: Vec<WinId>,
-    pub windows: Vec<(Key, i64, i64, Win)>,
-    pub records: Vec<(Key, Vec<KeptRecord>)>,
-    pub dirty: Vec<WinId>,
-    pub superseded: Vec<(Key, i64, i64, i64)>,
+    /// The windows changed or made since, the sliding-window records of
+    /// each key whose records changed (the whole list; empty: none left),
+    /// and the other parts whole.
+    pub changed: EngineState,
 }
 
 impl EngineDelta {
-    /// Joins deltas of engines with disjoint key sets (as `EngineState::merge`).
+    /// Joins deltas of engines with disjoint key sets.
     pub fn merge(parts: Vec<EngineDelta>) -> EngineDelta {
-        let mut all = EngineDelta::default();
+        let mut removed = Vec::new();
+        let mut changed = Vec::with_capacity(parts.len());
         for p in parts {
-            all.watermark = all.watermark.max(p.watermark);
-            all.seq = all.seq.max(p.seq);
-            all.late += p.late;
-            all.removed.extend(p.removed);
-            all.windows.extend(p.windows);
-            all.records.extend(p.records);
-            all.dirty.extend(p.dirty);
-            all.superseded.extend(p.superseded);
+            removed.extend(p.removed);
+            changed.push(p.changed);
         }
-        all
+        EngineDelta { removed, changed: EngineState::merge(changed) }
     }
 }
 
@@ -182,7 +174,7 @@ impl Windows {
 
     /// The windows changed and dropped since the previous checkpoint, which
     /// this call makes the current one: (removed, changed).
-    fn take_changes(&mut self, copy: bool) -> (Vec<WinId>, Vec<(Key, i64, i64, Win)>) {
+    fn take_changes(&mut self, copy: bool) -> (Vec<WinId>, Vec<WindowEntry>) {
         let mut windows = Vec::new();
         for (k, s, e) in std::mem::take(&mut self.changed) {
             let Some(slot) = self.by_key.get_mut(&k).and_then(|m| m.get_mut(&(s, e))) else { continue };
@@ -225,8 +217,8 @@ impl EngineState {
         let mut windows: BTreeMap<WinId, Win> = self.windows.into_iter().map(|(k, s, e, w)| ((k, s, e), w)).collect();
         let mut records: BTreeMap<Key, Vec<KeptRecord>> = self.records.into_iter().collect();
         let (mut watermark, mut seq, mut late, mut dirty, mut superseded) = (self.watermark, self.seq, self.late, self.dirty, self.superseded);
-        for d in deltas {
-            for id in &d.removed {
+        for EngineDelta { removed, changed: d } in deltas {
+            for id in &removed {
                 windows.remove(id);
             }
             windows.extend(d.windows.into_iter().map(|(k, s, e, w)| ((k, s, e), w)));
@@ -365,14 +357,16 @@ impl Engine {
         let records = self.take_records_changes(true);
         let (removed, windows) = self.windows.take_changes(true);
         EngineDelta {
-            watermark: self.watermark,
-            seq: self.seq,
-            late: self.late,
             removed,
-            windows,
-            records,
-            dirty: self.dirty.iter().cloned().collect(),
-            superseded: self.superseded.iter().cloned().collect(),
+            changed: EngineState {
+                watermark: self.watermark,
+                seq: self.seq,
+                windows,
+                records,
+                dirty: self.dirty.iter().cloned().collect(),
+                superseded: self.superseded.iter().cloned().collect(),
+                late: self.late,
+            },
         }
     }
 
