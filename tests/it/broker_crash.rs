@@ -307,7 +307,7 @@ emit = "final"
 
 #[test]
 fn a_processor_killed_at_random_points_materializes_the_reference() {
-    let (duplicates, _) = processor_crash_run("at_least_once", "2s");
+    let (duplicates, _) = processor_crash_run("at_least_once", "2s", 10..200);
     // Windows emitted after the last checkpoint are emitted again after the
     // restart: the table is right, the log has repeats (what exactly_once
     // removes for read_committed readers; this shows the kills land there).
@@ -316,23 +316,25 @@ fn a_processor_killed_at_random_points_materializes_the_reference() {
 
 #[test]
 fn an_exactly_once_processor_killed_at_random_points_writes_each_window_once() {
-    let (duplicates, _) = processor_crash_run("exactly_once", "2s");
+    let (duplicates, _) = processor_crash_run("exactly_once", "2s", 10..200);
     assert_eq!(duplicates, 0, "a read_committed reader saw windows written twice");
 }
 
 #[test]
 fn an_exactly_once_processor_checkpointing_deltas_often_killed_at_random_points_writes_each_window_once() {
     // A checkpoint every 20 ms: most are delta records, some new bases, and
-    // the kills land among appends and rollovers.
-    let (duplicates, delta_records) = processor_crash_run("exactly_once", "20ms");
+    // the kills, at most 30 ms after a chunk, land among appends, rollovers
+    // and open transactions.
+    let (duplicates, delta_records) = processor_crash_run("exactly_once", "20ms", 0..30);
     assert_eq!(duplicates, 0, "a read_committed reader saw windows written twice");
     assert!(delta_records > 0, "no kill found delta records to recover from");
 }
 
-/// Runs the processor crash scenario with a guarantee and commit interval;
-/// returns how many output records a read_committed reader saw beyond one
-/// per window, and how many delta checkpoint records the restarts found.
-fn processor_crash_run(guarantee: &str, commit_interval: &str) -> (usize, usize) {
+/// Runs the processor crash scenario with a guarantee and commit interval,
+/// killing the broker within `kill_after` ms of each chunk; returns how many
+/// output records a read_committed reader saw beyond one per window, and
+/// how many delta checkpoint records the restarts found.
+fn processor_crash_run(guarantee: &str, commit_interval: &str, kill_after: std::ops::Range<u64>) -> (usize, usize) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("eddy.toml");
@@ -374,7 +376,7 @@ fn processor_crash_run(guarantee: &str, commit_interval: &str) -> (usize, usize)
         rng ^= rng << 17;
         // Soon after the chunk: its windows are written, the next checkpoint
         // (every 2 s) has not happened yet.
-        std::thread::sleep(Duration::from_millis(10 + rng % 190));
+        std::thread::sleep(Duration::from_millis(kill_after.start + rng % (kill_after.end - kill_after.start)));
         broker.kill().unwrap(); // SIGKILL, whatever the processor is doing
         broker.wait().unwrap();
         delta_records += delta_records_of(&data.join("processors/per_key.checkpoint"));
