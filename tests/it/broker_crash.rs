@@ -322,12 +322,15 @@ fn an_exactly_once_processor_killed_at_random_points_writes_each_window_once() {
 
 #[test]
 fn an_exactly_once_processor_checkpointing_deltas_often_killed_at_random_points_writes_each_window_once() {
-    // A checkpoint every 20 ms: most are delta records, some new bases, and
-    // the kills, at most 30 ms after a chunk, land among appends, rollovers
-    // and open transactions.
-    let (duplicates, delta_records) = processor_crash_run("exactly_once", "20ms", 0..30);
-    assert_eq!(duplicates, 0, "a read_committed reader saw windows written twice");
-    assert!(delta_records > 0, "no kill found delta records to recover from");
+    // Most checkpoints are delta records, some new bases. Every 20 ms, with
+    // kills within 30 ms of a chunk: the kills land among many appends and
+    // rollovers; every 100 ms, with kills within 200 ms: more of them leave
+    // an open transaction after a delta record.
+    for (interval, kill_after) in [("20ms", 0..30), ("100ms", 0..200)] {
+        let (duplicates, delta_records) = processor_crash_run("exactly_once", interval, kill_after);
+        assert_eq!(duplicates, 0, "every {interval}: a read_committed reader saw windows written twice");
+        assert!(delta_records > 0, "every {interval}: no kill found delta records to recover from");
+    }
 }
 
 /// Runs the processor crash scenario with a guarantee and commit interval,
