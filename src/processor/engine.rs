@@ -135,8 +135,12 @@ impl Windows {
             Some(m) => m,
             None => self.by_key.entry(key.to_string()).or_default(),
         };
-        if m.insert((start, end), Slot { win: w, changed: !saved, fresh: !saved }).is_none() {
-            self.len += 1;
+        match m.insert((start, end), Slot { win: w, changed: !saved, fresh: !saved }) {
+            None => self.len += 1,
+            // Replacing a window of the checkpoint: dropping it later must
+            // be recorded.
+            Some(old) if !old.fresh => m.get_mut(&(start, end)).expect("just inserted").fresh = false,
+            Some(_) => {}
         }
         if !saved {
             self.changed.push((key.to_string(), start, end));
@@ -697,5 +701,39 @@ pub fn inner_key(key: &str) -> Vec<u8> {
     match serde_json::from_str::<Value>(key) {
         Ok(Value::String(s)) => s.into_bytes(),
         _ => key.as_bytes().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn win(max_ts: i64) -> Win {
+        Win { aggs: Vec::new(), max_ts, emitted: false, finalized: false }
+    }
+
+    #[test]
+    fn windows_of_the_checkpoint_dropped_since_are_recorded_once_made_again_or_not() {
+        let id = |s| ("k".to_string(), s, s + 1);
+        let mut w = Windows::default();
+        w.insert("k", 0, 1, win(0));
+        w.insert("k", 5, 6, win(5));
+        w.take_changes(false);
+        // Replaced in place, then dropped.
+        w.insert("k", 0, 1, win(1));
+        w.remove("k", 0, 1);
+        // Dropped, made again, changed, dropped, made again.
+        w.remove("k", 5, 6);
+        w.insert("k", 5, 6, win(6));
+        w.get_mut("k", 5, 6).unwrap().max_ts = 7;
+        w.remove("k", 5, 6);
+        w.insert("k", 5, 6, win(8));
+        // Made and dropped between two checkpoints: nothing to record.
+        w.insert("k", 9, 10, win(9));
+        w.remove("k", 9, 10);
+        let (removed, changed) = w.take_changes(true);
+        assert_eq!(removed, vec![id(0), id(5)]);
+        assert_eq!(changed, vec![("k".to_string(), 5, 6, win(8))]);
+        assert_eq!(w.take_changes(true), (vec![], vec![]), "all taken");
     }
 }
