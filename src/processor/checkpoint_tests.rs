@@ -12,7 +12,7 @@ use crate::processor::config::ProcessorSpec;
 use crate::processor::engine::Engine;
 use crate::processor::shards::Engines;
 
-fn spec(window: &str, emit: &str, retention: &str) -> Arc<ProcessorSpec> {
+pub(crate) fn spec(window: &str, emit: &str, retention: &str) -> Arc<ProcessorSpec> {
     let text = format!(
         r#"
         [source]
@@ -37,7 +37,7 @@ fn spec(window: &str, emit: &str, retention: &str) -> Arc<ProcessorSpec> {
     Arc::new(crate::processor::config::parse("ckpt", &toml::from_str::<toml::Value>(&text).unwrap()).unwrap())
 }
 
-fn inputs(v: i64) -> Vec<Input> {
+pub(crate) fn inputs(v: i64) -> Vec<Input> {
     vec![Input::None, Input::Value(json!(v)), Input::Value(json!(v))]
 }
 

@@ -94,20 +94,28 @@ impl EngineDelta {
     }
 }
 
-/// A window and its change tracking.
-struct Slot {
-    win: Win,
+/// A window's change tracking.
+#[derive(Clone, Copy)]
+struct Track {
     /// Changed since the previous checkpoint (its id is in `Windows::changed`).
     changed: bool,
     /// Made since the previous checkpoint (not in it: dropping it records nothing).
     fresh: bool,
 }
 
+/// A window and its change tracking.
+struct Slot {
+    win: Win,
+    track: Track,
+}
+
+type KeyWindows = BTreeMap<(i64, i64), Slot>;
+
 /// Windows by key (hashed: one lookup per record), then by (start, end)
 /// (ordered: sessions look at a key's neighbours).
 #[derive(Default)]
 struct Windows {
-    by_key: HashMap<Key, BTreeMap<(i64, i64), Slot>, xxhash_rust::xxh3::Xxh3Builder>,
+    by_key: HashMap<Key, KeyWindows, xxhash_rust::xxh3::Xxh3Builder>,
     len: usize,
     /// Windows changed since the previous checkpoint, each listed when its
     /// `changed` flag is set (so a record updating a window costs a flag
@@ -121,47 +129,68 @@ impl Windows {
     /// A window to change: marked changed since the checkpoint.
     fn get_mut(&mut self, key: &str, start: i64, end: i64) -> Option<&mut Win> {
         let slot = self.by_key.get_mut(key)?.get_mut(&(start, end))?;
-        if !slot.changed {
-            slot.changed = true;
+        if !slot.track.changed {
+            slot.track.changed = true;
             self.changed.push((key.to_string(), start, end));
         }
         Some(&mut slot.win)
     }
 
-    /// Adds a new window (changed since the checkpoint, or already in it:
-    /// `saved`, when restoring one).
-    fn insert_slot(&mut self, key: &str, start: i64, end: i64, w: Win, saved: bool) {
+    /// Puts a window under its id, marked changed: a new one (`was` None),
+    /// or one taken out with `take_out` under the same id, whose tracking
+    /// carries over (so a session absorbing a record, taken out and put
+    /// back, is listed once per checkpoint and never recorded as dropped).
+    fn put(&mut self, key: &str, start: i64, end: i64, win: Win, was: Option<Track>) {
+        let mut listed = was.is_some_and(|t| t.changed);
+        let track = Track { changed: true, fresh: was.is_none_or(|t| t.fresh) };
+        // One lookup when the key has windows (no key copy made to find it).
         let m = match self.by_key.get_mut(key) {
             Some(m) => m,
             None => self.by_key.entry(key.to_string()).or_default(),
         };
-        match m.insert((start, end), Slot { win: w, changed: !saved, fresh: !saved }) {
+        match m.insert((start, end), Slot { win, track }) {
             None => self.len += 1,
-            // Replacing a window of the checkpoint: dropping it later must
-            // be recorded.
-            Some(old) if !old.fresh => m.get_mut(&(start, end)).expect("just inserted").fresh = false,
-            Some(_) => {}
+            // Replaced in place: the old one's tracking carries over too.
+            Some(old) => {
+                m.get_mut(&(start, end)).expect("just inserted").track.fresh &= old.track.fresh;
+                listed |= old.track.changed;
+            }
         }
-        if !saved {
+        if !listed {
             self.changed.push((key.to_string(), start, end));
         }
     }
 
-    fn insert(&mut self, key: &str, start: i64, end: i64, w: Win) {
-        self.insert_slot(key, start, end, w, false);
+    fn insert(&mut self, key: &str, start: i64, end: i64, win: Win) {
+        self.put(key, start, end, win, None);
     }
 
-    fn remove(&mut self, key: &str, start: i64, end: i64) -> Option<Win> {
+    /// Adds a window of the checkpoint being restored (unchanged since).
+    fn restore(&mut self, key: &str, start: i64, end: i64, win: Win) {
+        if self.by_key.entry(key.to_string()).or_default().insert((start, end), Slot { win, track: Track { changed: false, fresh: false } }).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Takes a window out to put it back under the same id (`put`), with
+    /// its tracking: no drop is recorded.
+    fn take_out(&mut self, key: &str, start: i64, end: i64) -> Option<(Win, Track)> {
         let m = self.by_key.get_mut(key)?;
         let slot = m.remove(&(start, end))?;
         if m.is_empty() {
             self.by_key.remove(key);
         }
         self.len -= 1;
-        if !slot.fresh {
+        Some((slot.win, slot.track))
+    }
+
+    /// Drops a window (recorded if the checkpoint has it).
+    fn remove(&mut self, key: &str, start: i64, end: i64) -> Option<Win> {
+        let (win, track) = self.take_out(key, start, end)?;
+        if !track.fresh {
             self.removed.push((key.to_string(), start, end));
         }
-        Some(slot.win)
+        Some(win)
     }
 
     /// A key's windows, by (start, end).
@@ -183,9 +212,8 @@ impl Windows {
         for (k, s, e) in std::mem::take(&mut self.changed) {
             let Some(slot) = self.by_key.get_mut(&k).and_then(|m| m.get_mut(&(s, e))) else { continue };
             // Listed again after being dropped and made anew: once is enough.
-            if slot.changed {
-                slot.changed = false;
-                slot.fresh = false;
+            if slot.track.changed {
+                slot.track = Track { changed: false, fresh: false };
                 if copy {
                     windows.push((k, s, e, slot.win.clone()));
                 }
@@ -320,7 +348,7 @@ impl Engine {
         e.late = s.late;
         for (k, start, end, w) in s.windows {
             e.index((k.clone(), start, end), &w);
-            e.windows.insert_slot(&k, start, end, w, true);
+            e.windows.restore(&k, start, end, w);
         }
         for (k, recs) in s.records {
             e.records.insert(k, Kept { recs: recs.into_iter().map(|(t, seq, i)| ((t, seq), i)).collect(), changed: false });
@@ -507,8 +535,16 @@ impl Engine {
             return false;
         }
         let mut merged = self.new_win();
+        // The session keeping its bounds is put back under its id.
+        let mut kept = None;
         for id in &merging {
-            let old = self.windows.remove(&id.0, id.1, id.2).expect("listed above");
+            let old = if (id.1, id.2) == (start, end) {
+                let (old, track) = self.windows.take_out(&id.0, id.1, id.2).expect("listed above");
+                kept = Some(track);
+                old
+            } else {
+                self.windows.remove(&id.0, id.1, id.2).expect("listed above")
+            };
             self.unindex(id);
             for (a, b) in merged.aggs.iter_mut().zip(&old.aggs) {
                 a.merge(b);
@@ -523,7 +559,7 @@ impl Engine {
         let id = (key, start, end);
         self.superseded.retain(|(k, s, e, _)| (k, *s, *e) != (&id.0, id.1, id.2));
         self.index(id.clone(), &merged);
-        self.windows.insert(&id.0, start, end, merged);
+        self.windows.put(&id.0, start, end, merged, kept);
         if self.spec.emit == Emit::Changes {
             self.dirty.insert(id);
         }
@@ -735,5 +771,28 @@ mod tests {
         assert_eq!(removed, vec![id(0), id(5)]);
         assert_eq!(changed, vec![("k".to_string(), 5, 6, win(8))]);
         assert_eq!(w.take_changes(true), (vec![], vec![]), "all taken");
+    }
+
+    #[test]
+    fn a_session_absorbing_records_is_listed_once_per_checkpoint_and_never_dropped() {
+        use crate::processor::checkpoint::tests::{inputs, spec};
+        let mut e = Engine::new(spec("type = \"session\"\n gap = \"1s\"", "changes", "1000d"));
+        e.process("\"a\"".into(), 1_000, inputs(1));
+        e.process("\"a\"".into(), 1_500, inputs(1));
+        e.snapshot();
+        // Inside the session's bounds: it keeps its id.
+        for t in 1_000..1_500 {
+            e.process("\"a\"".into(), t, inputs(2));
+        }
+        assert_eq!((e.windows.changed.len(), e.windows.removed.len()), (1, 0));
+        let d = e.changes();
+        assert_eq!((d.changed.windows.len(), d.removed.len()), (1, 0));
+        assert_eq!(d.changed.windows[0].3.max_ts, 1_500);
+        // Extended: the old id is dropped (it is in the checkpoint) once.
+        e.process("\"a\"".into(), 2_000, inputs(1));
+        e.process("\"a\"".into(), 2_200, inputs(1));
+        let d = e.changes();
+        assert_eq!(d.removed, vec![("\"a\"".to_string(), 1_000, 1_500)]);
+        assert_eq!(d.changed.windows.iter().map(|w| (w.1, w.2)).collect::<Vec<_>>(), vec![(1_000, 2_200)]);
     }
 }
