@@ -168,7 +168,7 @@ pub fn load(path: &Path) -> (Loaded, u64) {
     let delta = match std::fs::read(delta_path(path)) {
         Ok(b) => Some(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return (Loaded::Damaged { reason: format!("delta file: {e}"), txn: None }, 0),
+        Err(e) => return (Loaded::Damaged { reason: format!("delta file: {e}"), txn: None }, base_body(&base).map_or(0, |(g, _)| g)),
     };
     let delta_gen = delta.as_deref().and_then(|d| delta_generation(d).ok()).unwrap_or(0);
     let (generation, body) = match base_body(&base) {
