@@ -129,9 +129,10 @@ fn frame_crc(len: &[u8], body: &[u8]) -> u32 {
 }
 
 /// The bodies of a delta file's records after its header, in order. A bad
-/// record (short, or failing its CRC) ends them: it is a torn tail when its
-/// frame reaches the end of the file or only zero bytes follow it (a crash
-/// mid-append), else the file is damaged (Err, with the records before it).
+/// record (short, reaching past the end, or failing its CRC) ends them: it
+/// is a torn tail (a crash mid-append) when its frame reaches the end of the
+/// file or it and all after it are zero bytes, else the file is damaged
+/// (Err, with the records before it).
 fn delta_bodies(b: &[u8]) -> (Vec<&[u8]>, Result<(), String>) {
     let mut bodies = Vec::new();
     let mut at = DELTA_HEADER;
