@@ -27,6 +27,8 @@ use super::config::{Emit, KeyFormat, ProcessorSpec, WindowKind};
 /// for composite keys).
 pub type Key = String;
 type WinId = (Key, i64, i64);
+/// A window with its id, as checkpointed: (key, start, end, window).
+pub type WindowEntry = (Key, i64, i64, Win);
 /// A sliding-window record kept for recomputing windows: (event time, sequence, inputs).
 pub type KeptRecord = (i64, u64, Vec<Input>);
 
@@ -58,7 +60,7 @@ pub struct Emission {
 pub struct EngineState {
     pub watermark: Option<i64>,
     pub seq: u64,
-    pub windows: Vec<(Key, i64, i64, Win)>,
+    pub windows: Vec<WindowEntry>,
     /// Sliding windows: each key's records still inside an open window.
     pub records: Vec<(Key, Vec<KeptRecord>)>,
     pub dirty: Vec<WinId>,
@@ -66,49 +68,158 @@ pub struct EngineState {
     pub late: u64,
 }
 
+/// What changed in an engine since its previous checkpoint (a delta
+/// checkpoint record, storage-format.md §14).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineDelta {
+    /// Windows of the previous checkpoint dropped since (applied before
+    /// `changed`: a window dropped and made again is in both).
+    pub removed: Vec<WinId>,
+    /// The windows changed or made since, the sliding-window records of
+    /// each key whose records changed (the whole list; empty: none left),
+    /// and the other parts whole.
+    pub changed: EngineState,
+}
+
+impl EngineDelta {
+    /// Joins deltas of engines with disjoint key sets.
+    pub fn merge(parts: Vec<EngineDelta>) -> EngineDelta {
+        let mut removed = Vec::new();
+        let mut changed = Vec::with_capacity(parts.len());
+        for p in parts {
+            removed.extend(p.removed);
+            changed.push(p.changed);
+        }
+        EngineDelta { removed, changed: EngineState::merge(changed) }
+    }
+}
+
+/// A window's change tracking.
+#[derive(Clone, Copy)]
+struct Track {
+    /// Changed since the previous checkpoint (its id is in `Windows::changed`).
+    changed: bool,
+    /// Made since the previous checkpoint (not in it: dropping it records nothing).
+    fresh: bool,
+}
+
+/// A window and its change tracking.
+struct Slot {
+    win: Win,
+    track: Track,
+}
+
+type KeyWindows = BTreeMap<(i64, i64), Slot>;
+
 /// Windows by key (hashed: one lookup per record), then by (start, end)
 /// (ordered: sessions look at a key's neighbours).
 #[derive(Default)]
 struct Windows {
-    by_key: HashMap<Key, BTreeMap<(i64, i64), Win>, xxhash_rust::xxh3::Xxh3Builder>,
+    by_key: HashMap<Key, KeyWindows, xxhash_rust::xxh3::Xxh3Builder>,
     len: usize,
+    /// Windows changed since the previous checkpoint, each listed when its
+    /// `changed` flag is set (so a record updating a window costs a flag
+    /// test, not a set insert).
+    changed: Vec<WinId>,
+    /// Windows of the previous checkpoint dropped since.
+    removed: Vec<WinId>,
 }
 
 impl Windows {
+    /// A window to change: marked changed since the checkpoint.
     fn get_mut(&mut self, key: &str, start: i64, end: i64) -> Option<&mut Win> {
-        self.by_key.get_mut(key)?.get_mut(&(start, end))
+        let slot = self.by_key.get_mut(key)?.get_mut(&(start, end))?;
+        if !slot.track.changed {
+            slot.track.changed = true;
+            self.changed.push((key.to_string(), start, end));
+        }
+        Some(&mut slot.win)
     }
 
-    fn insert(&mut self, key: &str, start: i64, end: i64, w: Win) {
+    /// Puts a window under its id, marked changed: a new one (`was` None),
+    /// or one taken out with `take_out` under the same id, whose tracking
+    /// carries over (so a session absorbing a record, taken out and put
+    /// back, is listed once per checkpoint and never recorded as dropped).
+    fn put(&mut self, key: &str, start: i64, end: i64, win: Win, was: Option<Track>) {
+        let mut listed = was.is_some_and(|t| t.changed);
+        let track = Track { changed: true, fresh: was.is_none_or(|t| t.fresh) };
+        // One lookup when the key has windows (no key copy made to find it).
         let m = match self.by_key.get_mut(key) {
             Some(m) => m,
             None => self.by_key.entry(key.to_string()).or_default(),
         };
-        if m.insert((start, end), w).is_none() {
+        match m.insert((start, end), Slot { win, track }) {
+            None => self.len += 1,
+            // Replaced in place: the old one's tracking carries over too.
+            Some(old) => {
+                m.get_mut(&(start, end)).expect("just inserted").track.fresh &= old.track.fresh;
+                listed |= old.track.changed;
+            }
+        }
+        if !listed {
+            self.changed.push((key.to_string(), start, end));
+        }
+    }
+
+    fn insert(&mut self, key: &str, start: i64, end: i64, win: Win) {
+        self.put(key, start, end, win, None);
+    }
+
+    /// Adds a window of the checkpoint being restored (unchanged since).
+    fn restore(&mut self, key: &str, start: i64, end: i64, win: Win) {
+        if self.by_key.entry(key.to_string()).or_default().insert((start, end), Slot { win, track: Track { changed: false, fresh: false } }).is_none() {
             self.len += 1;
         }
     }
 
-    fn remove(&mut self, key: &str, start: i64, end: i64) -> Option<Win> {
+    /// Takes a window out to put it back under the same id (`put`), with
+    /// its tracking: no drop is recorded.
+    fn take_out(&mut self, key: &str, start: i64, end: i64) -> Option<(Win, Track)> {
         let m = self.by_key.get_mut(key)?;
-        let w = m.remove(&(start, end))?;
+        let slot = m.remove(&(start, end))?;
         if m.is_empty() {
             self.by_key.remove(key);
         }
         self.len -= 1;
-        Some(w)
+        Some((slot.win, slot.track))
+    }
+
+    /// Drops a window (recorded if the checkpoint has it).
+    fn remove(&mut self, key: &str, start: i64, end: i64) -> Option<Win> {
+        let (win, track) = self.take_out(key, start, end)?;
+        if !track.fresh {
+            self.removed.push((key.to_string(), start, end));
+        }
+        Some(win)
     }
 
     /// A key's windows, by (start, end).
     fn of_key(&self, key: &str) -> impl Iterator<Item = (&(i64, i64), &Win)> {
-        self.by_key.get(key).into_iter().flat_map(|m| m.iter())
+        self.by_key.get(key).into_iter().flat_map(|m| m.iter().map(|(se, s)| (se, &s.win)))
     }
 
     /// Every window, keys in order (for checkpoints).
     fn sorted(&self) -> Vec<(&Key, &(i64, i64), &Win)> {
         let mut keys: Vec<&Key> = self.by_key.keys().collect();
         keys.sort();
-        keys.into_iter().flat_map(|k| self.by_key[k].iter().map(move |(se, w)| (k, se, w))).collect()
+        keys.into_iter().flat_map(|k| self.by_key[k].iter().map(move |(se, s)| (k, se, &s.win))).collect()
+    }
+
+    /// The windows changed and dropped since the previous checkpoint, which
+    /// this call makes the current one: (removed, changed).
+    fn take_changes(&mut self, copy: bool) -> (Vec<WinId>, Vec<WindowEntry>) {
+        let mut windows = Vec::new();
+        for (k, s, e) in std::mem::take(&mut self.changed) {
+            let Some(slot) = self.by_key.get_mut(&k).and_then(|m| m.get_mut(&(s, e))) else { continue };
+            // Listed again after being dropped and made anew: once is enough.
+            if slot.track.changed {
+                slot.track = Track { changed: false, fresh: false };
+                if copy {
+                    windows.push((k, s, e, slot.win.clone()));
+                }
+            }
+        }
+        (std::mem::take(&mut self.removed), windows)
     }
 }
 
@@ -132,6 +243,37 @@ impl EngineState {
         parts
     }
 
+    /// The state after `deltas`, in order (recovery: a base checkpoint and
+    /// the delta records after it).
+    pub fn apply(self, deltas: impl IntoIterator<Item = EngineDelta>) -> EngineState {
+        let mut windows: BTreeMap<WinId, Win> = self.windows.into_iter().map(|(k, s, e, w)| ((k, s, e), w)).collect();
+        let mut records: BTreeMap<Key, Vec<KeptRecord>> = self.records.into_iter().collect();
+        let (mut watermark, mut seq, mut late, mut dirty, mut superseded) = (self.watermark, self.seq, self.late, self.dirty, self.superseded);
+        for EngineDelta { removed, changed: d } in deltas {
+            for id in &removed {
+                windows.remove(id);
+            }
+            windows.extend(d.windows.into_iter().map(|(k, s, e, w)| ((k, s, e), w)));
+            for (k, r) in d.records {
+                if r.is_empty() {
+                    records.remove(&k);
+                } else {
+                    records.insert(k, r);
+                }
+            }
+            (watermark, seq, late, dirty, superseded) = (d.watermark, d.seq, d.late, d.dirty, d.superseded);
+        }
+        EngineState {
+            watermark,
+            seq,
+            windows: windows.into_iter().map(|((k, s, e), w)| (k, s, e, w)).collect(),
+            records: records.into_iter().collect(),
+            dirty,
+            superseded,
+            late,
+        }
+    }
+
     /// Joins states of disjoint key sets.
     pub fn merge(parts: Vec<EngineState>) -> EngineState {
         let mut all = EngineState::default();
@@ -149,6 +291,14 @@ impl EngineState {
     }
 }
 
+/// Sliding windows: a key's records still inside an open window.
+#[derive(Default)]
+struct Kept {
+    recs: BTreeMap<(i64, u64), Vec<Input>>,
+    /// Changed since the previous checkpoint (the key is in `records_changed`).
+    changed: bool,
+}
+
 pub struct Engine {
     spec: Arc<ProcessorSpec>,
     watermark: Option<i64>,
@@ -158,7 +308,10 @@ pub struct Engine {
     pending_final: BTreeSet<(i64, WinId)>,
     /// (watermark at which its state goes, window).
     expiry: BTreeSet<(i64, WinId)>,
-    records: BTreeMap<Key, BTreeMap<(i64, u64), Vec<Input>>>,
+    records: BTreeMap<Key, Kept>,
+    /// Keys whose `records` changed since the previous checkpoint, each
+    /// listed when its `changed` flag is set.
+    records_changed: Vec<Key>,
     /// Windows changed since the last flush (emit = changes).
     dirty: BTreeSet<WinId>,
     /// Sessions merged away since the last flush, with their timestamp: tombstones.
@@ -181,6 +334,7 @@ impl Engine {
             pending_final: BTreeSet::new(),
             expiry: BTreeSet::new(),
             records: BTreeMap::new(),
+            records_changed: Vec::new(),
             dirty: BTreeSet::new(),
             superseded: BTreeSet::new(),
             late: 0,
@@ -194,10 +348,10 @@ impl Engine {
         e.late = s.late;
         for (k, start, end, w) in s.windows {
             e.index((k.clone(), start, end), &w);
-            e.windows.insert(&k, start, end, w);
+            e.windows.restore(&k, start, end, w);
         }
         for (k, recs) in s.records {
-            e.records.insert(k, recs.into_iter().map(|(t, seq, i)| ((t, seq), i)).collect());
+            e.records.insert(k, Kept { recs: recs.into_iter().map(|(t, seq, i)| ((t, seq), i)).collect(), changed: false });
         }
         e.dirty = s.dirty.into_iter().collect();
         e.superseded = s.superseded.into_iter().collect();
@@ -209,11 +363,63 @@ impl Engine {
             watermark: self.watermark,
             seq: self.seq,
             windows: self.windows.sorted().into_iter().map(|(k, (s, e), w)| (k.clone(), *s, *e, w.clone())).collect(),
-            records: self.records.iter().map(|(k, r)| (k.clone(), r.iter().map(|((t, s), i)| (*t, *s, i.clone())).collect())).collect(),
+            records: self.records.iter().map(|(k, r)| (k.clone(), Self::kept(r))).collect(),
             dirty: self.dirty.iter().cloned().collect(),
             superseded: self.superseded.iter().cloned().collect(),
             late: self.late,
         }
+    }
+
+    fn kept(r: &Kept) -> Vec<KeptRecord> {
+        r.recs.iter().map(|((t, s), i)| (*t, *s, i.clone())).collect()
+    }
+
+    /// The whole state, for a base checkpoint: what changes from here on
+    /// goes into the next `changes`.
+    pub fn snapshot(&mut self) -> EngineState {
+        let s = self.state();
+        self.take_records_changes(false);
+        self.windows.take_changes(false);
+        s
+    }
+
+    /// What changed since the previous `snapshot` or `changes`, for a delta
+    /// checkpoint record.
+    pub fn changes(&mut self) -> EngineDelta {
+        let records = self.take_records_changes(true);
+        let (removed, windows) = self.windows.take_changes(true);
+        EngineDelta {
+            removed,
+            changed: EngineState {
+                watermark: self.watermark,
+                seq: self.seq,
+                windows,
+                records,
+                dirty: self.dirty.iter().cloned().collect(),
+                superseded: self.superseded.iter().cloned().collect(),
+                late: self.late,
+            },
+        }
+    }
+
+    fn take_records_changes(&mut self, copy: bool) -> Vec<(Key, Vec<KeptRecord>)> {
+        let mut out = Vec::new();
+        for k in std::mem::take(&mut self.records_changed) {
+            match self.records.get_mut(&k) {
+                Some(r) if r.changed => {
+                    r.changed = false;
+                    if copy {
+                        let list = Self::kept(r);
+                        out.push((k, list));
+                    }
+                }
+                // Listed again after being dropped and made anew: once is enough.
+                Some(_) => {}
+                None if copy => out.push((k, Vec::new())),
+                None => {}
+            }
+        }
+        out
     }
 
     pub fn watermark(&self) -> Option<i64> {
@@ -329,8 +535,16 @@ impl Engine {
             return false;
         }
         let mut merged = self.new_win();
+        // The session keeping its bounds is put back under its id.
+        let mut kept = None;
         for id in &merging {
-            let old = self.windows.remove(&id.0, id.1, id.2).expect("listed above");
+            let old = if (id.1, id.2) == (start, end) {
+                let (old, track) = self.windows.take_out(&id.0, id.1, id.2).expect("listed above");
+                kept = Some(track);
+                old
+            } else {
+                self.windows.remove(&id.0, id.1, id.2).expect("listed above")
+            };
             self.unindex(id);
             for (a, b) in merged.aggs.iter_mut().zip(&old.aggs) {
                 a.merge(b);
@@ -345,7 +559,7 @@ impl Engine {
         let id = (key, start, end);
         self.superseded.retain(|(k, s, e, _)| (k, *s, *e) != (&id.0, id.1, id.2));
         self.index(id.clone(), &merged);
-        self.windows.insert(&id.0, start, end, merged);
+        self.windows.put(&id.0, start, end, merged, kept);
         if self.spec.emit == Emit::Changes {
             self.dirty.insert(id);
         }
@@ -353,7 +567,12 @@ impl Engine {
     }
 
     fn process_sliding(&mut self, key: Key, t: i64, seq: u64, inputs: Vec<Input>, d: i64, close: i64) -> bool {
-        let recs = self.records.entry(key.clone()).or_default();
+        let kept = self.records.entry(key.clone()).or_default();
+        if !kept.changed {
+            kept.changed = true;
+            self.records_changed.push(key.clone());
+        }
+        let recs = &mut kept.recs;
         recs.insert((t, seq), inputs);
         // Windows whose records change or that come to exist: the new
         // record's own left window [t − d, t] and right window [t + 1,
@@ -384,7 +603,7 @@ impl Engine {
                 continue;
             }
             let mut w = self.new_win();
-            let recs = &self.records[&key];
+            let recs = &self.records[&key].recs;
             let mut any = false;
             for (&(rt, rseq), inp) in recs.range((s, 0)..=(e, u64::MAX)) {
                 Self::add_to(&self.spec, &mut w, rt, rseq, inp);
@@ -454,9 +673,15 @@ impl Engine {
             // records at or after W − grace − difference; a right window
             // [r + 1, r + 1 + difference] is open for r ≥ W − grace − difference − 1.
             let keep_from = w.saturating_sub(self.grace()).saturating_sub(difference).saturating_sub(1);
-            self.records.retain(|_, recs| {
-                *recs = recs.split_off(&(keep_from, 0));
-                !recs.is_empty()
+            let changed = &mut self.records_changed;
+            self.records.retain(|k, kept| {
+                let before = kept.recs.len();
+                kept.recs = kept.recs.split_off(&(keep_from, 0));
+                if kept.recs.len() != before && !kept.changed {
+                    kept.changed = true;
+                    changed.push(k.clone());
+                }
+                !kept.recs.is_empty()
             });
         }
     }
@@ -512,5 +737,62 @@ pub fn inner_key(key: &str) -> Vec<u8> {
     match serde_json::from_str::<Value>(key) {
         Ok(Value::String(s)) => s.into_bytes(),
         _ => key.as_bytes().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn win(max_ts: i64) -> Win {
+        Win { aggs: Vec::new(), max_ts, emitted: false, finalized: false }
+    }
+
+    #[test]
+    fn windows_of_the_checkpoint_dropped_since_are_recorded_once_made_again_or_not() {
+        let id = |s| ("k".to_string(), s, s + 1);
+        let mut w = Windows::default();
+        w.insert("k", 0, 1, win(0));
+        w.insert("k", 5, 6, win(5));
+        w.take_changes(false);
+        // Replaced in place, then dropped.
+        w.insert("k", 0, 1, win(1));
+        w.remove("k", 0, 1);
+        // Dropped, made again, changed, dropped, made again.
+        w.remove("k", 5, 6);
+        w.insert("k", 5, 6, win(6));
+        w.get_mut("k", 5, 6).unwrap().max_ts = 7;
+        w.remove("k", 5, 6);
+        w.insert("k", 5, 6, win(8));
+        // Made and dropped between two checkpoints: nothing to record.
+        w.insert("k", 9, 10, win(9));
+        w.remove("k", 9, 10);
+        let (removed, changed) = w.take_changes(true);
+        assert_eq!(removed, vec![id(0), id(5)]);
+        assert_eq!(changed, vec![("k".to_string(), 5, 6, win(8))]);
+        assert_eq!(w.take_changes(true), (vec![], vec![]), "all taken");
+    }
+
+    #[test]
+    fn a_session_absorbing_records_is_listed_once_per_checkpoint_and_never_dropped() {
+        use crate::processor::checkpoint::tests::{inputs, spec};
+        let mut e = Engine::new(spec("type = \"session\"\n gap = \"1s\"", "changes", "1000d"));
+        e.process("\"a\"".into(), 1_000, inputs(1));
+        e.process("\"a\"".into(), 1_500, inputs(1));
+        e.snapshot();
+        // Inside the session's bounds: it keeps its id.
+        for t in 1_000..1_500 {
+            e.process("\"a\"".into(), t, inputs(2));
+        }
+        assert_eq!((e.windows.changed.len(), e.windows.removed.len()), (1, 0));
+        let d = e.changes();
+        assert_eq!((d.changed.windows.len(), d.removed.len()), (1, 0));
+        assert_eq!(d.changed.windows[0].3.max_ts, 1_500);
+        // Extended: the old id is dropped (it is in the checkpoint) once.
+        e.process("\"a\"".into(), 2_000, inputs(1));
+        e.process("\"a\"".into(), 2_200, inputs(1));
+        let d = e.changes();
+        assert_eq!(d.removed, vec![("\"a\"".to_string(), 1_000, 1_500)]);
+        assert_eq!(d.changed.windows.iter().map(|w| (w.1, w.2)).collect::<Vec<_>>(), vec![(1_000, 2_200)]);
     }
 }

@@ -10,15 +10,15 @@
 //! checkpoint. The broker keeps serving.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::checkpoint::{self, Checkpoint, Delta, Loaded, TxnCheckpoint};
 use super::config::{BadAction, Emit, Guarantee, ProcessorSpec, Start};
 use super::engine::{Emission, EngineState};
 use super::shards::Engines;
@@ -27,8 +27,6 @@ use crate::broker::{Broker, Partition};
 use crate::log::records::{self, NewRecord};
 use crate::log::{now_ms, LogError};
 
-const CHECKPOINT_MAGIC: &[u8; 4] = b"EDPC";
-const CHECKPOINT_VERSION: u16 = 1;
 /// Bytes read from a source partition at a time.
 const READ_BYTES: usize = 512 * 1024;
 /// Records per output batch.
@@ -198,32 +196,6 @@ struct Source {
     last_seen_ms: i64,
 }
 
-/// What a checkpoint holds (JSON inside the envelope, see storage-format.md §14).
-#[derive(Debug, Serialize, Deserialize)]
-struct Checkpoint {
-    fingerprint: String,
-    /// (topic, partition, next offset, high event time)
-    sources: Vec<(String, i32, u64, Option<i64>)>,
-    engine: EngineState,
-    /// guarantee = exactly_once: the transaction this checkpoint commits.
-    #[serde(default)]
-    txn: Option<TxnCheckpoint>,
-}
-
-/// The producer a processor writes its output with (exactly_once), and the
-/// partitions whose transaction the checkpoint commits: after the checkpoint
-/// is durable, commit markers are written to them (again, after a crash).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TxnCheckpoint {
-    producer_id: i64,
-    epoch: i16,
-    /// (dead-letter topic?, partition, log end after the transaction's
-    /// data was fsynced): an open transaction of the producer that starts
-    /// below that end is the one this checkpoint commits; one starting at
-    /// or after it was written later, and is aborted.
-    committing: Vec<(bool, usize, u64)>,
-}
-
 /// guarantee = exactly_once: output is written in transactions, one per
 /// commit interval, committed with the checkpoint.
 struct TxnWriter {
@@ -245,7 +217,7 @@ struct Task {
     /// Output partitions written since the last checkpoint (to fsync):
     /// (dead-letter topic?, partition).
     written: std::collections::BTreeSet<(bool, usize)>,
-    path: PathBuf,
+    checkpoints: checkpoint::Writer,
     started_ms: i64,
     watermark: Option<i64>,
     txn: Option<TxnWriter>,
@@ -260,62 +232,6 @@ fn fingerprint(spec: &ProcessorSpec) -> String {
 
 pub fn checkpoint_path(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join("processors").join(format!("{name}.checkpoint"))
-}
-
-fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, String> {
-    let b = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    if b.len() < 10 || &b[..4] != CHECKPOINT_MAGIC {
-        return Err("not a processor checkpoint".into());
-    }
-    if u16::from_be_bytes([b[4], b[5]]) != CHECKPOINT_VERSION {
-        return Err("unknown checkpoint version".into());
-    }
-    let (body, crc) = b.split_at(b.len() - 4);
-    if crc32fast::hash(body).to_be_bytes() != crc {
-        return Err("checksum mismatch".into());
-    }
-    serde_json::from_slice(&body[6..]).map(Some).map_err(|e| e.to_string())
-}
-
-/// The transaction record of a checkpoint whose state cannot be read (its
-/// envelope and JSON are sound): None when even that fails.
-fn read_txn_only(path: &Path) -> Option<Option<TxnCheckpoint>> {
-    #[derive(Deserialize)]
-    struct TxnOnly {
-        #[serde(default)]
-        txn: Option<TxnCheckpoint>,
-    }
-    let b = std::fs::read(path).ok()?;
-    if b.len() < 10 || &b[..4] != CHECKPOINT_MAGIC {
-        return None;
-    }
-    let (body, crc) = b.split_at(b.len() - 4);
-    if crc32fast::hash(body).to_be_bytes() != crc {
-        return None;
-    }
-    serde_json::from_slice::<TxnOnly>(&body[6..]).ok().map(|t| t.txn)
-}
-
-fn write_checkpoint(path: &Path, c: &Checkpoint) -> std::io::Result<()> {
-    let dir = path.parent().expect("a processors directory");
-    std::fs::create_dir_all(dir)?;
-    let mut b = Vec::with_capacity(4096);
-    b.extend_from_slice(CHECKPOINT_MAGIC);
-    b.extend_from_slice(&CHECKPOINT_VERSION.to_be_bytes());
-    serde_json::to_writer(&mut b, c).map_err(std::io::Error::other)?;
-    let crc = crc32fast::hash(&b);
-    b.extend_from_slice(&crc.to_be_bytes());
-    let tmp = crate::log::segment::with_suffix(path.to_path_buf(), ".tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&b)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    crate::log::checkpoint::sync_dir(dir)
 }
 
 /// Kafka's default partitioner hash (murmur2 of the key bytes).
@@ -375,20 +291,21 @@ impl Task {
         // Without a usable transaction record, every open transaction on the
         // output is aborted (the processor is its only writer).
         let mut abort_all = false;
-        let restored = match read_checkpoint(&path) {
-            Ok(Some(c)) if c.fingerprint == fp => {
+        let (loaded, generation) = checkpoint::load(&path);
+        let restored = match loaded {
+            Loaded::Usable(c) if c.fingerprint == fp => {
                 previous_txn = c.txn.clone();
                 Some(c)
             }
-            Ok(Some(c)) => {
+            Loaded::Usable(c) => {
                 tracing::warn!(processor = spec.name, "the processor's configuration changed since its checkpoint; starting over from its sources");
                 previous_txn = c.txn;
                 None
             }
-            Ok(None) => None,
-            Err(reason) => {
+            Loaded::None => None,
+            Loaded::Damaged { reason, txn } => {
                 tracing::warn!(processor = spec.name, reason, "processor checkpoint is damaged; starting over from its sources");
-                match read_txn_only(&path) {
+                match txn {
                     Some(t) => previous_txn = t,
                     None => abort_all = true,
                 }
@@ -428,7 +345,7 @@ impl Task {
             output: output.partitions.clone(),
             dead_letter,
             written: std::collections::BTreeSet::new(),
-            path,
+            checkpoints: checkpoint::Writer::new(path, generation),
             started_ms: now_ms(),
             watermark,
             txn,
@@ -786,13 +703,20 @@ impl Task {
             part.log.sync_to(end)?;
             committing.push((w.0, w.1, end));
         }
-        let c = Checkpoint {
-            fingerprint: fingerprint(&self.spec),
-            sources: self.sources.iter().map(|s| (s.topic.to_string(), s.index, s.next, s.high)).collect(),
-            engine: self.engines.state().map_err(TaskError::Setup)?,
-            txn: self.txn.as_ref().map(|t| TxnCheckpoint { producer_id: t.producer_id, epoch: t.epoch, committing }),
-        };
-        write_checkpoint(&self.path, &c)?;
+        let sources: Vec<checkpoint::Position> = self.sources.iter().map(|s| (s.topic.to_string(), s.index, s.next, s.high)).collect();
+        let txn = self.txn.as_ref().map(|t| TxnCheckpoint { producer_id: t.producer_id, epoch: t.epoch, committing });
+        // What changed since the previous checkpoint, appended to the delta
+        // file; or, first after a start and once the delta file would
+        // outgrow the base, the whole state as a new base.
+        let mut appended = false;
+        if self.checkpoints.has_base() {
+            let d = Delta { sources: sources.clone(), engine: self.engines.changes().map_err(TaskError::Setup)?, txn: txn.clone() };
+            appended = self.checkpoints.append(&d)?;
+        }
+        if !appended {
+            let c = Checkpoint { fingerprint: fingerprint(&self.spec), sources, engine: self.engines.snapshot().map_err(TaskError::Setup)?, txn };
+            self.checkpoints.write_base(&c)?;
+        }
         if let Some(t) = &self.txn {
             let (pid, epoch) = (t.producer_id, t.epoch);
             for &w in &written {

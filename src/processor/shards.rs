@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use super::aggregate::Input;
 use super::config::ProcessorSpec;
-use super::engine::{Emission, Engine, EngineState, Key, Win};
+use super::engine::{Emission, Engine, EngineDelta, EngineState, Key, Win};
 
 /// A record for a worker: key, event time, inputs, the watermark it is
 /// judged under, and its tag.
@@ -27,8 +27,10 @@ enum Req<T> {
     Flush,
     /// Reply with the output and late records gathered so far.
     Collect,
-    /// Reply with the engine's state.
-    State,
+    /// Reply with the engine's whole state (a base checkpoint).
+    Snapshot,
+    /// Reply with what changed since the last snapshot or changes (a delta).
+    Changes,
     /// Reply with a key's windows overlapping [from, to].
     Windows(Key, i64, i64),
 }
@@ -36,6 +38,7 @@ enum Req<T> {
 enum Reply<T> {
     Collected(Vec<Emission>, Vec<T>),
     State(Box<EngineState>),
+    Changes(Box<EngineDelta>),
     Windows(Vec<(i64, i64, Win)>),
 }
 
@@ -91,8 +94,13 @@ fn work<T: Send + 'static>(mut engine: Engine, rx: Receiver<Req<T>>, tx: std::sy
                     return;
                 }
             }
-            Req::State => {
-                if tx.send(Reply::State(Box::new(engine.state()))).is_err() {
+            Req::Snapshot => {
+                if tx.send(Reply::State(Box::new(engine.snapshot()))).is_err() {
+                    return;
+                }
+            }
+            Req::Changes => {
+                if tx.send(Reply::Changes(Box::new(engine.changes()))).is_err() {
                     return;
                 }
             }
@@ -216,23 +224,44 @@ impl<T: Send + 'static> Engines<T> {
         }
     }
 
-    /// The whole state (after a `collect`, for a checkpoint).
-    pub fn state(&mut self) -> Result<EngineState, String> {
+    /// The whole state (after a `collect`, for a base checkpoint); what
+    /// changes from here on goes into the next `changes`.
+    pub fn snapshot(&mut self) -> Result<EngineState, String> {
+        let parts = self.ask_all(|| Req::Snapshot, Engine::snapshot, |r| match r {
+            Reply::State(s) => Some(*s),
+            _ => None,
+        })?;
+        Ok(EngineState::merge(parts))
+    }
+
+    /// What changed since the previous `snapshot` or `changes` (after a
+    /// `collect`, for a delta checkpoint record).
+    pub fn changes(&mut self) -> Result<EngineDelta, String> {
+        let parts = self.ask_all(|| Req::Changes, Engine::changes, |r| match r {
+            Reply::Changes(d) => Some(*d),
+            _ => None,
+        })?;
+        Ok(EngineDelta::merge(parts))
+    }
+
+    /// One answer per engine: `local` of the engine in this thread, or each
+    /// worker's reply to `req`.
+    fn ask_all<R>(&mut self, req: fn() -> Req<T>, local: fn(&mut Engine) -> R, reply: fn(Reply<T>) -> Option<R>) -> Result<Vec<R>, String> {
         self.send_pending();
         match self {
-            Engines::One { engine, .. } => Ok(engine.state()),
+            Engines::One { engine, .. } => Ok(vec![local(engine)]),
             Engines::Many { workers, .. } => {
                 for wk in workers.iter() {
-                    wk.to.send(Req::State).map_err(|_| "a processor worker stopped".to_string())?;
+                    wk.to.send(req()).map_err(|_| "a processor worker stopped".to_string())?;
                 }
                 let mut parts = Vec::with_capacity(workers.len());
                 for wk in workers.iter() {
-                    match wk.from.recv() {
-                        Ok(Reply::State(s)) => parts.push(*s),
-                        _ => return Err("a processor worker stopped".into()),
+                    match wk.from.recv().ok().and_then(reply) {
+                        Some(r) => parts.push(r),
+                        None => return Err("a processor worker stopped".into()),
                     }
                 }
-                Ok(EngineState::merge(parts))
+                Ok(parts)
             }
         }
     }

@@ -284,7 +284,7 @@ fn describe_txn(addr: &str, id: &str) -> String {
 const WINDOWED: &str = r#"
 [processors.per_key]
 guarantee = "GUARANTEE"
-commit_interval = "2s"
+commit_interval = "INTERVAL"
 threads = 2
 [processors.per_key.source]
 topics = ["events"]
@@ -307,7 +307,7 @@ emit = "final"
 
 #[test]
 fn a_processor_killed_at_random_points_materializes_the_reference() {
-    let duplicates = processor_crash_run("at_least_once");
+    let (duplicates, _) = processor_crash_run("at_least_once", "2s", 10..200);
     // Windows emitted after the last checkpoint are emitted again after the
     // restart: the table is right, the log has repeats (what exactly_once
     // removes for read_committed readers; this shows the kills land there).
@@ -316,17 +316,32 @@ fn a_processor_killed_at_random_points_materializes_the_reference() {
 
 #[test]
 fn an_exactly_once_processor_killed_at_random_points_writes_each_window_once() {
-    let duplicates = processor_crash_run("exactly_once");
+    let (duplicates, _) = processor_crash_run("exactly_once", "2s", 10..200);
     assert_eq!(duplicates, 0, "a read_committed reader saw windows written twice");
 }
 
-/// Runs the processor crash scenario with a guarantee; returns how many
-/// output records a read_committed reader saw beyond one per window.
-fn processor_crash_run(guarantee: &str) -> usize {
+#[test]
+fn an_exactly_once_processor_checkpointing_deltas_often_killed_at_random_points_writes_each_window_once() {
+    // Most checkpoints are delta records, some new bases. Every 20 ms, with
+    // kills within 30 ms of a chunk: the kills land among many appends and
+    // rollovers; every 100 ms, with kills within 200 ms: more of them leave
+    // an open transaction after a delta record.
+    for (interval, kill_after) in [("20ms", 0..30), ("100ms", 0..200)] {
+        let (duplicates, delta_records) = processor_crash_run("exactly_once", interval, kill_after);
+        assert_eq!(duplicates, 0, "every {interval}: a read_committed reader saw windows written twice");
+        assert!(delta_records > 0, "every {interval}: no kill found delta records to recover from");
+    }
+}
+
+/// Runs the processor crash scenario with a guarantee and commit interval,
+/// killing the broker within `kill_after` ms of each chunk; returns how many
+/// output records a read_committed reader saw beyond one per window, and
+/// how many delta checkpoint records the restarts found.
+fn processor_crash_run(guarantee: &str, commit_interval: &str, kill_after: std::ops::Range<u64>) -> (usize, usize) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("eddy.toml");
-    std::fs::write(&config, WINDOWED.replace("GUARANTEE", guarantee)).unwrap();
+    std::fs::write(&config, WINDOWED.replace("GUARANTEE", guarantee).replace("INTERVAL", commit_interval)).unwrap();
     let data = dir.path().join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
@@ -341,6 +356,7 @@ fn processor_crash_run(guarantee: &str) -> usize {
     let mut reference: std::collections::BTreeMap<(String, i64), (i64, i64)> = std::collections::BTreeMap::new();
     let mut seq = 0i64;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut delta_records = 0;
     let mut send_chunk = |addr: &str, n: usize, reference: &mut std::collections::BTreeMap<(String, i64), (i64, i64)>| {
         let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", addr).set("enable.idempotence", "true").set("linger.ms", "2").set("log_level", "0").create().unwrap();
         for _ in 0..n {
@@ -363,9 +379,10 @@ fn processor_crash_run(guarantee: &str) -> usize {
         rng ^= rng << 17;
         // Soon after the chunk: its windows are written, the next checkpoint
         // (every 2 s) has not happened yet.
-        std::thread::sleep(Duration::from_millis(10 + rng % 190));
+        std::thread::sleep(Duration::from_millis(kill_after.start + rng % (kill_after.end - kill_after.start)));
         broker.kill().unwrap(); // SIGKILL, whatever the processor is doing
         broker.wait().unwrap();
+        delta_records += delta_records_of(&data.join("processors/per_key.checkpoint"));
         broker = start_with(&data, &addr, Some(&config));
     }
     // Two records far ahead (one per partition) close every window.
@@ -410,9 +427,24 @@ fn processor_crash_run(guarantee: &str) -> usize {
     let wrong = reference.iter().filter(|(k, v)| table.get(*k).is_some_and(|t| t != *v)).count();
     assert_eq!(table.len(), reference.len(), "{missing} windows missing, {wrong} wrong");
     assert!(table == reference, "{wrong} windows differ from the reference");
-    eprintln!("processor crash test ({guarantee}): {} windows over {seq} records, 5 kills, {records_read} records read", reference.len());
+    eprintln!("processor crash test ({guarantee}, commit every {commit_interval}): {} windows over {seq} records, 5 kills finding {delta_records} delta records, {records_read} records read", reference.len());
     // SAFETY: signalling our own child for a clean stop.
     unsafe { libc::kill(broker.id() as i32, libc::SIGTERM) };
     assert!(broker.wait().unwrap().success());
-    records_read - reference.len()
+    (records_read - reference.len(), delta_records)
+}
+
+/// The records of a processor's delta checkpoint file that apply to its
+/// base (storage-format.md §14): same generation, whole frames.
+fn delta_records_of(base: &std::path::Path) -> usize {
+    let (Ok(b), Ok(d)) = (std::fs::read(base), std::fs::read(eddy::processor::checkpoint::delta_path(base))) else { return 0 };
+    if b.len() < 14 || d.len() < 18 || b[6..14] != d[6..14] {
+        return 0;
+    }
+    let (mut at, mut n) = (18, 0);
+    while at + 8 <= d.len() {
+        at += 8 + u32::from_be_bytes(d[at..at + 4].try_into().unwrap()) as usize;
+        n += usize::from(at <= d.len());
+    }
+    n
 }

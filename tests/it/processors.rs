@@ -277,27 +277,91 @@ fn exactly_once_restart_aborts_output_written_after_the_checkpoint() {
     // The stop's checkpoint commits the last output; now write what a run
     // killed after that checkpoint would have left: an open transaction of
     // the same producer on the same output partition.
-    let ck = std::fs::read(tmp.path().join("processors/clicks.checkpoint")).unwrap();
-    let json: Value = serde_json::from_slice(&ck[6..ck.len() - 4]).unwrap();
-    let pid = json["txn"]["producer_id"].as_i64().unwrap();
-    assert_eq!(json["txn"]["committing"].as_array().map(Vec::len), Some(1), "the stop committed the output partition: {}", json["txn"]);
-    {
-        let mgr = eddy::log::LogManager::open(tmp.path(), eddy::log::LogConfig::default()).unwrap();
-        let log = mgr.get("clicks-per-second", 0).unwrap();
-        let (_, epoch, last_seq, _, open) = log.producers().into_iter().find(|p| p.0 == pid).expect("the processor's producer");
-        assert_eq!(open, -1, "nothing open after a clean stop");
-        let rec = [eddy::log::records::NewRecord { key: Some(b"{\"key\":\"ghost\",\"start\":0,\"end\":1000}"), value: Some(b"{\"ghost\":true}"), timestamp: 1, headers: &[] }];
-        let batch = eddy::log::records::with_producer(&eddy::log::records::build_batch(&rec), pid, epoch, last_seq + 1, true);
-        log.append(&batch).unwrap();
-        log.sync_to(log.log_end_offset()).unwrap();
-        drop(log);
-        drop(mgr); // no shutdown: as after a crash
-    }
+    // The newest checkpoint record: the stop's delta record after the base.
+    let (loaded, _) = eddy::processor::checkpoint::load(&tmp.path().join("processors/clicks.checkpoint"));
+    let eddy::processor::checkpoint::Loaded::Usable(ck) = loaded else { panic!("{loaded:?}") };
+    let txn = ck.txn.expect("an exactly-once checkpoint has a txn");
+    let pid = txn.producer_id;
+    assert_eq!(txn.committing.len(), 1, "the stop committed the output partition: {txn:?}");
+    append_ghost_transaction(tmp.path(), pid);
     let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", &text));
     b.keep_dir(tmp);
     let seen = read_committed_values(&b, "clicks-per-second", 1);
-    assert!(seen.iter().all(|v| v != b"{\"ghost\":true}"), "the transaction written after the checkpoint was committed");
+    assert!(seen.iter().all(|v| v != GHOST), "the transaction written after the checkpoint was committed");
     assert_eq!(seen.len(), 1, "ann's window, once");
+}
+
+const GHOST: &[u8] = b"{\"ghost\":true}";
+
+/// The producer's state on the output partition, the broker stopped:
+/// (epoch, last sequence, first offset of its open transaction or -1).
+fn output_producer(dir: &std::path::Path, producer_id: i64) -> (i16, i32, i64) {
+    let mgr = eddy::log::LogManager::open(dir, eddy::log::LogConfig::default()).unwrap();
+    let log = mgr.get("clicks-per-second", 0).unwrap();
+    let (_, epoch, last_seq, _, open) = log.producers().into_iter().find(|p| p.0 == producer_id).expect("the processor's producer");
+    (epoch, last_seq, open)
+}
+
+/// What a run killed after its last checkpoint would leave, written with
+/// the broker stopped: an open transaction of the processor's producer on
+/// the output partition.
+fn append_ghost_transaction(dir: &std::path::Path, producer_id: i64) {
+    let (epoch, last_seq, open) = output_producer(dir, producer_id);
+    assert_eq!(open, -1, "nothing open after a clean stop");
+    let mgr = eddy::log::LogManager::open(dir, eddy::log::LogConfig::default()).unwrap();
+    let log = mgr.get("clicks-per-second", 0).unwrap();
+    let rec = [eddy::log::records::NewRecord { key: Some(b"{\"key\":\"ghost\",\"start\":0,\"end\":1000}"), value: Some(GHOST), timestamp: 1, headers: &[] }];
+    let batch = eddy::log::records::with_producer(&eddy::log::records::build_batch(&rec), producer_id, epoch, last_seq + 1, true);
+    log.append(&batch).unwrap();
+    log.sync_to(log.log_end_offset()).unwrap();
+    // Dropped without a shutdown: as after a crash.
+}
+
+/// Waits until the running processor has written `n` records.
+fn wait_for_output(b: &TestBroker, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.broker.processor_stats().first().is_none_or(|(_, s)| s.records_out.load(std::sync::atomic::Ordering::Relaxed) < n) {
+        assert!(Instant::now() < deadline, "fewer than {n} output records");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exactly_once_restart_settles_the_transaction_of_a_delta_checkpoint() {
+    // A state of 301 windows, then a run that changes one: its stop's
+    // checkpoint is a delta record after the start's base, and that record
+    // must carry the transaction it commits.
+    let text = CLICKS.replace("commit_interval = \"100ms\"", "commit_interval = \"1h\"\n    guarantee = \"exactly_once\"").replace("emit = \"final\"", "emit = \"changes\"\n    flush_interval = \"50ms\"");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", &text));
+    b.keep_dir(tmp);
+    create(&b, "clicks", 1);
+    let many: Vec<(Option<&str>, String)> = (0..300).map(|i| (None, click(&format!("user-{i}"), 1_000 + i, 1))).chain([(None, click("ann", 1_000, 5))]).collect();
+    produce(&b, "clicks", &many);
+    wait_for_output(&b, 301);
+    let tmp = b.stop().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", &text));
+    b.keep_dir(tmp);
+    produce(&b, "clicks", &[(None, click("ann", 1_500, 7))]);
+    wait_for_output(&b, 1);
+    let tmp = b.stop().unwrap();
+    let path = tmp.path().join("processors/clicks.checkpoint");
+    assert!(std::fs::metadata(eddy::processor::checkpoint::delta_path(&path)).unwrap().len() > 18, "the stop's checkpoint is a delta record");
+    let (loaded, _) = eddy::processor::checkpoint::load(&path);
+    let eddy::processor::checkpoint::Loaded::Usable(ck) = loaded else { panic!("{loaded:?}") };
+    let txn = ck.txn.expect("the delta record's transaction");
+    assert_eq!(txn.committing.len(), 1, "{txn:?}");
+    append_ghost_transaction(tmp.path(), txn.producer_id);
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", &text));
+    b.keep_dir(tmp);
+    let seen = read_committed_values(&b, "clicks-per-second", 1);
+    assert!(seen.iter().all(|v| v != GHOST), "the transaction written after the checkpoint was committed");
+    assert_eq!(seen.len(), 302, "301 windows, then ann's again");
+    let last: Value = serde_json::from_slice(seen.last().unwrap()).unwrap();
+    assert_eq!((last["clicks"].as_i64(), last["spent"].as_i64()), (Some(2), Some(12)), "{last}");
+    // Aborted, not left open (which would hold back every later output).
+    let tmp = b.stop().unwrap();
+    assert_eq!(output_producer(tmp.path(), txn.producer_id).2, -1, "the ghost transaction is still open");
 }
 
 #[test]
