@@ -260,20 +260,162 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     Ok(Request { api_key, version, header, body, size })
 }
 
-/// Encodes a response frame, length prefix included.
-pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> anyhow::Result<Bytes> {
+/// An encoded response frame (length prefix included), in parts sent back
+/// to back: a fetch response's record sets are the log's own bytes
+/// (chunk memory or a file read), sent without being copied into it.
+#[derive(Debug, Clone, Default)]
+pub struct Frame(pub Vec<Bytes>);
+
+impl Frame {
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Bytes::is_empty)
+    }
+
+    /// The whole frame in one buffer (tests and small callers).
+    pub fn concat(&self) -> Bytes {
+        match self.0.as_slice() {
+            [one] => one.clone(),
+            parts => parts.concat().into(),
+        }
+    }
+
+    /// The frame as a `Buf` of its parts, for `write_all_buf` (which
+    /// writes them vectored where the stream supports it).
+    pub fn into_buf(self) -> FrameBuf {
+        FrameBuf(self.0.into())
+    }
+}
+
+/// A frame's parts still to send.
+pub struct FrameBuf(std::collections::VecDeque<Bytes>);
+
+impl bytes::Buf for FrameBuf {
+    fn remaining(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.0.iter().find(|p| !p.is_empty()).map_or(&[], |p| &p[..])
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, part) in dst.iter_mut().zip(self.0.iter().filter(|p| !p.is_empty())) {
+            *slot = std::io::IoSlice::new(part);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let Some(front) = self.0.front_mut() else { panic!("advanced past the end of a frame") };
+            let n = cnt.min(front.len());
+            front.advance(n);
+            cnt -= n;
+            if front.is_empty() {
+                self.0.pop_front();
+            }
+        }
+    }
+}
+
+/// Record sets at least this long are sent by reference, not copied.
+const BY_REFERENCE: usize = 4096;
+
+/// The encoder's output buffer: small fields are copied into `cur`; the
+/// record sets of `refs` (in the order the encoder meets them) are cut out
+/// as parts of their own when the encoder writes them.
+struct Parts {
+    done: Vec<Bytes>,
+    cur: BytesMut,
+    refs: std::vec::IntoIter<Bytes>,
+    next: Option<Bytes>,
+    /// Bytes in `done`.
+    done_len: usize,
+}
+
+impl Parts {
+    fn new(refs: Vec<Bytes>, capacity: usize) -> Parts {
+        let mut refs = refs.into_iter();
+        let next = refs.next();
+        Parts { done: Vec::new(), cur: BytesMut::with_capacity(capacity), refs, next, done_len: 0 }
+    }
+
+    fn finish(mut self) -> Vec<Bytes> {
+        if !self.cur.is_empty() {
+            self.done.push(self.cur.freeze());
+        }
+        self.done
+    }
+}
+
+// SAFETY: every method delegates to `cur`, a BytesMut, whose contract
+// these are; put_slice only decides whether to copy or to reference.
+unsafe impl BufMut for Parts {
+    fn remaining_mut(&self) -> usize {
+        self.cur.remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        self.cur.advance_mut(cnt)
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        self.cur.chunk_mut()
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        // The encoder writes a record set from the Bytes it holds: the same
+        // address and length identify it exactly.
+        if let Some(next) = self.next.take_if(|n| n.as_ptr() == src.as_ptr() && n.len() == src.len()) {
+            let head = self.cur.split().freeze();
+            self.done_len += head.len() + next.len();
+            self.done.push(head);
+            self.done.push(next);
+            self.next = self.refs.next();
+        } else {
+            self.cur.extend_from_slice(src);
+        }
+    }
+}
+
+impl kafka_protocol::protocol::buf::ByteBufMut for Parts {
+    fn offset(&self) -> usize {
+        self.done_len + self.cur.len()
+    }
+
+    // Message encoders never seek back (only record batch encoders do, and
+    // those write into their own buffers); a gap inside `cur` still works.
+    fn seek(&mut self, offset: usize) {
+        let at = offset.saturating_sub(self.done_len);
+        self.cur.resize(at, 0);
+    }
+
+    fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
+        let base = self.done_len;
+        &mut self.cur[r.start.saturating_sub(base)..r.end.saturating_sub(base)]
+    }
+}
+
+/// Encodes a response frame: a 4-byte length, the header (v0 for
+/// ApiVersions, else per the API's flexible versions), then the body.
+pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> anyhow::Result<Frame> {
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     // ApiVersions answers with a v0 header whatever the request version, so
     // a client that sent a version we do not know can still read it.
     let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
-    // A fetch response is mostly record bytes: sized up front, they are
-    // copied once instead of again at every doubling of the buffer.
-    let body_size = match body {
-        ResponseKind::Fetch(f) if !legacy::handles(api_key, version) => f.compute_size(version).unwrap_or(0),
-        _ => 0,
-    };
-    let mut buf = BytesMut::with_capacity(64 + body_size);
+    if let ResponseKind::Fetch(f) = body {
+        if !legacy::handles(api_key, version) {
+            return encode_fetch(&header, header_version, f, version);
+        }
+    }
+    let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     header.encode(&mut buf, header_version)?;
     if legacy::handles(api_key, version) {
@@ -283,7 +425,23 @@ pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body:
     }
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf.freeze())
+    Ok(Frame(vec![buf.freeze()]))
+}
+
+/// A fetch response, its large record sets referenced rather than copied
+/// (sized up front: the length prefix comes first).
+fn encode_fetch(header: &ResponseHeader, header_version: i16, f: &kafka_protocol::messages::FetchResponse, version: i16) -> anyhow::Result<Frame> {
+    let refs: Vec<Bytes> = f.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.clone()).filter(|r| r.len() >= BY_REFERENCE).collect();
+    let len = header.compute_size(header_version)? + f.compute_size(version)?;
+    let referenced: usize = refs.iter().map(Bytes::len).sum();
+    let mut buf = Parts::new(refs, 4 + len - referenced);
+    buf.put_i32(i32::try_from(len)?);
+    header.encode(&mut buf, header_version)?;
+    f.encode(&mut buf, version)?;
+    anyhow::ensure!(buf.next.is_none(), "a fetch response's record set was not written where expected");
+    let frame = Frame(buf.finish());
+    anyhow::ensure!(frame.len() == 4 + len, "a fetch response of {} bytes was sized {}", frame.len(), 4 + len);
+    Ok(frame)
 }
 
 /// Kafka error codes used by the broker.
@@ -363,6 +521,55 @@ pub mod code {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fetch response sent in parts is byte for byte the crate's own
+    /// encoding, at every version, with record sets referenced (large),
+    /// copied (small), empty and absent, and the same Bytes twice.
+    #[test]
+    fn fetch_frames_in_parts_are_the_crates_encoding() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::{FetchResponse, TopicName};
+        let big = Bytes::from((0..70_000u32).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+        let sets = [Some(big.slice(..BY_REFERENCE)), Some(big.slice(10..20)), None, Some(Bytes::new()), Some(big.slice(100..65_000)), Some(big.slice(100..65_000)), Some(big.slice(BY_REFERENCE - 1..2 * BY_REFERENCE - 2))];
+        let mut f = FetchResponse::default();
+        for t in 0..2 {
+            let mut topic = FetchableTopicResponse::default();
+            topic.topic = TopicName(format!("topic-{t}").into());
+            topic.topic_id = uuid::Uuid::from_u128(t + 1);
+            for (i, r) in sets.iter().enumerate() {
+                let mut p = PartitionData::default();
+                p.partition_index = i as i32;
+                p.high_watermark = 1000 + i as i64;
+                p.records = r.clone();
+                topic.partitions.push(p);
+            }
+            f.responses.push(topic);
+        }
+        let body = ResponseKind::Fetch(f.clone());
+        for version in 4..=18 {
+            let frame = encode_response(ApiKey::Fetch, version, 77, &body).unwrap();
+            let mut plain = BytesMut::new();
+            plain.put_i32(0);
+            ResponseHeader::default().with_correlation_id(77).encode(&mut plain, ApiKey::Fetch.response_header_version(version)).unwrap();
+            f.encode(&mut plain, version).unwrap();
+            let len = (plain.len() - 4) as i32;
+            plain[0..4].copy_from_slice(&len.to_be_bytes());
+            assert_eq!(frame.concat(), plain.freeze(), "version {version}");
+            // The three sets of BY_REFERENCE bytes or more per topic went by
+            // reference, each its own part (the one a byte short was copied).
+            let referenced = frame.0.iter().filter(|p| p.len() >= BY_REFERENCE && big.as_ptr() <= p.as_ptr() && p.as_ptr() < big[big.len()..].as_ptr()).count();
+            assert_eq!(referenced, 2 * 3, "version {version}");
+            // And the Buf view walks the same bytes.
+            let mut buf = frame.clone().into_buf();
+            let mut walked = Vec::new();
+            while bytes::Buf::has_remaining(&buf) {
+                let n = bytes::Buf::chunk(&buf).len().min(1000);
+                walked.extend_from_slice(&bytes::Buf::chunk(&buf)[..n]);
+                bytes::Buf::advance(&mut buf, n);
+            }
+            assert_eq!(walked, frame.concat());
+        }
+    }
 
     /// Every advertised version is one the crate decodes, or one `legacy`
     /// handles: a client that sees a version uses it.

@@ -9,14 +9,14 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::Served;
 use crate::broker::{Broker, Handled};
-use crate::protocol::{self, DecodeError};
+use crate::protocol::{self, DecodeError, Frame};
 use crate::security::sasl::{Gate, Session};
 use crate::security::Context;
 
@@ -25,7 +25,7 @@ const MAX_IN_FLIGHT: usize = 32;
 /// Spare room kept in a connection's read buffer.
 const READ_BUFFER: usize = 64 * 1024;
 
-type Pending = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = Option<Frame>> + Send>>;
 
 /// Serves one connection, read from `rd` and answered on `wr`: the halves
 /// of a TcpStream (plaintext) or of a TLS stream. `ctx` names the peer, the
@@ -45,10 +45,12 @@ where
         while let Some(next) = responses.recv().await {
             // None here is a response that could not be encoded: the client
             // would wait for it forever, so the connection closes.
-            let Some(bytes) = next.await else { break };
-            // A TLS stream may keep the tail of what it encrypted when the
-            // socket is full; flush sends it (a no-op on plain TCP).
-            if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
+            let Some(frame) = next.await else { break };
+            // A fetch response's parts go out in one vectored write where
+            // the stream has them (plain TCP). A TLS stream may keep the
+            // tail of what it encrypted when the socket is full; flush sends
+            // it (a no-op on plain TCP).
+            if wr.write_all_buf(&mut frame.into_buf()).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
@@ -228,7 +230,7 @@ async fn finish(peer: SocketAddr, queue: mpsc::Sender<Pending>, writer: tokio::t
     tracing::debug!(%peer, "connection closed");
 }
 
-fn encoded(peer: &SocketAddr, r: anyhow::Result<Bytes>) -> Option<Bytes> {
+fn encoded(peer: &SocketAddr, r: anyhow::Result<Frame>) -> Option<Frame> {
     match r {
         Ok(b) => Some(b),
         Err(e) => {
