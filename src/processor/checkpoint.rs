@@ -130,10 +130,13 @@ fn frame_crc(len: &[u8], body: &[u8]) -> u32 {
 
 /// The bodies of a delta file's records after its header, in order. A bad
 /// record (short, reaching past the end, or failing its CRC) ends them: it
-/// is a torn tail (a crash mid-append) when its frame reaches the end of the
-/// file or it and all after it are zero bytes, else the file is damaged
-/// (Err, with the records before it).
-fn delta_bodies(b: &[u8]) -> (Vec<&[u8]>, Result<(), String>) {
+/// is taken for a torn tail, and the records before it apply. Only the last
+/// append can be unsynced, and a multi-page append can reach the disk out of
+/// order (its tail written, its first page not), so a bad record followed
+/// by nonzero bytes is torn too; the second member then says so (for a
+/// warning). Were it real damage in the middle, the records before it are
+/// still an earlier checkpoint, consistent in itself.
+fn delta_bodies(b: &[u8]) -> (Vec<&[u8]>, Option<String>) {
     let mut bodies = Vec::new();
     let mut at = DELTA_HEADER;
     while at < b.len() {
@@ -147,14 +150,15 @@ fn delta_bodies(b: &[u8]) -> (Vec<&[u8]>, Result<(), String>) {
                 bodies.push(&rest[FRAME_HEADER..FRAME_HEADER + len]);
                 at += end;
             }
-            Some((_, end)) if end < rest.len() && rest.iter().any(|&x| x != 0) => {
-                return (bodies, Err(format!("the delta record at byte {at} fails its checksum, and records follow it")));
-            }
             // Torn: the crash came mid-append.
+            Some((_, end)) if end < rest.len() && rest[end..].iter().any(|&x| x != 0) => {
+                let n = bodies.len();
+                return (bodies, Some(format!("the delta record at byte {at} is bad and nonzero bytes follow it; taken for a torn append, the checkpoint rolls back to the {n} records before it")));
+            }
             _ => break,
         }
     }
-    (bodies, Ok(()))
+    (bodies, None)
 }
 
 /// Reads a processor's checkpoint: the base at `path` and the records of a
@@ -182,9 +186,11 @@ pub fn load(path: &Path) -> (Loaded, u64) {
     if let Some(d) = &delta {
         match delta_generation(d) {
             Ok(g) if g == generation => {
-                let (bodies, result) = delta_bodies(d);
+                let (bodies, torn) = delta_bodies(d);
+                if let Some(warning) = torn {
+                    tracing::warn!(path = %path.display(), "{warning}");
+                }
                 records.extend(bodies);
-                damage = result;
             }
             // Left by a crash between a new base and its empty delta file.
             Ok(g) if g < generation => {}

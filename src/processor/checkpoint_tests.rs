@@ -1,5 +1,6 @@
 //! Base + delta checkpoints: they rebuild the engine's state exactly, a
-//! torn tail is ignored, damage is reported, a stale delta is never applied
+//! torn tail (or a bad record anywhere) rolls back to the records before
+//! it, damage is reported, a stale delta is never applied
 //! to a newer base, and a few changes in a large state make a small record.
 
 use std::sync::Arc;
@@ -258,28 +259,41 @@ fn a_torn_tail_record_is_ignored_and_everything_before_it_applied() {
 }
 
 #[test]
-fn a_damaged_middle_record_makes_the_checkpoint_unusable_but_its_txn_readable() {
+fn a_damaged_middle_record_rolls_the_checkpoint_back_to_the_record_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.checkpoint");
-    let (lens, _) = three_deltas(&path);
+    let (lens, states) = three_deltas(&path);
     let delta = delta_path(&path);
     let mut b = std::fs::read(&delta).unwrap();
-    // A byte inside the second record's body.
+    // A byte inside the second record's body: taken for a torn append, so
+    // the first record is the checkpoint (positions, state and txn alike).
     b[lens[1] as usize + FRAME_HEADER + 10] ^= 0x01;
     std::fs::write(&delta, &b).unwrap();
-    match load(&path).0 {
-        Loaded::Damaged { reason, txn: t } => {
-            assert!(reason.contains("checksum"), "{reason}");
-            // The newest record before the damage: the first delta.
-            assert_eq!(t, Some(txn(1)));
-        }
-        other => panic!("{}", kind(&other)),
-    }
+    let c = usable(&path);
+    assert_eq!((c.engine, c.txn, c.sources[0].2), (states[1].clone(), txn(1), 1));
     // A damaged base: no record readable at all.
     let mut base = std::fs::read(&path).unwrap();
     base[20] ^= 0x01;
     std::fs::write(&path, &base).unwrap();
     assert!(matches!(load(&path).0, Loaded::Damaged { txn: None, .. }));
+}
+
+#[test]
+fn an_append_whose_start_never_reached_the_disk_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.checkpoint");
+    let (lens, states) = three_deltas(&path);
+    let delta = delta_path(&path);
+    let whole = std::fs::read(&delta).unwrap();
+    // The last record's tail written, its first page (here: its first 8,
+    // 20 or all but 3 bytes, frame header included) not.
+    for lost in [8, 20, (lens[3] - lens[2] - 3) as usize] {
+        let mut b = whole.clone();
+        b[lens[2] as usize..lens[2] as usize + lost].fill(0);
+        std::fs::write(&delta, &b).unwrap();
+        let c = usable(&path);
+        assert_eq!((c.engine, c.txn, c.sources[0].2), (states[2].clone(), txn(2), 2), "{lost} bytes lost");
+    }
 }
 
 #[test]
