@@ -242,17 +242,39 @@ pub struct Writer {
     /// The delta file of the current base, open for appends, and its length.
     delta: Option<(File, u64)>,
     base_len: u64,
+    /// Tests: how many of the next fsyncs of the delta file fail.
+    #[cfg(test)]
+    fail_syncs: u32,
 }
 
 impl Writer {
     /// `generation`: the highest one found on start (`load`).
     pub fn new(path: PathBuf, generation: u64) -> Writer {
-        Writer { path, generation, delta: None, base_len: 0 }
+        Writer {
+            path,
+            generation,
+            delta: None,
+            base_len: 0,
+            #[cfg(test)]
+            fail_syncs: 0,
+        }
     }
 
-    /// Whether a delta record can follow (a base was written by this writer).
+    /// Whether a delta record can be appended: this writer wrote a base,
+    /// and no write failed since (after a failure the next checkpoint must
+    /// be a new base).
     pub fn has_base(&self) -> bool {
         self.delta.is_some()
+    }
+
+    /// fdatasync of the delta file.
+    fn sync(&mut self, file: &File) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_syncs > 0 {
+            self.fail_syncs -= 1;
+            return Err(std::io::Error::other("an injected fsync failure"));
+        }
+        file.sync_data()
     }
 
     /// Appends `d` to the delta file and fsyncs it. Ok(false), writing
@@ -269,13 +291,26 @@ impl Writer {
         b[..4].copy_from_slice(&body_len.to_be_bytes());
         let crc = frame_crc(&b[..4], &b[FRAME_HEADER..]);
         b[4..8].copy_from_slice(&crc.to_be_bytes());
-        let (file, len) = self.delta.as_mut().expect("checked above");
-        if let Err(e) = file.write_all(&b).and_then(|()| file.sync_data()) {
-            // What reached the file is a torn tail at most; append no more.
-            self.delta = None;
+        let (mut file, len) = self.delta.take().expect("checked above");
+        if let Err(e) = file.write_all(&b).and_then(|()| self.sync(&file)) {
+            // Part or all of the record may be in the page cache, where a
+            // restart in this process would read it (and commit its
+            // transaction) though a power loss could still take it away.
+            // Cut it off, durably; failing that, remove the delta file, which
+            // rolls the checkpoint back to the base. Append no more.
+            let rolled_back = file.set_len(len).and_then(|()| self.sync(&file));
+            if let Err(cut) = rolled_back {
+                let path = delta_path(&self.path);
+                tracing::warn!(path = %path.display(), error = %cut, "cannot cut a failed checkpoint append off; removing the delta file");
+                drop(file);
+                let dir = self.path.parent().expect("a processors directory");
+                if let Err(rm) = std::fs::remove_file(&path).and_then(|()| crate::log::checkpoint::sync_dir(dir)) {
+                    tracing::error!(path = %path.display(), error = %rm, "cannot remove the delta file after a failed checkpoint append");
+                }
+            }
             return Err(e);
         }
-        *len += b.len() as u64;
+        self.delta = Some((file, len + b.len() as u64));
         Ok(true)
     }
 

@@ -1,6 +1,6 @@
 //! Base + delta checkpoints: they rebuild the engine's state exactly, a
 //! torn tail (or a bad record anywhere) rolls back to the records before
-//! it, damage is reported, a stale delta is never applied
+//! it, a failed append is undone, damage is reported, a stale delta is never applied
 //! to a newer base, and a few changes in a large state make a small record.
 
 use std::sync::Arc;
@@ -294,6 +294,56 @@ fn an_append_whose_start_never_reached_the_disk_is_a_torn_tail() {
         let c = usable(&path);
         assert_eq!((c.engine, c.txn, c.sources[0].2), (states[2].clone(), txn(2), 2), "{lost} bytes lost");
     }
+}
+
+#[test]
+fn a_failed_append_leaves_the_delta_file_at_its_previous_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.checkpoint");
+    let spec = spec(WINDOWS[1], "changes", "1000d");
+    let mut w = Writer::new(path.clone(), 0);
+    let mut engine = Engine::new(spec);
+    let (mut rng, mut clock) = (Rng(3), 1_000_000);
+    feed(&mut engine, &mut rng, &mut clock, 500, 40);
+    assert!(!commit(&mut w, &mut engine, 0));
+    feed(&mut engine, &mut rng, &mut clock, 5, 40);
+    assert!(commit(&mut w, &mut engine, 1));
+    let (len, state) = (std::fs::metadata(delta_path(&path)).unwrap().len(), engine.state());
+    // The record is written, its fsync fails: it is cut off again.
+    feed(&mut engine, &mut rng, &mut clock, 5, 40);
+    w.fail_syncs = 1;
+    let d = Delta { sources: vec![("in".to_string(), 0, 2, None)], engine: engine.changes(), txn: txn(2) };
+    assert!(w.append(&d).is_err());
+    assert_eq!(std::fs::metadata(delta_path(&path)).unwrap().len(), len);
+    let c = usable(&path);
+    assert_eq!((c.engine, c.txn), (state, txn(1)));
+    // The next checkpoint is a new base.
+    assert!(!w.has_base());
+    assert!(!commit(&mut w, &mut engine, 3));
+    assert_eq!(usable(&path).engine, engine.state());
+}
+
+#[test]
+fn when_a_failed_append_cannot_be_cut_off_the_delta_file_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.checkpoint");
+    let spec = spec(WINDOWS[1], "changes", "1000d");
+    let mut w = Writer::new(path.clone(), 0);
+    let mut engine = Engine::new(spec);
+    let (mut rng, mut clock) = (Rng(3), 1_000_000);
+    feed(&mut engine, &mut rng, &mut clock, 500, 40);
+    assert!(!commit(&mut w, &mut engine, 0));
+    let base = engine.state();
+    feed(&mut engine, &mut rng, &mut clock, 5, 40);
+    assert!(commit(&mut w, &mut engine, 1));
+    feed(&mut engine, &mut rng, &mut clock, 5, 40);
+    // Both the record's fsync and the one after cutting it off fail.
+    w.fail_syncs = 2;
+    let d = Delta { sources: vec![], engine: engine.changes(), txn: txn(2) };
+    assert!(w.append(&d).is_err());
+    assert!(!delta_path(&path).exists());
+    let c = usable(&path);
+    assert_eq!((c.engine, c.txn), (base, txn(0)), "the base alone");
 }
 
 #[test]
