@@ -11,7 +11,7 @@
 //! stale and ignored, never applied to a newer base.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -170,22 +170,28 @@ pub fn load(path: &Path) -> (Loaded, u64) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Loaded::None, delta_file_generation(path)),
         Err(e) => return (Loaded::Damaged { reason: e.to_string(), txn: None }, delta_file_generation(path)),
     };
+    let base = base_body(&base);
     let delta = match std::fs::read(delta_path(path)) {
         Ok(b) => Some(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return (Loaded::Damaged { reason: format!("delta file: {e}"), txn: None }, base_body(&base).map_or(0, |(g, _)| g)),
+        Err(e) => {
+            let (generation, txn) = base.map_or((0, None), |(g, body)| (g, newest_txn(&[body])));
+            return (Loaded::Damaged { reason: format!("delta file: {e}"), txn }, generation);
+        }
     };
-    let delta_gen = delta.as_deref().and_then(|d| delta_generation(d).ok()).unwrap_or(0);
-    let (generation, body) = match base_body(&base) {
+    let header = delta.as_deref().map(delta_generation);
+    let delta_gen = header.as_ref().and_then(|h| h.as_ref().ok().copied()).unwrap_or(0);
+    let (generation, body) = match base {
         Ok(x) => x,
         Err(reason) => return (Loaded::Damaged { reason, txn: None }, delta_gen),
     };
     // The base's body, then the bodies of the delta records that apply to it.
     let mut records = vec![body];
     let mut damage = Ok(());
-    if let Some(d) = &delta {
-        match delta_generation(d) {
-            Ok(g) if g == generation => {
+    if let (Some(d), Some(header)) = (&delta, header) {
+        match header {
+            // Generation 0 is a version-1 base's, which has no deltas.
+            Ok(g) if g == generation && g > 0 => {
                 let (bodies, torn) = delta_bodies(d);
                 if let Some(warning) = torn {
                     tracing::warn!(path = %path.display(), "{warning}");
@@ -193,7 +199,7 @@ pub fn load(path: &Path) -> (Loaded, u64) {
                 records.extend(bodies);
             }
             // Left by a crash between a new base and its empty delta file.
-            Ok(g) if g < generation => {}
+            Ok(g) if g <= generation => {}
             Ok(g) => damage = Err(format!("the delta file's generation {g} is newer than the base's {generation}")),
             Err(reason) => damage = Err(reason),
         }
@@ -203,8 +209,11 @@ pub fn load(path: &Path) -> (Loaded, u64) {
     (loaded, top)
 }
 
+/// The generation in the delta file's header (0: none readable).
 fn delta_file_generation(path: &Path) -> u64 {
-    std::fs::read(delta_path(path)).ok().and_then(|d| delta_generation(&d).ok()).unwrap_or(0)
+    let mut header = [0; DELTA_HEADER];
+    let read = File::open(delta_path(path)).and_then(|mut f| f.read_exact(&mut header));
+    read.ok().and_then(|()| delta_generation(&header).ok()).unwrap_or(0)
 }
 
 /// The checkpoint of a base body and the delta bodies after it.

@@ -297,6 +297,24 @@ fn an_append_whose_start_never_reached_the_disk_is_a_torn_tail() {
 }
 
 #[test]
+fn a_delta_file_that_cannot_be_read_leaves_the_bases_txn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.checkpoint");
+    three_deltas(&path);
+    let delta = delta_path(&path);
+    std::fs::remove_file(&delta).unwrap();
+    // Reading a directory fails (EISDIR).
+    std::fs::create_dir(&delta).unwrap();
+    match load(&path) {
+        (Loaded::Damaged { reason, txn: t }, g) => {
+            assert!(reason.starts_with("delta file"), "{reason}");
+            assert_eq!((t, g), (Some(txn(0)), 1));
+        }
+        (other, _) => panic!("{}", kind(&other)),
+    }
+}
+
+#[test]
 fn a_failed_append_leaves_the_delta_file_at_its_previous_length() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.checkpoint");
@@ -392,6 +410,11 @@ fn a_crash_at_any_point_of_a_rollover_leaves_a_correct_checkpoint() {
     // A delta newer than its base cannot come from any crash: damage.
     std::fs::write(&delta, delta_header(4)).unwrap();
     assert!(matches!(load(&path), (Loaded::Damaged { txn: Some(_), .. }, 4)));
+    // No base: no checkpoint, but the delta file's generation counts.
+    let base = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(load(&path), (Loaded::None, 4)));
+    std::fs::write(&path, base).unwrap();
     // No delta file at all: the base alone.
     std::fs::remove_file(&delta).unwrap();
     assert_eq!(usable(&path).engine.seq, 12_345);
@@ -408,8 +431,17 @@ fn a_version_1_checkpoint_loads_as_generation_0() {
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_be_bytes());
     std::fs::write(&path, &b).unwrap();
-    // A delta file of generation 0 would be ignored too: only a base
-    // written by this version has deltas.
+    let (loaded, g) = load(&path);
+    let Loaded::Usable(c) = loaded else { panic!("{}", kind(&loaded)) };
+    assert_eq!((c.engine.seq, g), (3, 0));
+    // A delta file of generation 0 beside it is ignored: only a base
+    // written by version 2 has deltas.
+    let body = serde_json::to_vec(&Delta { sources: vec![], engine: EngineDelta { changed: EngineState { seq: 4, ..Default::default() }, ..Default::default() }, txn: None }).unwrap();
+    let mut d = delta_header(0);
+    d.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    d.extend_from_slice(&frame_crc(&d[DELTA_HEADER..], &body).to_be_bytes());
+    d.extend_from_slice(&body);
+    std::fs::write(delta_path(&path), &d).unwrap();
     let (loaded, g) = load(&path);
     let Loaded::Usable(c) = loaded else { panic!("{}", kind(&loaded)) };
     assert_eq!((c.engine.seq, g), (3, 0));
