@@ -314,24 +314,33 @@ fn a_delta_file_that_cannot_be_read_leaves_the_bases_txn() {
     }
 }
 
+/// A base and a delta record, then a third checkpoint's append with the
+/// next `fails` fsyncs failing. Returns the writer, the engine, the engine
+/// state at the base and at the delta record, and the delta file's length
+/// before the failed append.
+fn a_failed_append(path: &Path, fails: u32) -> (Writer, Engine, [EngineState; 2], u64) {
+    let mut w = Writer::new(path.to_path_buf(), 0);
+    let mut engine = Engine::new(spec(WINDOWS[1], "changes", "1000d"));
+    let (mut rng, mut clock) = (Rng(3), 1_000_000);
+    feed(&mut engine, &mut rng, &mut clock, 500, 40);
+    assert!(!commit(&mut w, &mut engine, 0));
+    let base = engine.state();
+    feed(&mut engine, &mut rng, &mut clock, 5, 40);
+    assert!(commit(&mut w, &mut engine, 1));
+    let (states, len) = ([base, engine.state()], std::fs::metadata(delta_path(path)).unwrap().len());
+    feed(&mut engine, &mut rng, &mut clock, 5, 40);
+    w.fail_syncs = fails;
+    let d = Delta { sources: vec![("in".to_string(), 0, 2, None)], engine: engine.changes(), txn: txn(2) };
+    assert!(w.append(&d).is_err());
+    (w, engine, states, len)
+}
+
 #[test]
 fn a_failed_append_leaves_the_delta_file_at_its_previous_length() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.checkpoint");
-    let spec = spec(WINDOWS[1], "changes", "1000d");
-    let mut w = Writer::new(path.clone(), 0);
-    let mut engine = Engine::new(spec);
-    let (mut rng, mut clock) = (Rng(3), 1_000_000);
-    feed(&mut engine, &mut rng, &mut clock, 500, 40);
-    assert!(!commit(&mut w, &mut engine, 0));
-    feed(&mut engine, &mut rng, &mut clock, 5, 40);
-    assert!(commit(&mut w, &mut engine, 1));
-    let (len, state) = (std::fs::metadata(delta_path(&path)).unwrap().len(), engine.state());
     // The record is written, its fsync fails: it is cut off again.
-    feed(&mut engine, &mut rng, &mut clock, 5, 40);
-    w.fail_syncs = 1;
-    let d = Delta { sources: vec![("in".to_string(), 0, 2, None)], engine: engine.changes(), txn: txn(2) };
-    assert!(w.append(&d).is_err());
+    let (mut w, mut engine, [_, state], len) = a_failed_append(&path, 1);
     assert_eq!(std::fs::metadata(delta_path(&path)).unwrap().len(), len);
     let c = usable(&path);
     assert_eq!((c.engine, c.txn), (state, txn(1)));
@@ -345,20 +354,8 @@ fn a_failed_append_leaves_the_delta_file_at_its_previous_length() {
 fn when_a_failed_append_cannot_be_cut_off_the_delta_file_goes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.checkpoint");
-    let spec = spec(WINDOWS[1], "changes", "1000d");
-    let mut w = Writer::new(path.clone(), 0);
-    let mut engine = Engine::new(spec);
-    let (mut rng, mut clock) = (Rng(3), 1_000_000);
-    feed(&mut engine, &mut rng, &mut clock, 500, 40);
-    assert!(!commit(&mut w, &mut engine, 0));
-    let base = engine.state();
-    feed(&mut engine, &mut rng, &mut clock, 5, 40);
-    assert!(commit(&mut w, &mut engine, 1));
-    feed(&mut engine, &mut rng, &mut clock, 5, 40);
     // Both the record's fsync and the one after cutting it off fail.
-    w.fail_syncs = 2;
-    let d = Delta { sources: vec![], engine: engine.changes(), txn: txn(2) };
-    assert!(w.append(&d).is_err());
+    let (_, _, [base, _], _) = a_failed_append(&path, 2);
     assert!(!delta_path(&path).exists());
     let c = usable(&path);
     assert_eq!((c.engine, c.txn), (base, txn(0)), "the base alone");
