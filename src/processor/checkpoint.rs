@@ -11,7 +11,7 @@
 //! stale and ignored, never applied to a newer base.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -130,10 +130,13 @@ fn frame_crc(len: &[u8], body: &[u8]) -> u32 {
 
 /// The bodies of a delta file's records after its header, in order. A bad
 /// record (short, reaching past the end, or failing its CRC) ends them: it
-/// is a torn tail (a crash mid-append) when its frame reaches the end of the
-/// file or it and all after it are zero bytes, else the file is damaged
-/// (Err, with the records before it).
-fn delta_bodies(b: &[u8]) -> (Vec<&[u8]>, Result<(), String>) {
+/// is taken for a torn tail, and the records before it apply. Only the last
+/// append can be unsynced, and a multi-page append can reach the disk out of
+/// order (its tail written, its first page not), so a bad record followed
+/// by nonzero bytes is torn too; the second member then says so (for a
+/// warning). Were it real damage in the middle, the records before it are
+/// still an earlier checkpoint, consistent in itself.
+fn delta_bodies(b: &[u8]) -> (Vec<&[u8]>, Option<String>) {
     let mut bodies = Vec::new();
     let mut at = DELTA_HEADER;
     while at < b.len() {
@@ -147,14 +150,15 @@ fn delta_bodies(b: &[u8]) -> (Vec<&[u8]>, Result<(), String>) {
                 bodies.push(&rest[FRAME_HEADER..FRAME_HEADER + len]);
                 at += end;
             }
-            Some((_, end)) if end < rest.len() && rest.iter().any(|&x| x != 0) => {
-                return (bodies, Err(format!("the delta record at byte {at} fails its checksum, and records follow it")));
-            }
             // Torn: the crash came mid-append.
+            Some((_, end)) if end < rest.len() && rest[end..].iter().any(|&x| x != 0) => {
+                let n = bodies.len();
+                return (bodies, Some(format!("the delta record at byte {at} is bad and nonzero bytes follow it; taken for a torn append, the checkpoint rolls back to the {n} records before it")));
+            }
             _ => break,
         }
     }
-    (bodies, Ok(()))
+    (bodies, None)
 }
 
 /// Reads a processor's checkpoint: the base at `path` and the records of a
@@ -166,28 +170,36 @@ pub fn load(path: &Path) -> (Loaded, u64) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Loaded::None, delta_file_generation(path)),
         Err(e) => return (Loaded::Damaged { reason: e.to_string(), txn: None }, delta_file_generation(path)),
     };
+    let base = base_body(&base);
     let delta = match std::fs::read(delta_path(path)) {
         Ok(b) => Some(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return (Loaded::Damaged { reason: format!("delta file: {e}"), txn: None }, base_body(&base).map_or(0, |(g, _)| g)),
+        Err(e) => {
+            let (generation, txn) = base.map_or((0, None), |(g, body)| (g, newest_txn(&[body])));
+            return (Loaded::Damaged { reason: format!("delta file: {e}"), txn }, generation);
+        }
     };
-    let delta_gen = delta.as_deref().and_then(|d| delta_generation(d).ok()).unwrap_or(0);
-    let (generation, body) = match base_body(&base) {
+    let header = delta.as_deref().map(delta_generation);
+    let delta_gen = header.as_ref().and_then(|h| h.as_ref().ok().copied()).unwrap_or(0);
+    let (generation, body) = match base {
         Ok(x) => x,
         Err(reason) => return (Loaded::Damaged { reason, txn: None }, delta_gen),
     };
     // The base's body, then the bodies of the delta records that apply to it.
     let mut records = vec![body];
     let mut damage = Ok(());
-    if let Some(d) = &delta {
-        match delta_generation(d) {
-            Ok(g) if g == generation => {
-                let (bodies, result) = delta_bodies(d);
+    if let (Some(d), Some(header)) = (&delta, header) {
+        match header {
+            // Generation 0 is a version-1 base's, which has no deltas.
+            Ok(g) if g == generation && g > 0 => {
+                let (bodies, torn) = delta_bodies(d);
+                if let Some(warning) = torn {
+                    tracing::warn!(path = %path.display(), "{warning}");
+                }
                 records.extend(bodies);
-                damage = result;
             }
             // Left by a crash between a new base and its empty delta file.
-            Ok(g) if g < generation => {}
+            Ok(g) if g <= generation => {}
             Ok(g) => damage = Err(format!("the delta file's generation {g} is newer than the base's {generation}")),
             Err(reason) => damage = Err(reason),
         }
@@ -197,8 +209,11 @@ pub fn load(path: &Path) -> (Loaded, u64) {
     (loaded, top)
 }
 
+/// The generation in the delta file's header (0: none readable).
 fn delta_file_generation(path: &Path) -> u64 {
-    std::fs::read(delta_path(path)).ok().and_then(|d| delta_generation(&d).ok()).unwrap_or(0)
+    let mut header = [0; DELTA_HEADER];
+    let read = File::open(delta_path(path)).and_then(|mut f| f.read_exact(&mut header));
+    read.ok().and_then(|()| delta_generation(&header).ok()).unwrap_or(0)
 }
 
 /// The checkpoint of a base body and the delta bodies after it.
@@ -236,17 +251,39 @@ pub struct Writer {
     /// The delta file of the current base, open for appends, and its length.
     delta: Option<(File, u64)>,
     base_len: u64,
+    /// Tests: how many of the next fsyncs of the delta file fail.
+    #[cfg(test)]
+    fail_syncs: u32,
 }
 
 impl Writer {
     /// `generation`: the highest one found on start (`load`).
     pub fn new(path: PathBuf, generation: u64) -> Writer {
-        Writer { path, generation, delta: None, base_len: 0 }
+        Writer {
+            path,
+            generation,
+            delta: None,
+            base_len: 0,
+            #[cfg(test)]
+            fail_syncs: 0,
+        }
     }
 
-    /// Whether a delta record can follow (a base was written by this writer).
+    /// Whether a delta record can be appended: this writer wrote a base,
+    /// and no write failed since (after a failure the next checkpoint must
+    /// be a new base).
     pub fn has_base(&self) -> bool {
         self.delta.is_some()
+    }
+
+    /// fdatasync of the delta file.
+    fn sync(&mut self, file: &File) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_syncs > 0 {
+            self.fail_syncs -= 1;
+            return Err(std::io::Error::other("an injected fsync failure"));
+        }
+        file.sync_data()
     }
 
     /// Appends `d` to the delta file and fsyncs it. Ok(false), writing
@@ -263,13 +300,26 @@ impl Writer {
         b[..4].copy_from_slice(&body_len.to_be_bytes());
         let crc = frame_crc(&b[..4], &b[FRAME_HEADER..]);
         b[4..8].copy_from_slice(&crc.to_be_bytes());
-        let (file, len) = self.delta.as_mut().expect("checked above");
-        if let Err(e) = file.write_all(&b).and_then(|()| file.sync_data()) {
-            // What reached the file is a torn tail at most; append no more.
-            self.delta = None;
+        let (mut file, len) = self.delta.take().expect("checked above");
+        if let Err(e) = file.write_all(&b).and_then(|()| self.sync(&file)) {
+            // Part or all of the record may be in the page cache, where a
+            // restart in this process would read it (and commit its
+            // transaction) though a power loss could still take it away.
+            // Cut it off, durably; failing that, remove the delta file, which
+            // rolls the checkpoint back to the base. Append no more.
+            let rolled_back = file.set_len(len).and_then(|()| self.sync(&file));
+            if let Err(cut) = rolled_back {
+                let path = delta_path(&self.path);
+                tracing::warn!(path = %path.display(), error = %cut, "cannot cut a failed checkpoint append off; removing the delta file");
+                drop(file);
+                let dir = self.path.parent().expect("a processors directory");
+                if let Err(rm) = std::fs::remove_file(&path).and_then(|()| crate::log::checkpoint::sync_dir(dir)) {
+                    tracing::error!(path = %path.display(), error = %rm, "cannot remove the delta file after a failed checkpoint append");
+                }
+            }
             return Err(e);
         }
-        *len += b.len() as u64;
+        self.delta = Some((file, len + b.len() as u64));
         Ok(true)
     }
 

@@ -1,5 +1,6 @@
 //! Base + delta checkpoints: they rebuild the engine's state exactly, a
-//! torn tail is ignored, damage is reported, a stale delta is never applied
+//! torn tail (or a bad record anywhere) rolls back to the records before
+//! it, a failed append is undone, damage is reported, a stale delta is never applied
 //! to a newer base, and a few changes in a large state make a small record.
 
 use std::sync::Arc;
@@ -258,28 +259,106 @@ fn a_torn_tail_record_is_ignored_and_everything_before_it_applied() {
 }
 
 #[test]
-fn a_damaged_middle_record_makes_the_checkpoint_unusable_but_its_txn_readable() {
+fn a_damaged_middle_record_rolls_the_checkpoint_back_to_the_record_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.checkpoint");
-    let (lens, _) = three_deltas(&path);
+    let (lens, states) = three_deltas(&path);
     let delta = delta_path(&path);
     let mut b = std::fs::read(&delta).unwrap();
-    // A byte inside the second record's body.
+    // A byte inside the second record's body: taken for a torn append, so
+    // the first record is the checkpoint (positions, state and txn alike).
     b[lens[1] as usize + FRAME_HEADER + 10] ^= 0x01;
     std::fs::write(&delta, &b).unwrap();
-    match load(&path).0 {
-        Loaded::Damaged { reason, txn: t } => {
-            assert!(reason.contains("checksum"), "{reason}");
-            // The newest record before the damage: the first delta.
-            assert_eq!(t, Some(txn(1)));
-        }
-        other => panic!("{}", kind(&other)),
-    }
+    let c = usable(&path);
+    assert_eq!((c.engine, c.txn, c.sources[0].2), (states[1].clone(), txn(1), 1));
     // A damaged base: no record readable at all.
     let mut base = std::fs::read(&path).unwrap();
     base[20] ^= 0x01;
     std::fs::write(&path, &base).unwrap();
     assert!(matches!(load(&path).0, Loaded::Damaged { txn: None, .. }));
+}
+
+#[test]
+fn an_append_whose_start_never_reached_the_disk_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.checkpoint");
+    let (lens, states) = three_deltas(&path);
+    let delta = delta_path(&path);
+    let whole = std::fs::read(&delta).unwrap();
+    // The last record's tail written, its first page (here: its first 8,
+    // 20 or all but 3 bytes, frame header included) not.
+    for lost in [8, 20, (lens[3] - lens[2] - 3) as usize] {
+        let mut b = whole.clone();
+        b[lens[2] as usize..lens[2] as usize + lost].fill(0);
+        std::fs::write(&delta, &b).unwrap();
+        let c = usable(&path);
+        assert_eq!((c.engine, c.txn, c.sources[0].2), (states[2].clone(), txn(2), 2), "{lost} bytes lost");
+    }
+}
+
+#[test]
+fn a_delta_file_that_cannot_be_read_leaves_the_bases_txn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.checkpoint");
+    three_deltas(&path);
+    let delta = delta_path(&path);
+    std::fs::remove_file(&delta).unwrap();
+    // Reading a directory fails (EISDIR).
+    std::fs::create_dir(&delta).unwrap();
+    match load(&path) {
+        (Loaded::Damaged { reason, txn: t }, g) => {
+            assert!(reason.starts_with("delta file"), "{reason}");
+            assert_eq!((t, g), (Some(txn(0)), 1));
+        }
+        (other, _) => panic!("{}", kind(&other)),
+    }
+}
+
+/// A base and a delta record, then a third checkpoint's append with the
+/// next `fails` fsyncs failing. Returns the writer, the engine, the engine
+/// state at the base and at the delta record, and the delta file's length
+/// before the failed append.
+fn a_failed_append(path: &Path, fails: u32) -> (Writer, Engine, [EngineState; 2], u64) {
+    let mut w = Writer::new(path.to_path_buf(), 0);
+    let mut engine = Engine::new(spec(WINDOWS[1], "changes", "1000d"));
+    let (mut rng, mut clock) = (Rng(3), 1_000_000);
+    feed(&mut engine, &mut rng, &mut clock, 500, 40);
+    assert!(!commit(&mut w, &mut engine, 0));
+    let base = engine.state();
+    feed(&mut engine, &mut rng, &mut clock, 5, 40);
+    assert!(commit(&mut w, &mut engine, 1));
+    let (states, len) = ([base, engine.state()], std::fs::metadata(delta_path(path)).unwrap().len());
+    feed(&mut engine, &mut rng, &mut clock, 5, 40);
+    w.fail_syncs = fails;
+    let d = Delta { sources: vec![("in".to_string(), 0, 2, None)], engine: engine.changes(), txn: txn(2) };
+    assert!(w.append(&d).is_err());
+    (w, engine, states, len)
+}
+
+#[test]
+fn a_failed_append_leaves_the_delta_file_at_its_previous_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.checkpoint");
+    // The record is written, its fsync fails: it is cut off again.
+    let (mut w, mut engine, [_, state], len) = a_failed_append(&path, 1);
+    assert_eq!(std::fs::metadata(delta_path(&path)).unwrap().len(), len);
+    let c = usable(&path);
+    assert_eq!((c.engine, c.txn), (state, txn(1)));
+    // The next checkpoint is a new base.
+    assert!(!w.has_base());
+    assert!(!commit(&mut w, &mut engine, 3));
+    assert_eq!(usable(&path).engine, engine.state());
+}
+
+#[test]
+fn when_a_failed_append_cannot_be_cut_off_the_delta_file_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.checkpoint");
+    // Both the record's fsync and the one after cutting it off fail.
+    let (_, _, [base, _], _) = a_failed_append(&path, 2);
+    assert!(!delta_path(&path).exists());
+    let c = usable(&path);
+    assert_eq!((c.engine, c.txn), (base, txn(0)), "the base alone");
 }
 
 #[test]
@@ -328,6 +407,11 @@ fn a_crash_at_any_point_of_a_rollover_leaves_a_correct_checkpoint() {
     // A delta newer than its base cannot come from any crash: damage.
     std::fs::write(&delta, delta_header(4)).unwrap();
     assert!(matches!(load(&path), (Loaded::Damaged { txn: Some(_), .. }, 4)));
+    // No base: no checkpoint, but the delta file's generation counts.
+    let base = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(load(&path), (Loaded::None, 4)));
+    std::fs::write(&path, base).unwrap();
     // No delta file at all: the base alone.
     std::fs::remove_file(&delta).unwrap();
     assert_eq!(usable(&path).engine.seq, 12_345);
@@ -344,8 +428,17 @@ fn a_version_1_checkpoint_loads_as_generation_0() {
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_be_bytes());
     std::fs::write(&path, &b).unwrap();
-    // A delta file of generation 0 would be ignored too: only a base
-    // written by this version has deltas.
+    let (loaded, g) = load(&path);
+    let Loaded::Usable(c) = loaded else { panic!("{}", kind(&loaded)) };
+    assert_eq!((c.engine.seq, g), (3, 0));
+    // A delta file of generation 0 beside it is ignored: only a base
+    // written by version 2 has deltas.
+    let body = serde_json::to_vec(&Delta { sources: vec![], engine: EngineDelta { changed: EngineState { seq: 4, ..Default::default() }, ..Default::default() }, txn: None }).unwrap();
+    let mut d = delta_header(0);
+    d.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    d.extend_from_slice(&frame_crc(&d[DELTA_HEADER..], &body).to_be_bytes());
+    d.extend_from_slice(&body);
+    std::fs::write(delta_path(&path), &d).unwrap();
     let (loaded, g) = load(&path);
     let Loaded::Usable(c) = loaded else { panic!("{}", kind(&loaded)) };
     assert_eq!((c.engine.seq, g), (3, 0));

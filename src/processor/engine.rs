@@ -97,7 +97,8 @@ impl EngineDelta {
 /// A window's change tracking.
 #[derive(Clone, Copy)]
 struct Track {
-    /// Changed since the previous checkpoint (its id is in `Windows::changed`).
+    /// Changed since the previous checkpoint (its key is listed in
+    /// `Windows::changed_keys`).
     changed: bool,
     /// Made since the previous checkpoint (not in it: dropping it records nothing).
     fresh: bool,
@@ -109,18 +110,25 @@ struct Slot {
     track: Track,
 }
 
-type KeyWindows = BTreeMap<(i64, i64), Slot>;
+/// A key's windows by (start, end) (ordered: sessions look at a key's
+/// neighbours).
+#[derive(Default)]
+struct KeyWindows {
+    windows: BTreeMap<(i64, i64), Slot>,
+    /// The key is in `Windows::changed_keys`. A listed key's entry stays
+    /// while empty, until the checkpoint takes the changes.
+    listed: bool,
+}
 
-/// Windows by key (hashed: one lookup per record), then by (start, end)
-/// (ordered: sessions look at a key's neighbours).
+/// Windows by key (hashed: one lookup per record), then by (start, end).
 #[derive(Default)]
 struct Windows {
     by_key: HashMap<Key, KeyWindows, xxhash_rust::xxh3::Xxh3Builder>,
     len: usize,
-    /// Windows changed since the previous checkpoint, each listed when its
-    /// `changed` flag is set (so a record updating a window costs a flag
-    /// test, not a set insert).
-    changed: Vec<WinId>,
+    /// Keys with windows changed since the previous checkpoint, each listed
+    /// when its `listed` flag is set (so a record updating windows costs a
+    /// flag test per window, and a key copy once per key per checkpoint).
+    changed_keys: Vec<Key>,
     /// Windows of the previous checkpoint dropped since.
     removed: Vec<WinId>,
 }
@@ -128,10 +136,14 @@ struct Windows {
 impl Windows {
     /// A window to change: marked changed since the checkpoint.
     fn get_mut(&mut self, key: &str, start: i64, end: i64) -> Option<&mut Win> {
-        let slot = self.by_key.get_mut(key)?.get_mut(&(start, end))?;
+        let m = self.by_key.get_mut(key)?;
+        let slot = m.windows.get_mut(&(start, end))?;
         if !slot.track.changed {
             slot.track.changed = true;
-            self.changed.push((key.to_string(), start, end));
+            if !m.listed {
+                m.listed = true;
+                self.changed_keys.push(key.to_string());
+            }
         }
         Some(&mut slot.win)
     }
@@ -139,25 +151,22 @@ impl Windows {
     /// Puts a window under its id, marked changed: a new one (`was` None),
     /// or one taken out with `take_out` under the same id, whose tracking
     /// carries over (so a session absorbing a record, taken out and put
-    /// back, is listed once per checkpoint and never recorded as dropped).
+    /// back, is never recorded as dropped).
     fn put(&mut self, key: &str, start: i64, end: i64, win: Win, was: Option<Track>) {
-        let mut listed = was.is_some_and(|t| t.changed);
         let track = Track { changed: true, fresh: was.is_none_or(|t| t.fresh) };
-        // One lookup when the key has windows (no key copy made to find it).
+        // One lookup when the key has an entry (no key copy made to find it).
         let m = match self.by_key.get_mut(key) {
             Some(m) => m,
             None => self.by_key.entry(key.to_string()).or_default(),
         };
-        match m.insert((start, end), Slot { win, track }) {
+        match m.windows.insert((start, end), Slot { win, track }) {
             None => self.len += 1,
             // Replaced in place: the old one's tracking carries over too.
-            Some(old) => {
-                m.get_mut(&(start, end)).expect("just inserted").track.fresh &= old.track.fresh;
-                listed |= old.track.changed;
-            }
+            Some(old) => m.windows.get_mut(&(start, end)).expect("just inserted").track.fresh &= old.track.fresh,
         }
-        if !listed {
-            self.changed.push((key.to_string(), start, end));
+        if !m.listed {
+            m.listed = true;
+            self.changed_keys.push(key.to_string());
         }
     }
 
@@ -167,19 +176,17 @@ impl Windows {
 
     /// Adds a window of the checkpoint being restored (unchanged since).
     fn restore(&mut self, key: &str, start: i64, end: i64, win: Win) {
-        if self.by_key.entry(key.to_string()).or_default().insert((start, end), Slot { win, track: Track { changed: false, fresh: false } }).is_none() {
+        let m = self.by_key.entry(key.to_string()).or_default();
+        if m.windows.insert((start, end), Slot { win, track: Track { changed: false, fresh: false } }).is_none() {
             self.len += 1;
         }
     }
 
     /// Takes a window out to put it back under the same id (`put`), with
-    /// its tracking: no drop is recorded.
+    /// its tracking: no drop is recorded. The key's entry stays, even if
+    /// empty, for the `put`.
     fn take_out(&mut self, key: &str, start: i64, end: i64) -> Option<(Win, Track)> {
-        let m = self.by_key.get_mut(key)?;
-        let slot = m.remove(&(start, end))?;
-        if m.is_empty() {
-            self.by_key.remove(key);
-        }
+        let slot = self.by_key.get_mut(key)?.windows.remove(&(start, end))?;
         self.len -= 1;
         Some((slot.win, slot.track))
     }
@@ -190,33 +197,39 @@ impl Windows {
         if !track.fresh {
             self.removed.push((key.to_string(), start, end));
         }
+        if self.by_key.get(key).is_some_and(|m| m.windows.is_empty() && !m.listed) {
+            self.by_key.remove(key);
+        }
         Some(win)
     }
 
     /// A key's windows, by (start, end).
     fn of_key(&self, key: &str) -> impl Iterator<Item = (&(i64, i64), &Win)> {
-        self.by_key.get(key).into_iter().flat_map(|m| m.iter().map(|(se, s)| (se, &s.win)))
+        self.by_key.get(key).into_iter().flat_map(|m| m.windows.iter().map(|(se, s)| (se, &s.win)))
     }
 
     /// Every window, keys in order (for checkpoints).
     fn sorted(&self) -> Vec<(&Key, &(i64, i64), &Win)> {
         let mut keys: Vec<&Key> = self.by_key.keys().collect();
         keys.sort();
-        keys.into_iter().flat_map(|k| self.by_key[k].iter().map(move |(se, s)| (k, se, &s.win))).collect()
+        keys.into_iter().flat_map(|k| self.by_key[k].windows.iter().map(move |(se, s)| (k, se, &s.win))).collect()
     }
 
     /// The windows changed and dropped since the previous checkpoint, which
     /// this call makes the current one: (removed, changed).
     fn take_changes(&mut self, copy: bool) -> (Vec<WinId>, Vec<WindowEntry>) {
         let mut windows = Vec::new();
-        for (k, s, e) in std::mem::take(&mut self.changed) {
-            let Some(slot) = self.by_key.get_mut(&k).and_then(|m| m.get_mut(&(s, e))) else { continue };
-            // Listed again after being dropped and made anew: once is enough.
-            if slot.track.changed {
+        for k in std::mem::take(&mut self.changed_keys) {
+            let Some(m) = self.by_key.get_mut(&k) else { continue };
+            m.listed = false;
+            for ((s, e), slot) in m.windows.iter_mut().filter(|(_, slot)| slot.track.changed) {
                 slot.track = Track { changed: false, fresh: false };
                 if copy {
-                    windows.push((k, s, e, slot.win.clone()));
+                    windows.push((k.clone(), *s, *e, slot.win.clone()));
                 }
+            }
+            if m.windows.is_empty() {
+                self.by_key.remove(&k);
             }
         }
         (std::mem::take(&mut self.removed), windows)
@@ -743,6 +756,7 @@ pub fn inner_key(key: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::processor::checkpoint::tests::{inputs, spec};
 
     fn win(max_ts: i64) -> Win {
         Win { aggs: Vec::new(), max_ts, emitted: false, finalized: false }
@@ -775,7 +789,6 @@ mod tests {
 
     #[test]
     fn a_session_absorbing_records_is_listed_once_per_checkpoint_and_never_dropped() {
-        use crate::processor::checkpoint::tests::{inputs, spec};
         let mut e = Engine::new(spec("type = \"session\"\n gap = \"1s\"", "changes", "1000d"));
         e.process("\"a\"".into(), 1_000, inputs(1));
         e.process("\"a\"".into(), 1_500, inputs(1));
@@ -784,7 +797,7 @@ mod tests {
         for t in 1_000..1_500 {
             e.process("\"a\"".into(), t, inputs(2));
         }
-        assert_eq!((e.windows.changed.len(), e.windows.removed.len()), (1, 0));
+        assert_eq!((e.windows.changed_keys.len(), e.windows.removed.len()), (1, 0));
         let d = e.changes();
         assert_eq!((d.changed.windows.len(), d.removed.len()), (1, 0));
         assert_eq!(d.changed.windows[0].3.max_ts, 1_500);
@@ -794,5 +807,38 @@ mod tests {
         let d = e.changes();
         assert_eq!(d.removed, vec![("\"a\"".to_string(), 1_000, 1_500)]);
         assert_eq!(d.changed.windows.iter().map(|w| (w.1, w.2)).collect::<Vec<_>>(), vec![(1_000, 2_200)]);
+    }
+
+    #[test]
+    fn records_extending_a_session_in_order_list_its_key_once() {
+        let mut e = Engine::new(spec("type = \"session\"\n gap = \"1s\"", "changes", "1000d"));
+        e.process("\"a\"".into(), 1_000, inputs(1));
+        e.process("\"b\"".into(), 1_000, inputs(1));
+        let base = e.snapshot();
+        // Each record ends after the session: a new id (1_000, t) each time.
+        for t in 1_001..1_501 {
+            e.process("\"a\"".into(), t, inputs(t));
+        }
+        assert_eq!(e.windows.changed_keys, vec!["\"a\"".to_string()]);
+        assert_eq!((e.windows.removed.len(), e.windows.by_key.len()), (1, 2));
+        let d = e.changes();
+        assert_eq!(d.removed, vec![("\"a\"".to_string(), 1_000, 1_000)]);
+        assert_eq!(d.changed.windows.iter().map(|w| (w.1, w.2)).collect::<Vec<_>>(), vec![(1_000, 1_500)]);
+        assert_eq!(base.apply([d]), e.state(), "base + delta = live state");
+        assert!(e.windows.changed_keys.is_empty());
+    }
+
+    #[test]
+    fn hopping_windows_list_their_key_once_per_checkpoint() {
+        let mut e = Engine::new(spec("type = \"hopping\"\n size = \"60ms\"\n advance = \"20ms\"", "final", "1000d"));
+        e.process("\"a\"".into(), 1_000, inputs(1));
+        let base = e.snapshot();
+        for t in 1_000..1_200 {
+            e.process("\"a\"".into(), t, inputs(t));
+        }
+        assert_eq!(e.windows.changed_keys.len(), 1);
+        let d = e.changes();
+        assert_eq!(d.changed.windows.len(), e.window_count());
+        assert_eq!(base.apply([d]), e.state());
     }
 }
