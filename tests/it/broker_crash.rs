@@ -157,7 +157,7 @@ fn acknowledged_records_survive_kill_9(acks: &'static str) {
         while (stored.len() as i64) < total {
             assert!(Instant::now() < deadline, "round {round}: read {} of {total}", stored.len());
             if let Some(m) = c.poll(Duration::from_millis(200)) {
-                let m = m.unwrap();
+                let m = m.unwrap_or_else(|e| panic!("round {round}: consumer error reading back: {e:?}"));
                 stored.insert((m.partition(), m.offset()), String::from_utf8_lossy(m.payload().unwrap()).into_owned());
             }
         }
@@ -192,7 +192,8 @@ fn read_isolated(addr: &str, topic: &str, isolation: &str) -> Vec<String> {
     let mut idle_since = Instant::now();
     while idle_since.elapsed() < Duration::from_millis(1500) {
         if let Some(m) = c.poll(Duration::from_millis(100)) {
-            out.push(String::from_utf8_lossy(m.unwrap().payload().unwrap()).into_owned());
+            let m = m.unwrap_or_else(|e| panic!("consumer error reading {topic} at {isolation}: {e:?}"));
+            out.push(String::from_utf8_lossy(m.payload().unwrap()).into_owned());
             idle_since = Instant::now();
         }
     }
@@ -411,7 +412,7 @@ fn processor_crash_run(guarantee: &str, commit_interval: &str, kill_after: std::
         while idle_since.elapsed() < Duration::from_millis(1500) {
             if let Some(m) = c.poll(Duration::from_millis(100)) {
                 idle_since = Instant::now();
-                let m = m.unwrap();
+                let m = m.unwrap_or_else(|e| panic!("consumer error while verifying the output: {e:?}"));
                 records_read += 1;
                 let k: serde_json::Value = serde_json::from_slice(m.key().unwrap()).unwrap();
                 let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
