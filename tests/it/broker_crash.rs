@@ -50,10 +50,18 @@ fn start_with(dir: &std::path::Path, addr: &str, config: Option<&std::path::Path
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
+    // The broker's log is dropped unless EDDY_IT_BROKER_LOG names a file to
+    // append it to (at EDDY_IT_RUST_LOG, default warn): a failure found by
+    // running these tests in a loop can then be matched with what the
+    // broker said.
+    let stderr = match std::env::var("EDDY_IT_BROKER_LOG") {
+        Ok(f) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(f).unwrap()),
+        Err(_) => Stdio::null(),
+    };
     let mut child = cmd
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("EDDY_IT_RUST_LOG").unwrap_or("warn".into()))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
