@@ -40,29 +40,78 @@ impl Drop for Eddy {
     }
 }
 
-fn start(dir: &std::path::Path, addr: &str) -> Eddy {
+/// A port free when asked (bound and released again).
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("127.0.0.1:{port}")
+}
+
+fn start(dir: &std::path::Path, addr: &mut String) -> Eddy {
     start_with(dir, addr, None)
 }
 
-fn start_with(dir: &std::path::Path, addr: &str, config: Option<&std::path::Path>) -> Eddy {
+/// Starts eddy listening on `addr` and waits until it is the one listening
+/// there. While a killed eddy was down its port was free for any process to
+/// take (a restarted eddy then cannot bind it, and the clients would talk to
+/// whatever holds it, e.g. another test's broker without these topics); then
+/// eddy starts again on a fresh port, written back to `addr`.
+fn start_with(dir: &std::path::Path, addr: &mut String, config: Option<&std::path::Path>) -> Eddy {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut child = spawn_eddy(dir, addr, config);
+        let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+        loop {
+            match listens(child.id(), port) {
+                Some(true) => return Eddy(child),
+                // Without /proc, whoever answers on the port is taken for it.
+                None if std::net::TcpStream::connect(addr.as_str()).is_ok() => return Eddy(child),
+                _ => {}
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "eddy did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // It exited: because the port is taken, or for a reason of its own.
+        assert!(std::net::TcpStream::connect(addr.as_str()).is_ok(), "eddy exited");
+        let taken = std::mem::replace(addr, free_addr());
+        eprintln!("another process listens on {taken}: eddy starts again on {addr}");
+    }
+}
+
+fn spawn_eddy(dir: &std::path::Path, addr: &str, config: Option<&std::path::Path>) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
     cmd.args(["serve", "--listen", addr, "--http-listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
-    let mut child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "eddy exited");
-        assert!(Instant::now() < deadline, "eddy did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Eddy(child)
+    // The broker's log is dropped unless EDDY_IT_BROKER_LOG names a file to
+    // append it to (at EDDY_IT_RUST_LOG, default warn): a failure found by
+    // running these tests in a loop can then be matched with what the
+    // broker said.
+    let stderr = match std::env::var("EDDY_IT_BROKER_LOG") {
+        Ok(f) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(f).unwrap()),
+        Err(_) => Stdio::null(),
+    };
+    cmd.env("RUST_LOG", std::env::var("EDDY_IT_RUST_LOG").unwrap_or("warn".into())).stdout(Stdio::null()).stderr(stderr).spawn().unwrap()
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (from
+/// /proc: the listening sockets' inodes, then the process's descriptors);
+/// None without /proc.
+fn listens(pid: u32, port: u16) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1].ends_with(&local) && f[3] == "0A")
+        .map(|f| format!("socket:[{}]", f[9]))
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Some(false) };
+    Some(fds.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).any(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str())))
 }
 
 const PARTITIONS: i32 = 3;
@@ -81,12 +130,11 @@ fn acks_1_records_survive_kill_9_of_the_broker() {
 
 fn acknowledged_records_survive_kill_9(acks: &'static str) {
     let dir = tempfile::tempdir().unwrap(); // a real disk: fsync matters here
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
+    let mut addr = free_addr();
     let acked: Arc<Mutex<Vec<(i32, i64, String)>>> = Arc::default();
     let mut seq = 0u64;
     for round in 0..3 {
-        let mut broker = start(dir.path(), &addr);
+        let mut broker = start(dir.path(), &mut addr);
         if round == 0 {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let a: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &addr).create().unwrap();
@@ -142,7 +190,7 @@ fn acknowledged_records_survive_kill_9(acks: &'static str) {
         seq = producer.join().unwrap();
 
         // Restart and read everything back.
-        let mut broker = start(dir.path(), &addr);
+        let mut broker = start(dir.path(), &mut addr);
         let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &addr).set("group.id", "verify").set("enable.auto.commit", "false").set("log_level", "0").create().unwrap();
         let mut tpl = TopicPartitionList::new();
         let mut ends = HashMap::new();
@@ -157,7 +205,7 @@ fn acknowledged_records_survive_kill_9(acks: &'static str) {
         while (stored.len() as i64) < total {
             assert!(Instant::now() < deadline, "round {round}: read {} of {total}", stored.len());
             if let Some(m) = c.poll(Duration::from_millis(200)) {
-                let m = m.unwrap();
+                let m = m.unwrap_or_else(|e| panic!("round {round}: consumer error reading back: {e:?}"));
                 stored.insert((m.partition(), m.offset()), String::from_utf8_lossy(m.payload().unwrap()).into_owned());
             }
         }
@@ -192,7 +240,8 @@ fn read_isolated(addr: &str, topic: &str, isolation: &str) -> Vec<String> {
     let mut idle_since = Instant::now();
     while idle_since.elapsed() < Duration::from_millis(1500) {
         if let Some(m) = c.poll(Duration::from_millis(100)) {
-            out.push(String::from_utf8_lossy(m.unwrap().payload().unwrap()).into_owned());
+            let m = m.unwrap_or_else(|e| panic!("consumer error reading {topic} at {isolation}: {e:?}"));
+            out.push(String::from_utf8_lossy(m.payload().unwrap()).into_owned());
             idle_since = Instant::now();
         }
     }
@@ -216,9 +265,8 @@ fn txn_producer(addr: &str, id: &str, timeout_ms: u32) -> rdkafka::producer::Bas
 fn open_transactions_survive_kill_9_of_the_broker() {
     use rdkafka::producer::{BaseRecord, Producer};
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut broker = start(dir.path(), &addr);
+    let mut addr = free_addr();
+    let mut broker = start(dir.path(), &mut addr);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let a: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &addr).create().unwrap();
     let t = rdkafka::admin::NewTopic::new("txn-kill", 1, rdkafka::admin::TopicReplication::Fixed(1));
@@ -245,7 +293,7 @@ fn open_transactions_survive_kill_9_of_the_broker() {
     drop(long);
     drop(short);
 
-    let mut broker = start(dir.path(), &addr);
+    let mut broker = start(dir.path(), &mut addr);
     // Both transactions are still open: read_committed sees only the commit.
     assert_eq!(read_isolated(&addr, "txn-kill", "read_committed"), vec!["committed"]);
     // The short one is aborted by the restarted broker's timeout...
@@ -343,9 +391,8 @@ fn processor_crash_run(guarantee: &str, commit_interval: &str, kill_after: std::
     let config = dir.path().join("eddy.toml");
     std::fs::write(&config, WINDOWED.replace("GUARANTEE", guarantee).replace("INTERVAL", commit_interval)).unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut broker = start_with(&data, &addr, Some(&config));
+    let mut addr = free_addr();
+    let mut broker = start_with(&data, &mut addr, Some(&config));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let a: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &addr).create().unwrap();
     let t = rdkafka::admin::NewTopic::new("events", 2, rdkafka::admin::TopicReplication::Fixed(1));
@@ -383,7 +430,7 @@ fn processor_crash_run(guarantee: &str, commit_interval: &str, kill_after: std::
         broker.kill().unwrap(); // SIGKILL, whatever the processor is doing
         broker.wait().unwrap();
         delta_records += delta_records_of(&data.join("processors/per_key.checkpoint"));
-        broker = start_with(&data, &addr, Some(&config));
+        broker = start_with(&data, &mut addr, Some(&config));
     }
     // Two records far ahead (one per partition) close every window.
     {
@@ -411,7 +458,7 @@ fn processor_crash_run(guarantee: &str, commit_interval: &str, kill_after: std::
         while idle_since.elapsed() < Duration::from_millis(1500) {
             if let Some(m) = c.poll(Duration::from_millis(100)) {
                 idle_since = Instant::now();
-                let m = m.unwrap();
+                let m = m.unwrap_or_else(|e| panic!("consumer error while verifying the output: {e:?}"));
                 records_read += 1;
                 let k: serde_json::Value = serde_json::from_slice(m.key().unwrap()).unwrap();
                 let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
