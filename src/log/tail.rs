@@ -32,12 +32,13 @@ pub const MAX_CHUNK: usize = 1 << 20;
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 /// Copies `src` to `dst`. Large copies into a chunk bypass the CPU cache
-/// (non-temporal stores): the bytes go to the device and, much later if at
-/// all, to a reader, so reading the destination lines into the cache first
-/// (what an ordinary store does) is wasted memory traffic; on this 2-core VM
-/// it made the copy ~1.5x as fast, and the copy is a quarter of the broker's
-/// produce CPU. The stores are fenced before returning, so a release store
-/// after this call publishes them.
+/// (non-temporal stores): the bytes go to the device, and to readers that
+/// come later (a tailing consumer's fetch hands them to the socket), so
+/// reading the destination lines into the cache first (what an ordinary
+/// store does) is mostly wasted memory traffic; into cold memory on this
+/// 2-core VM it made the copy ~1.5x as fast, and the copy was a quarter of
+/// the broker's produce CPU. The stores are fenced before returning, so a
+/// release store after this call publishes them.
 ///
 /// # Safety
 /// `dst` is valid for `src.len()` bytes of writes and does not overlap `src`.

@@ -678,7 +678,7 @@ impl Task {
             if self.dead_letter.is_some() {
                 // Bad records are found as they are parsed, late ones when the
                 // engines' output is collected: put them back in source order.
-                dead.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+                dead.sort_unstable_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
                 for chunk in dead.chunks(OUTPUT_BATCH) {
                     let headers: Vec<Vec<(String, Vec<u8>)>> = chunk.iter().map(DeadLetter::headers).collect();
                     type Header<'a> = (&'a str, Option<&'a [u8]>);

@@ -263,7 +263,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
 /// An encoded response frame (length prefix included), in parts sent back
 /// to back: a fetch response's record sets are the log's own bytes
 /// (chunk memory or a file read), sent without being copied into it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Frame(pub Vec<Bytes>);
 
 impl Frame {
@@ -275,7 +275,7 @@ impl Frame {
         self.0.iter().all(Bytes::is_empty)
     }
 
-    /// The whole frame in one buffer (tests and small callers).
+    /// The whole frame in one buffer.
     pub fn concat(&self) -> Bytes {
         match self.0.as_slice() {
             [one] => one.clone(),
@@ -284,27 +284,33 @@ impl Frame {
     }
 
     /// The frame as a `Buf` of its parts, for `write_all_buf` (which
-    /// writes them vectored where the stream supports it).
+    /// writes up to 64 of them per call where the stream takes vectored
+    /// writes).
     pub fn into_buf(self) -> FrameBuf {
-        FrameBuf(self.0.into())
+        let left = self.len();
+        FrameBuf { parts: self.0.into(), left }
     }
 }
 
 /// A frame's parts still to send.
-pub struct FrameBuf(std::collections::VecDeque<Bytes>);
+pub struct FrameBuf {
+    parts: std::collections::VecDeque<Bytes>,
+    /// Bytes in `parts`.
+    left: usize,
+}
 
 impl bytes::Buf for FrameBuf {
     fn remaining(&self) -> usize {
-        self.0.iter().map(Bytes::len).sum()
+        self.left
     }
 
     fn chunk(&self) -> &[u8] {
-        self.0.iter().find(|p| !p.is_empty()).map_or(&[], |p| &p[..])
+        self.parts.iter().find(|p| !p.is_empty()).map_or(&[], |p| &p[..])
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (slot, part) in dst.iter_mut().zip(self.0.iter().filter(|p| !p.is_empty())) {
+        for (slot, part) in dst.iter_mut().zip(self.parts.iter().filter(|p| !p.is_empty())) {
             *slot = std::io::IoSlice::new(part);
             n += 1;
         }
@@ -312,13 +318,15 @@ impl bytes::Buf for FrameBuf {
     }
 
     fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.left, "advanced past the end of a frame");
+        self.left -= cnt;
         while cnt > 0 {
-            let Some(front) = self.0.front_mut() else { panic!("advanced past the end of a frame") };
+            let front = self.parts.front_mut().expect("remaining bytes are in the parts");
             let n = cnt.min(front.len());
             front.advance(n);
             cnt -= n;
             if front.is_empty() {
-                self.0.pop_front();
+                self.parts.pop_front();
             }
         }
     }
@@ -390,13 +398,16 @@ impl kafka_protocol::protocol::buf::ByteBufMut for Parts {
     }
 
     // Message encoders never seek back (only record batch encoders do, and
-    // those write into their own buffers); a gap inside `cur` still works.
+    // those write into their own buffers); a gap inside `cur` still works,
+    // one reaching into an earlier part would not.
     fn seek(&mut self, offset: usize) {
+        debug_assert!(offset >= self.done_len, "a seek into a part already cut off");
         let at = offset.saturating_sub(self.done_len);
         self.cur.resize(at, 0);
     }
 
     fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
+        debug_assert!(r.start >= self.done_len, "a range in a part already cut off");
         let base = self.done_len;
         &mut self.cur[r.start.saturating_sub(base)..r.end.saturating_sub(base)]
     }
@@ -431,7 +442,7 @@ pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body:
 /// A fetch response, its large record sets referenced rather than copied
 /// (sized up front: the length prefix comes first).
 fn encode_fetch(header: &ResponseHeader, header_version: i16, f: &kafka_protocol::messages::FetchResponse, version: i16) -> anyhow::Result<Frame> {
-    let refs: Vec<Bytes> = f.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.clone()).filter(|r| r.len() >= BY_REFERENCE).collect();
+    let refs: Vec<Bytes> = f.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.as_ref().filter(|r| r.len() >= BY_REFERENCE).cloned()).collect();
     let len = header.compute_size(header_version)? + f.compute_size(version)?;
     let referenced: usize = refs.iter().map(Bytes::len).sum();
     let mut buf = Parts::new(refs, 4 + len - referenced);

@@ -46,15 +46,27 @@ where
             // None here is a response that could not be encoded: the client
             // would wait for it forever, so the connection closes.
             let Some(frame) = next.await else { break };
-            // A fetch response's parts go out in one vectored write where
-            // the stream has them (plain TCP). A TLS stream may keep the
-            // tail of what it encrypted when the socket is full; flush sends
-            // it (a no-op on plain TCP).
-            if wr.write_all_buf(&mut frame.into_buf()).await.is_err() || wr.flush().await.is_err() {
-                break;
+            // A fetch response's parts go out in vectored writes. A TLS
+            // stream may keep the tail of what it encrypted when the socket
+            // is full; flush sends it (a no-op on plain TCP). A client that
+            // stops reading is let go after connections.max.idle.ms: else
+            // its connection, its place and the memory its queued responses
+            // hold (chunks of the log) would be kept for ever.
+            let sent = tokio::time::timeout(idle, async {
+                wr.write_all_buf(&mut frame.into_buf()).await?;
+                wr.flush().await
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::warn!(%peer, idle_ms = idle.as_millis() as u64, "a client stopped reading its responses; closing the connection (connections.max.idle.ms)");
+                    return;
+                }
             }
         }
-        let _ = wr.shutdown().await;
+        let _ = tokio::time::timeout(idle, wr.shutdown()).await;
     });
 
     // Frames are read into one growing buffer and split off it; once a
@@ -77,10 +89,11 @@ where
                 if buf.capacity() == buf.len() && buf.len() < READ_BUFFER {
                     buf.reserve(READ_BUFFER - buf.len());
                 }
+                let mut ahead = (&mut rd).take(READ_BUFFER.saturating_sub(buf.len()) as u64);
                 tokio::select! {
                     _ = &mut muted => break,
                     _ = stop.changed() => return finish(peer, queue, writer).await,
-                    r = rd.read_buf(&mut buf), if buf.len() < READ_BUFFER => {
+                    r = ahead.read_buf(&mut buf), if buf.len() < READ_BUFFER => {
                         if !matches!(r, Ok(n) if n > 0) {
                             tracing::debug!(%peer, "a throttled client closed its connection");
                             return finish(peer, queue, writer).await;
@@ -92,7 +105,13 @@ where
         // Between requests, a stopping server closes the connection.
         while buf.len() < 4 {
             if buf.is_empty() {
-                buf.reserve(READ_BUFFER);
+                // After a large frame, a fresh small buffer when the last
+                // one is still held (growing a 64 KiB one would copy it).
+                if !large {
+                    buf.reserve(READ_BUFFER);
+                } else if !buf.try_reclaim(4) {
+                    buf = BytesMut::new();
+                }
             }
             // After a large frame only the next one's length is read: the
             // frame then gets a buffer of its own size, read into directly,

@@ -479,3 +479,36 @@ fn connections_past_the_per_ip_limit_are_closed() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A client that sends requests and never reads the answers: once they fill
+/// the socket buffers, the broker gives up after connections.max.idle.ms,
+/// closes the connection and frees its place (max.connections.per.ip = 1),
+/// where it used to keep it, and the responses it held, for ever.
+#[test]
+fn a_client_that_stops_reading_is_let_go_and_frees_its_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |c| {
+        c.broker.connections_max_idle_ms = 500;
+        c.broker.max_connections_per_ip = 1;
+    });
+    let mut deaf = connect(&b);
+    deaf.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let many = request_bytes(ApiKey::ApiVersions, 3, 7, &ApiVersionsRequest::default()).repeat(2000);
+    // Requests until the broker takes no more: its answers fill both socket
+    // buffers and its queue of responses.
+    let started = std::time::Instant::now();
+    while deaf.write_all(&many).is_ok() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the broker kept reading a client that never reads");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut again = connect(&b);
+        let frame = request_bytes(ApiKey::ApiVersions, 3, 8, &ApiVersionsRequest::default());
+        if again.write_all(&frame).is_ok() && read_frame(&mut again).is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the place of a client that stopped reading was never given back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(deaf);
+}
