@@ -275,14 +275,6 @@ impl Frame {
         self.0.iter().all(Bytes::is_empty)
     }
 
-    /// The whole frame in one buffer.
-    pub fn concat(&self) -> Bytes {
-        match self.0.as_slice() {
-            [one] => one.clone(),
-            parts => parts.concat().into(),
-        }
-    }
-
     /// The frame as a `Buf` of its parts, for `write_all_buf` (which
     /// writes up to 64 of them per call where the stream takes vectored
     /// writes).
@@ -565,7 +557,7 @@ mod tests {
             f.encode(&mut plain, version).unwrap();
             let len = (plain.len() - 4) as i32;
             plain[0..4].copy_from_slice(&len.to_be_bytes());
-            assert_eq!(frame.concat(), plain.freeze(), "version {version}");
+            assert_eq!(frame.0.concat(), plain.freeze(), "version {version}");
             // The three sets of BY_REFERENCE bytes or more per topic went by
             // reference, each its own part (the one a byte short was copied).
             let referenced = frame.0.iter().filter(|p| p.len() >= BY_REFERENCE && big.as_ptr() <= p.as_ptr() && p.as_ptr() < big[big.len()..].as_ptr()).count();
@@ -578,7 +570,7 @@ mod tests {
                 walked.extend_from_slice(&bytes::Buf::chunk(&buf)[..n]);
                 bytes::Buf::advance(&mut buf, n);
             }
-            assert_eq!(walked, frame.concat());
+            assert_eq!(walked, frame.0.concat());
         }
     }
 
