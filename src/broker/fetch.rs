@@ -8,16 +8,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use tokio::sync::Notify;
 
 use super::{Broker, Partition};
+use crate::log::file_records::{self, FileRecords, Records};
 use crate::log::LogError;
-use crate::protocol::code;
+use crate::protocol::{code, Reply};
 use crate::security::acl::{Operation, ResourceType};
 use crate::security::Context;
 
-pub async fn handle(broker: &Broker, ctx: &Context, req: FetchRequest, version: i16) -> FetchResponse {
+/// The response, with the file regions its stand-in record sets stand for
+/// (fetches from v4 on send batches still in the page cache from there).
+pub async fn handle(broker: &Broker, ctx: &Context, req: FetchRequest, version: i16) -> Reply {
     // READ on each topic, decided once for the whole long poll (empty: all
     // allowed); an unknown topic id has no name to ask about (it is
     // answered UNKNOWN_TOPIC_ID).
@@ -30,22 +33,31 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: FetchRequest, version: 
         Some(_) if version >= 13 => req.topics.iter().map(|t| broker.topic_by_id(t.topic_id).is_some_and(|t| !read(&t.name))).collect(),
         Some(_) => req.topics.iter().map(|t| !read(t.topic.as_str())).collect(),
     };
-    let r = poll(broker, &req, version, &denied).await;
-    count_out(broker, &r, version);
-    r
+    let (r, files) = poll(broker, &req, version, &denied).await;
+    count_out(broker, &r, &files, version);
+    Reply { body: ResponseKind::Fetch(r), files }
 }
 
 /// Adds what a response carries to the per-topic traffic counters.
-fn count_out(broker: &Broker, r: &FetchResponse, version: i16) {
+fn count_out(broker: &Broker, r: &FetchResponse, files: &[FileRecords], version: i16) {
+    let mut files = files.iter();
     for tr in &r.responses {
         let bytes: usize = tr.partitions.iter().filter_map(|p| p.records.as_ref()).map(Bytes::len).sum();
         if bytes == 0 {
             continue;
         }
+        let mut records = 0u64;
+        for b in tr.partitions.iter().filter_map(|p| p.records.as_ref()) {
+            records += if file_records::is_stand_in(b) {
+                files.next().map_or(0, |f| f.records)
+            } else if version < 4 {
+                crate::log::message_set::count(b)
+            } else {
+                batch_records(b)
+            };
+        }
         let t = if version >= 13 { broker.topic_by_id(tr.topic_id) } else { broker.topic(tr.topic.as_str()) };
         let Some(t) = t else { continue };
-        let count = if version < 4 { crate::log::message_set::count } else { batch_records };
-        let records: u64 = tr.partitions.iter().filter_map(|p| p.records.as_ref()).map(|b| count(b)).sum();
         let c = broker.metrics.topic(&t.name);
         c.bytes_out.inc_by(bytes as u64);
         c.records_out.inc_by(records);
@@ -57,7 +69,7 @@ fn batch_records(b: &[u8]) -> u64 {
     crate::log::batch::whole_batches(b).map(|(h, _)| h.records_count.max(0) as u64).sum()
 }
 
-async fn poll(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) -> FetchResponse {
+async fn poll(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) -> (FetchResponse, Vec<FileRecords>) {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     // A fetch of nothing but partitions it may not read is answered at once,
     // as Kafka does when no authorized partition remains.
@@ -80,21 +92,27 @@ async fn poll(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]
                 }
             }
         }
-        let (response, bytes, errors) = read_all(broker, req, version, denied);
+        let (response, files, bytes, errors) = read_all(broker, req, version, denied);
         let enough = bytes >= req.min_bytes.max(0) as usize || errors;
         if enough || !may_wait || tokio::time::Instant::now() >= deadline {
-            return response;
+            return (response, files);
         }
         if tokio::time::timeout_at(deadline, waker.notified()).await.is_err() {
             // Timed out: answer with whatever is there now.
-            return read_all(broker, req, version, denied).0;
+            let (response, files, _, _) = read_all(broker, req, version, denied);
+            return (response, files);
         }
     }
 }
 
-/// One pass over the requested partitions. Returns the response, the bytes
-/// of records in it, and whether any partition had an error.
-fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) -> (FetchResponse, usize, bool) {
+/// One pass over the requested partitions. Returns the response, the file
+/// regions of its stand-ins (in order), the bytes of records in it, and
+/// whether any partition had an error.
+fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) -> (FetchResponse, Vec<FileRecords>, usize, bool) {
+    let mut files = Vec::new();
+    // Regions of files replace record sets from v4 on (earlier versions
+    // get message sets made from the bytes).
+    let by_file = version >= 4 && file_records::available();
     let mut remaining = req.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut errors = false;
@@ -139,7 +157,11 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) 
                     // partition may return one batch larger than its limit,
                     // or one that is too large would never be fetched.
                     let first = total == 0 || version <= 2;
-                    let read = read_partition(&p, fp.fetch_offset, limit, first, upper).and_then(|records| if version < 4 { down_convert(&p, records, fp.fetch_offset, upper, version, limit, first) } else { Ok(records) });
+                    let read = if by_file {
+                        read_partition_for_send(&p, fp.fetch_offset, limit, first, upper)
+                    } else {
+                        read_partition(&p, fp.fetch_offset, limit, first, upper).and_then(|records| if version < 4 { down_convert(&p, records, fp.fetch_offset, upper, version, limit, first) } else { Ok(records) }).map(Records::Bytes)
+                    };
                     match read {
                         Ok(records) => {
                             total += records.len();
@@ -160,7 +182,14 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) 
                                         .collect(),
                                 );
                             }
-                            pd.records = Some(records);
+                            pd.records = Some(match records {
+                                Records::Bytes(b) => b,
+                                Records::File(f) => {
+                                    let stand_in = f.stand_in().expect("stand-ins are available when reading for send");
+                                    files.push(f);
+                                    stand_in
+                                }
+                            });
                         }
                         Err(e) => {
                             errors = true;
@@ -183,7 +212,7 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) 
     r.error_code = code::NONE;
     r.session_id = 0; // no incremental fetch sessions: every fetch is full
     r.responses = responses;
-    (r, total, errors)
+    (r, files, total, errors)
 }
 
 /// Reads up to `limit` bytes of whole batches. Only the first partition
@@ -195,6 +224,16 @@ fn read_partition(p: &Partition, offset: i64, limit: usize, first: bool, upper: 
         return Ok(Bytes::new());
     }
     Ok(r.records)
+}
+
+/// As `read_partition`, the batches possibly a region of a segment file.
+fn read_partition_for_send(p: &Partition, offset: i64, limit: usize, first: bool, upper: u64) -> Result<Records, LogError> {
+    let offset = u64::try_from(offset).map_err(|_| LogError::OffsetOutOfRange { offset: 0, log_start_offset: p.log.log_start_offset(), log_end_offset: p.log.log_end_offset() })?;
+    let r = p.log.read_for_send(offset, limit, upper)?;
+    if !first && r.len() > limit {
+        return Ok(Records::Bytes(Bytes::new()));
+    }
+    Ok(r)
 }
 
 /// Fetch v0–3 predate record batch v2: the batches read become a message

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::log::{Log, LogError, LogManager, TopicMeta};
-use crate::protocol::Request;
+use crate::protocol::{Reply, Request};
 use crate::topic_config;
 
 /// One partition as the broker sees it: its log and the fetches waiting for
@@ -265,8 +265,8 @@ pub struct Dispatched {
 /// A request's outcome: answered, or answered later (acks=all produce).
 #[allow(clippy::large_enum_variant)] // made once per request and moved straight on
 pub enum Handled {
-    Now(Option<ResponseKind>),
-    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send>>),
+    Now(Option<Reply>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Option<Reply>> + Send>>),
 }
 
 /// Why a topic could not be made.
@@ -568,9 +568,9 @@ impl Broker {
             RequestKind::Produce(r) => {
                 let appended = produce::append(self, ctx, r, version);
                 if appended.is_waiting() {
-                    Handled::Later(Box::pin(async move { appended.finish().await.map(ResponseKind::Produce) }))
+                    Handled::Later(Box::pin(async move { appended.finish().await.map(|r| ResponseKind::Produce(r).into()) }))
                 } else {
-                    Handled::Now(appended.finish().await.map(ResponseKind::Produce))
+                    Handled::Now(appended.finish().await.map(|r| ResponseKind::Produce(r).into()))
                 }
             }
             body => Handled::Now(self.handle(Request { api_key, version, header, body, size }, ctx).await),
@@ -591,7 +591,7 @@ impl Broker {
             throttle = throttle.max(q.record(Kind::Produce, &ctx.principal, client_id, size as f64));
         }
         let handled = match handled {
-            Handled::Now(Some(mut body)) => {
+            Handled::Now(Some(Reply { mut body, mut files })) => {
                 if let ResponseKind::Fetch(f) = &mut body {
                     let bytes: usize = f.responses.iter().flat_map(|t| &t.partitions).map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
                     throttle = throttle.max(q.record(Kind::Fetch, &ctx.principal, client_id, bytes as f64));
@@ -601,15 +601,16 @@ impl Broker {
                         // again once the throttle has passed.
                         q.unrecord(Kind::Fetch, &ctx.principal, client_id, bytes as f64);
                         f.responses.clear();
+                        files.clear();
                     }
                 }
                 crate::protocol::set_throttle(&mut body, throttle);
-                Handled::Now(Some(body))
+                Handled::Now(Some(Reply { body, files }))
             }
             Handled::Later(fut) if !throttle.is_zero() => Handled::Later(Box::pin(async move {
-                fut.await.map(|mut body| {
-                    crate::protocol::set_throttle(&mut body, throttle);
-                    body
+                fut.await.map(|mut r| {
+                    crate::protocol::set_throttle(&mut r.body, throttle);
+                    r
                 })
             })),
             other => other,
@@ -619,14 +620,14 @@ impl Broker {
 
     /// Answers one request; `None` means no response is sent (acks=0).
     /// `ctx` says who asks (its address names group members' hosts).
-    pub async fn handle(&self, req: Request, ctx: &crate::security::Context) -> Option<ResponseKind> {
+    pub async fn handle(&self, req: Request, ctx: &crate::security::Context) -> Option<Reply> {
         let v = req.version;
         let client = || crate::group::ClientInfo { client_id: req.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(), host: format!("/{}", ctx.peer.ip()) };
         Some(match req.body {
             RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, v)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(self, ctx, r, v).await),
-            RequestKind::Produce(r) => return produce::append(self, ctx, r, v).finish().await.map(ResponseKind::Produce),
-            RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(self, ctx, r, v).await),
+            RequestKind::Produce(r) => return produce::append(self, ctx, r, v).finish().await.map(|r| ResponseKind::Produce(r).into()),
+            RequestKind::Fetch(r) => return Some(fetch::handle(self, ctx, r, v).await),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(self, ctx, r, v)),
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(self, ctx, r, v).await),
             RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete(self, ctx, r, v).await),
@@ -679,7 +680,8 @@ impl Broker {
                 tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a decoded request");
                 return None;
             }
-        })
+        }
+        .into())
     }
 
     /// Records the listeners being served (`server::run`).

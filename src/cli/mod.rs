@@ -419,6 +419,13 @@ fn tail(a: &Args) -> anyhow::Result<String> {
             let pd = r.responses.first().and_then(|t| t.partitions.first()).context("an empty Fetch response")?;
             check(pd.error_code, &format!("fetching {topic}/{p}"), None)?;
             let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) else { break };
+            // The broker sends batches from its files unchecked (as Kafka
+            // does): a client checks their CRCs.
+            for (h, range) in eddy::log::batch::whole_batches(records) {
+                if let Err(reason) = eddy::log::batch::check_stored(&records[range]) {
+                    anyhow::bail!("the batch of {topic}/{p} at offset {} is damaged: {reason}", h.base_offset);
+                }
+            }
             let (recs, after) = eddy::log::records::records_in(records, next as u64, e as u64).with_context(|| format!("decoding batches of {topic}/{p}"))?;
             for rec in recs {
                 let headers = rec.headers.iter().map(|(k, v)| (k.clone(), shown(v.as_deref()))).collect();

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod cleaner;
 pub mod compression;
 pub mod config;
+pub mod file_records;
 pub mod index;
 pub mod manager;
 pub mod message_set;
@@ -24,6 +25,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use config::{LogConfig, TimestampType};
+pub use file_records::{FileRecords, Records};
 pub use manager::LogManager;
 pub use partition::{AppendInfo, Log, ReadResult};
 pub use topic::TopicMeta;

@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::file_records::{self, FileRecords, Records};
 use super::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY, TIME_ENTRY};
 use super::tail::{self, Chunk, Mem};
 use super::LogError;
@@ -159,8 +160,9 @@ impl Staged {
 pub struct Segment {
     pub base_offset: u64,
     dir: PathBuf,
-    /// Buffered: reads, truncation, fsync.
-    file: File,
+    /// Buffered: reads, truncation, fsync. Shared with the fetch responses
+    /// that send a region of it (`read_for_send`).
+    file: Arc<File>,
     /// Opened with O_DIRECT for writes; None where the file system refuses it.
     direct: Option<File>,
     /// Set when a direct write was refused (EINVAL): writes go through
@@ -216,7 +218,7 @@ impl Segment {
         Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            file,
+            file: Arc::new(file),
             direct,
             direct_refused: AtomicBool::new(false),
             size: AtomicU64::new(size),
@@ -672,7 +674,7 @@ impl Segment {
         let mut rest: &mut [(*const u8, usize)] = pieces;
         while !rest.is_empty() {
             let direct = self.direct.as_ref().filter(|_| !self.direct_refused.load(Ordering::Acquire));
-            let fd = direct.unwrap_or(&self.file).as_raw_fd();
+            let fd = direct.unwrap_or(&*self.file).as_raw_fd();
             let iov: Vec<libc::iovec> = rest.iter().take(1024).map(|&(p, l)| libc::iovec { iov_base: p as *mut libc::c_void, iov_len: l }).collect();
             // SAFETY: every piece is readable memory that outlives the call
             // (the callers' chunk or block memory); pwritev only reads it.
@@ -921,6 +923,68 @@ impl Segment {
         Ok(buf.slice(..end))
     }
 
+    /// As `read_batches`, for a fetch to send. The batches are found by
+    /// walking their headers; the bytes below the in-memory tail (which no
+    /// direct write rewrites) are returned as a region of the file, neither
+    /// read nor CRC-checked (the socket takes them from the page cache;
+    /// clients check CRCs, as with Kafka's `sendfile`), the rest as the
+    /// memory's bytes. A read that starts in memory, or is longer than
+    /// `file_records::MAX_LEN`, is `read_batches`'.
+    pub fn read_for_send(&self, pos: u64, max_bytes: usize, upper_bound: u64) -> Result<Records, LogError> {
+        let size = self.size();
+        let memory_from = self.staged.lock().memory_from();
+        if pos >= memory_from || max_bytes > file_records::MAX_LEN {
+            return self.read_batches(pos, max_bytes, upper_bound).map(Records::Bytes);
+        }
+        let corrupt = |position: u64, reason: String| LogError::CorruptLog { path: self.log_file(), position, reason };
+        let first = match self.header_at(pos)? {
+            Some(h) => h,
+            None => return Ok(Records::Bytes(Bytes::new())),
+        };
+        if first.base_offset as u64 >= upper_bound {
+            return Ok(Records::Bytes(Bytes::new()));
+        }
+        let first_len = first.total_len() as u64;
+        if pos + first_len > size {
+            return Err(corrupt(pos, "batch runs past the end of the segment".into()));
+        }
+        let want = (max_bytes as u64).max(first_len).min(size - pos);
+        if want > file_records::MAX_LEN as u64 {
+            return self.read_batches(pos, max_bytes, upper_bound).map(Records::Bytes);
+        }
+        let (mut end, mut records, mut expected_min) = (0u64, 0u64, first.base_offset);
+        while end + HEADER_LEN as u64 <= want {
+            let h = if end == 0 {
+                first
+            } else {
+                self.header_at(pos + end)?.ok_or_else(|| corrupt(pos + end, "batch header past the end of the segment".into()))?
+            };
+            if end > 0 && h.base_offset >= 0 && h.base_offset as u64 >= upper_bound {
+                break;
+            }
+            if h.base_offset < expected_min {
+                tracing::warn!(position = pos + end, "read stops before a batch whose base offset goes backwards");
+                break;
+            }
+            expected_min = h.next_offset();
+            let len = h.total_len() as u64;
+            if h.check_structure().is_err() || end + len > want {
+                if end == 0 {
+                    return Err(corrupt(pos, "invalid batch header".into()));
+                }
+                break;
+            }
+            records += h.records_count.max(0) as u64;
+            end += len;
+        }
+        if end == 0 {
+            return Ok(Records::Bytes(Bytes::new()));
+        }
+        let file_end = (pos + end).min(memory_from);
+        let tail = if pos + end > file_end { self.read_bytes(file_end, (pos + end - file_end) as usize)?.0 } else { Bytes::new() };
+        Ok(Records::File(FileRecords { file: Arc::clone(&self.file), pos, file_len: (file_end - pos) as usize, tail, records }))
+    }
+
     /// Where a scan for the first record with timestamp ≥ `ts` starts.
     pub fn time_scan_start(&self, ts: i64) -> u64 {
         self.base_offset + self.indexes.read().time.scan_start(ts) as u64
@@ -1124,7 +1188,10 @@ mod tests {
                 _ => {}
             }
         }
+        // Returns how many reads for sending came back as file regions, and
+        // how many of those had a tail in memory.
         let check = |seg: &Segment, rng: &mut u64| {
+            let (mut regions, mut tails) = (0, 0);
             for &(pos, len) in &positions {
                 let max = [0, 50_000, 1 << 20][(xorshift(rng) % 3) as usize];
                 let got = seg.read_batches(pos, max, u64::MAX).unwrap();
@@ -1132,17 +1199,37 @@ mod tests {
                 assert_eq!(&got[..], &expected[pos as usize..pos as usize + got.len()], "bytes at {pos}");
                 let (at, h) = seg.locate(h_offset(&got)).unwrap().unwrap();
                 assert_eq!((at, h.base_offset), (pos, h_offset(&got) as i64));
+                // A read for sending returns the same batches, from the file
+                // or memory, and stops at the same upper bound.
+                let upper = if xorshift(rng) % 2 == 0 { u64::MAX } else { h_offset(&got) + 1 + xorshift(rng) % 20 };
+                let want = seg.read_batches(pos, max, upper).unwrap();
+                match seg.read_for_send(pos, max, upper).unwrap() {
+                    Records::Bytes(b) => assert_eq!(b, want, "bytes for sending at {pos}"),
+                    Records::File(f) => {
+                        regions += 1;
+                        let mut b = vec![0u8; f.file_len];
+                        f.file.read_exact_at(&mut b, f.pos).unwrap();
+                        b.extend_from_slice(&f.tail);
+                        assert_eq!((f.pos, &b[..]), (pos, &want[..]), "file region and tail at {pos}");
+                        let count: u64 = batch::whole_batches(&want).map(|(h, _)| h.records_count as u64).sum();
+                        assert_eq!(f.records, count);
+                        assert!(f.pos + f.file_len as u64 <= seg.staged.lock().memory_from(), "a region only below the in-memory tail");
+                        tails += usize::from(!f.tail.is_empty());
+                    }
+                }
             }
+            (regions, tails)
         };
         check(&seg, &mut rng);
         seg.write_out().unwrap();
         seg.drop_written_memory();
-        check(&seg, &mut rng);
+        let (regions, tails) = check(&seg, &mut rng);
+        assert!(regions > 0 && tails > 0, "written bytes out of memory are sent from the file ({regions} regions, {tails} with a tail)");
         seg.close_active().unwrap();
         assert_eq!(std::fs::read(log_path(dir.path(), 0)).unwrap(), expected, "the file holds the bytes, without padding");
         drop(seg);
         let reopened = Segment::open_trusted(dir.path(), 0, Some(1 << 20), 4096).unwrap().expect("a clean segment");
-        check(&reopened, &mut rng);
+        assert!(check(&reopened, &mut rng).0 > positions.len() / 2, "a reopened segment is sent from its file");
     }
 
     fn h_offset(batch: &[u8]) -> u64 {

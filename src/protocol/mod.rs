@@ -8,6 +8,8 @@
 pub mod legacy;
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::log::file_records::{self, FileRecords};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -261,34 +263,69 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
 }
 
 /// An encoded response frame (length prefix included), in parts sent back
-/// to back: a fetch response's record sets are the log's own bytes
-/// (chunk memory or a file read), sent without being copied into it.
+/// to back: a fetch response's record sets are the log's own bytes (chunk
+/// memory, a file read, or a file region sent from the file), not copied
+/// into it.
 #[derive(Debug, Clone)]
-pub struct Frame(pub Vec<Bytes>);
+pub struct Frame(pub Vec<Part>);
 
-impl Frame {
+/// A piece of a frame: bytes, or a region of a segment file.
+#[derive(Debug, Clone)]
+pub enum Part {
+    Bytes(Bytes),
+    File(FileRecords),
+}
+
+impl Part {
     pub fn len(&self) -> usize {
-        self.0.iter().map(Bytes::len).sum()
+        match self {
+            Part::Bytes(b) => b.len(),
+            Part::File(f) => f.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(Bytes::is_empty)
-    }
-
-    /// The frame as a `Buf` of its parts, for `write_all_buf` (which
-    /// writes up to 64 of them per call where the stream takes vectored
-    /// writes).
-    pub fn into_buf(self) -> FrameBuf {
-        let left = self.len();
-        FrameBuf { parts: self.0.into(), left }
+        self.len() == 0
     }
 }
 
-/// A frame's parts still to send.
+impl Frame {
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Part::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Part::is_empty)
+    }
+}
+
+/// A response and the file regions its stand-in record sets stand for, in
+/// the order the response holds them (see `log::file_records`).
+pub struct Reply {
+    pub body: ResponseKind,
+    pub files: Vec<FileRecords>,
+}
+
+impl From<ResponseKind> for Reply {
+    fn from(body: ResponseKind) -> Reply {
+        Reply { body, files: Vec::new() }
+    }
+}
+
+/// Parts of a frame to send in one go, as a `Buf` for `write_all_buf`
+/// (which writes up to 64 of them per call where the stream takes
+/// vectored writes).
 pub struct FrameBuf {
     parts: std::collections::VecDeque<Bytes>,
     /// Bytes in `parts`.
     left: usize,
+}
+
+impl FrameBuf {
+    pub fn new(parts: std::collections::VecDeque<Bytes>) -> FrameBuf {
+        let left = parts.iter().map(Bytes::len).sum();
+        FrameBuf { parts, left }
+    }
 }
 
 impl bytes::Buf for FrameBuf {
@@ -327,28 +364,32 @@ impl bytes::Buf for FrameBuf {
 /// Record sets at least this long are sent by reference, not copied.
 const BY_REFERENCE: usize = 4096;
 
+/// A record set the encoder will meet, cut out of the frame: by reference
+/// (its bytes), or a stand-in for the file region sent in its place.
+type Cut = (Bytes, Option<FileRecords>);
+
 /// The encoder's output buffer: small fields are copied into `cur`; the
 /// record sets of `refs` (in the order the encoder meets them) are cut out
 /// as parts of their own when the encoder writes them.
 struct Parts {
-    done: Vec<Bytes>,
+    done: Vec<Part>,
     cur: BytesMut,
-    refs: std::vec::IntoIter<Bytes>,
-    next: Option<Bytes>,
+    refs: std::vec::IntoIter<Cut>,
+    next: Option<Cut>,
     /// Bytes in `done`.
     done_len: usize,
 }
 
 impl Parts {
-    fn new(refs: Vec<Bytes>, capacity: usize) -> Parts {
+    fn new(refs: Vec<Cut>, capacity: usize) -> Parts {
         let mut refs = refs.into_iter();
         let next = refs.next();
         Parts { done: Vec::new(), cur: BytesMut::with_capacity(capacity), refs, next, done_len: 0 }
     }
 
-    fn finish(mut self) -> Vec<Bytes> {
+    fn finish(mut self) -> Vec<Part> {
         if !self.cur.is_empty() {
-            self.done.push(self.cur.freeze());
+            self.done.push(Part::Bytes(self.cur.freeze()));
         }
         self.done
     }
@@ -372,11 +413,14 @@ unsafe impl BufMut for Parts {
     fn put_slice(&mut self, src: &[u8]) {
         // The encoder writes a record set from the Bytes it holds: the same
         // address and length identify it exactly.
-        if let Some(next) = self.next.take_if(|n| n.as_ptr() == src.as_ptr() && n.len() == src.len()) {
+        if let Some((bytes, file)) = self.next.take_if(|(n, _)| n.as_ptr() == src.as_ptr() && n.len() == src.len()) {
             let head = self.cur.split().freeze();
-            self.done_len += head.len() + next.len();
-            self.done.push(head);
-            self.done.push(next);
+            self.done_len += head.len() + bytes.len();
+            self.done.push(Part::Bytes(head));
+            self.done.push(match file {
+                Some(f) => Part::File(f),
+                None => Part::Bytes(bytes),
+            });
             self.next = self.refs.next();
         } else {
             self.cur.extend_from_slice(src);
@@ -406,8 +450,9 @@ impl kafka_protocol::protocol::buf::ByteBufMut for Parts {
 }
 
 /// Encodes a response frame: a 4-byte length, the header (v0 for
-/// ApiVersions, else per the API's flexible versions), then the body.
-pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> anyhow::Result<Frame> {
+/// ApiVersions, else per the API's flexible versions), then the body, with
+/// `files` in place of the body's stand-in record sets.
+pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind, files: Vec<FileRecords>) -> anyhow::Result<Frame> {
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     // ApiVersions answers with a v0 header whatever the request version, so
@@ -415,9 +460,10 @@ pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body:
     let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
     if let ResponseKind::Fetch(f) = body {
         if !legacy::handles(api_key, version) {
-            return encode_fetch(&header, header_version, f, version);
+            return encode_fetch(&header, header_version, f, version, files);
         }
     }
+    anyhow::ensure!(files.is_empty(), "file regions given for a {api_key:?} v{version} response");
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     header.encode(&mut buf, header_version)?;
@@ -428,15 +474,27 @@ pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body:
     }
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
-    Ok(Frame(vec![buf.freeze()]))
+    Ok(Frame(vec![Part::Bytes(buf.freeze())]))
 }
 
 /// A fetch response, its large record sets referenced rather than copied
-/// (sized up front: the length prefix comes first).
-fn encode_fetch(header: &ResponseHeader, header_version: i16, f: &kafka_protocol::messages::FetchResponse, version: i16) -> anyhow::Result<Frame> {
-    let refs: Vec<Bytes> = f.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.as_ref().filter(|r| r.len() >= BY_REFERENCE).cloned()).collect();
+/// and its stand-ins replaced by their file regions (sized up front: the
+/// length prefix comes first).
+fn encode_fetch(header: &ResponseHeader, header_version: i16, f: &kafka_protocol::messages::FetchResponse, version: i16, files: Vec<FileRecords>) -> anyhow::Result<Frame> {
+    let mut files = files.into_iter();
+    let mut refs: Vec<Cut> = Vec::new();
+    for r in f.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.as_ref()) {
+        if file_records::is_stand_in(r) {
+            let file = files.next().ok_or_else(|| anyhow::anyhow!("a fetch response has more stand-ins than file regions"))?;
+            anyhow::ensure!(file.len() == r.len(), "a stand-in of {} bytes for file records of {}", r.len(), file.len());
+            refs.push((r.clone(), Some(file)));
+        } else if r.len() >= BY_REFERENCE {
+            refs.push((r.clone(), None));
+        }
+    }
+    anyhow::ensure!(files.next().is_none(), "a fetch response has fewer stand-ins than file regions");
     let len = header.compute_size(header_version)? + f.compute_size(version)?;
-    let referenced: usize = refs.iter().map(Bytes::len).sum();
+    let referenced: usize = refs.iter().map(|(b, _)| b.len()).sum();
     let mut buf = Parts::new(refs, 4 + len - referenced);
     buf.put_i32(i32::try_from(len)?);
     header.encode(&mut buf, header_version)?;
@@ -550,28 +608,114 @@ mod tests {
         }
         let body = ResponseKind::Fetch(f.clone());
         for version in 4..=18 {
-            let frame = encode_response(ApiKey::Fetch, version, 77, &body).unwrap();
+            let frame = encode_response(ApiKey::Fetch, version, 77, &body, Vec::new()).unwrap();
             let mut plain = BytesMut::new();
             plain.put_i32(0);
             ResponseHeader::default().with_correlation_id(77).encode(&mut plain, ApiKey::Fetch.response_header_version(version)).unwrap();
             f.encode(&mut plain, version).unwrap();
             let len = (plain.len() - 4) as i32;
             plain[0..4].copy_from_slice(&len.to_be_bytes());
-            assert_eq!(frame.0.concat(), plain.freeze(), "version {version}");
+            let parts: Vec<Bytes> = frame.0.iter().map(|p| match p {
+                Part::Bytes(b) => b.clone(),
+                Part::File(_) => panic!("no file regions were given"),
+            }).collect();
+            assert_eq!(parts.concat(), plain.freeze(), "version {version}");
             // The three sets of BY_REFERENCE bytes or more per topic went by
             // reference, each its own part (the one a byte short was copied).
-            let referenced = frame.0.iter().filter(|p| p.len() >= BY_REFERENCE && big.as_ptr() <= p.as_ptr() && p.as_ptr() < big[big.len()..].as_ptr()).count();
+            let referenced = parts.iter().filter(|p| p.len() >= BY_REFERENCE && big.as_ptr() <= p.as_ptr() && p.as_ptr() < big[big.len()..].as_ptr()).count();
             assert_eq!(referenced, 2 * 3, "version {version}");
             // And the Buf view walks the same bytes.
-            let mut buf = frame.clone().into_buf();
+            let mut buf = FrameBuf::new(parts.iter().cloned().collect());
             let mut walked = Vec::new();
             while bytes::Buf::has_remaining(&buf) {
                 let n = bytes::Buf::chunk(&buf).len().min(1000);
                 walked.extend_from_slice(&bytes::Buf::chunk(&buf)[..n]);
                 bytes::Buf::advance(&mut buf, n);
             }
-            assert_eq!(walked, frame.0.concat());
+            assert_eq!(walked, parts.concat());
         }
+    }
+
+    /// Stand-ins for file regions, big and small, among copied and
+    /// referenced sets: each becomes its region's part, and with the
+    /// regions' bytes in their place the frame is the crate's encoding of
+    /// the response holding those bytes.
+    #[test]
+    fn stand_ins_become_their_file_regions() {
+        use crate::log::FileRecords;
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::{FetchResponse, TopicName};
+        use std::os::unix::fs::FileExt;
+        let dir = std::env::temp_dir().join(format!("eddy-stand-ins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i * 13 + 5) as u8).collect();
+        std::fs::write(dir.join("seg"), &content).unwrap();
+        let file = std::sync::Arc::new(std::fs::File::open(dir.join("seg")).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+        let region = |pos: u64, len: usize, tail: &'static [u8]| FileRecords { file: std::sync::Arc::clone(&file), pos, file_len: len, tail: Bytes::from_static(tail), records: 1 };
+        let big = Bytes::from(vec![7u8; 9000]);
+        // (a file region, or bytes)
+        let sets: Vec<(Option<FileRecords>, Option<Bytes>)> = vec![
+            (Some(region(0, 20_000, b"")), None),
+            (None, Some(Bytes::from_static(b"small"))),
+            (Some(region(30_000, 100, b"and a tail")), None),
+            (None, Some(big.clone())),
+            (Some(region(50_000, 20_000, b"")), None),
+        ];
+        let (mut with_stand_ins, mut with_bytes) = (FetchResponse::default(), FetchResponse::default());
+        let mut files = Vec::new();
+        let mut topic = FetchableTopicResponse::default();
+        topic.topic = TopicName("t".to_string().into());
+        let mut plain_topic = topic.clone();
+        for (i, (f, b)) in sets.iter().enumerate() {
+            let mut p = PartitionData::default();
+            p.partition_index = i as i32;
+            let mut q = p.clone();
+            match (f, b) {
+                (Some(f), _) => {
+                    p.records = f.stand_in();
+                    q.records = Some([&content[f.pos as usize..f.pos as usize + f.file_len], &f.tail[..]].concat().into());
+                    files.push(f.clone());
+                }
+                (None, b) => {
+                    p.records = b.clone();
+                    q.records = b.clone();
+                }
+            }
+            topic.partitions.push(p);
+            plain_topic.partitions.push(q);
+        }
+        with_stand_ins.responses.push(topic);
+        with_bytes.responses.push(plain_topic);
+        for version in 4..=18 {
+            let frame = encode_response(ApiKey::Fetch, version, 9, &ResponseKind::Fetch(with_stand_ins.clone()), files.clone()).unwrap();
+            let expected = encode_response(ApiKey::Fetch, version, 9, &ResponseKind::Fetch(with_bytes.clone()), Vec::new()).unwrap();
+            let mut out = Vec::new();
+            let mut regions = Vec::new();
+            for p in &frame.0 {
+                match p {
+                    Part::Bytes(b) => out.extend_from_slice(b),
+                    Part::File(f) => {
+                        let mut b = vec![0u8; f.file_len];
+                        f.file.read_exact_at(&mut b, f.pos).unwrap();
+                        out.extend_from_slice(&b);
+                        out.extend_from_slice(&f.tail);
+                        regions.push((f.pos, f.file_len, f.tail.len()));
+                    }
+                }
+            }
+            let plain: Vec<u8> = expected.0.iter().flat_map(|p| match p {
+                Part::Bytes(b) => b.to_vec(),
+                Part::File(_) => unreachable!(),
+            }).collect();
+            assert_eq!(out, plain, "version {version}");
+            assert_eq!(regions, vec![(0, 20_000, 0), (30_000, 100, 10), (50_000, 20_000, 0)], "version {version}");
+            assert_eq!(frame.len(), plain.len());
+        }
+        // Regions that do not match the stand-ins are an error, not a frame.
+        assert!(encode_response(ApiKey::Fetch, 12, 9, &ResponseKind::Fetch(with_stand_ins.clone()), files[..2].to_vec()).is_err());
+        assert!(encode_response(ApiKey::Fetch, 12, 9, &ResponseKind::Fetch(with_bytes.clone()), files.clone()).is_err());
+        assert!(encode_response(ApiKey::Metadata, 12, 9, &ResponseKind::Metadata(Default::default()), files).is_err());
     }
 
     /// Every advertised version is one the crate decodes, or one `legacy`

@@ -4,7 +4,9 @@
 //! of the next request: its response waits in an ordered queue while the
 //! connection goes on (so consecutive produces share fsyncs).
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +18,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::Served;
 use crate::broker::{Broker, Handled};
-use crate::protocol::{self, DecodeError, Frame};
+use crate::log::FileRecords;
+use crate::protocol::{self, DecodeError, Frame, FrameBuf, Part, Reply};
 use crate::security::sasl::{Gate, Session};
 use crate::security::Context;
 
@@ -34,7 +37,7 @@ type Pending = Pin<Box<dyn Future<Output = Option<Frame>> + Send>>;
 pub(crate) async fn serve<R, W>(mut rd: R, mut wr: W, mut ctx: Context, broker: Arc<Broker>, mut stop: watch::Receiver<bool>, served: Arc<Served>)
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: Sink,
 {
     let (peer, max_frame, idle, sasl) = (ctx.peer, served.max_frame, served.idle, served.sasl.clone());
     tracing::debug!(%peer, listener = %served.name, "connection opened");
@@ -46,17 +49,11 @@ where
             // None here is a response that could not be encoded: the client
             // would wait for it forever, so the connection closes.
             let Some(frame) = next.await else { break };
-            // A fetch response's parts go out in vectored writes. A TLS
-            // stream may keep the tail of what it encrypted when the socket
-            // is full; flush sends it (a no-op on plain TCP). A client that
-            // stops reading is let go after connections.max.idle.ms: else
-            // its connection, its place and the memory its queued responses
-            // hold (chunks of the log) would be kept for ever.
-            let sent = tokio::time::timeout(idle, async {
-                wr.write_all_buf(&mut frame.into_buf()).await?;
-                wr.flush().await
-            })
-            .await;
+            // A client that stops reading is let go after
+            // connections.max.idle.ms: else its connection, its place and
+            // what its queued responses hold (chunks of the log, open
+            // segment files) would be kept for ever.
+            let sent = tokio::time::timeout(idle, send_frame(&mut wr, frame)).await;
             match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break,
@@ -179,9 +176,9 @@ where
             Ok(req) => {
                 let (api, version, correlation) = (req.api_key, req.version, req.header.correlation_id);
                 let (started, metrics) = (std::time::Instant::now(), Arc::clone(&broker.metrics));
-                let encode = move |body: Option<ResponseKind>| {
-                    metrics.request(api, started.elapsed(), body.as_ref());
-                    body.and_then(|b| encoded(&peer, protocol::encode_response(api, version, correlation, &b)))
+                let encode = move |reply: Option<Reply>| {
+                    metrics.request(api, started.elapsed(), reply.as_ref().map(|r| &r.body));
+                    reply.and_then(|r| encoded(&peer, protocol::encode_response(api, version, correlation, &r.body, r.files)))
                 };
                 let gate = match session.as_mut() {
                     Some(s) => s.admit(req, &broker.credentials),
@@ -210,7 +207,7 @@ where
                     // SASL answers; a failed exchange closes after its answer.
                     Gate::Reply { body, close } => {
                         close_after = close;
-                        let bytes = encode(Some(body));
+                        let bytes = encode(Some(body.into()));
                         let delay = if close { sasl.as_ref().map_or(std::time::Duration::ZERO, |l| l.failure_delay) } else { std::time::Duration::ZERO };
                         Box::pin(async move {
                             tokio::time::sleep(delay).await;
@@ -226,7 +223,7 @@ where
             Err(DecodeError::UnsupportedVersion { api: ApiKey::ApiVersions, version, correlation_id }) => {
                 tracing::debug!(%peer, version, "ApiVersions at an unknown version: answering with the supported list");
                 let body = ResponseKind::ApiVersions(crate::broker::api_versions_unsupported());
-                let bytes = encoded(&peer, protocol::encode_response(ApiKey::ApiVersions, 0, correlation_id, &body));
+                let bytes = encoded(&peer, protocol::encode_response(ApiKey::ApiVersions, 0, correlation_id, &body, Vec::new()));
                 Box::pin(async move { bytes })
             }
             Err(e) => {
@@ -240,6 +237,98 @@ where
         }
     }
     finish(peer, queue, writer).await
+}
+
+/// Writes one response: runs of byte parts in vectored writes, file
+/// regions through the stream's `send_file` (their tails join the next run). A TLS stream may keep the tail
+/// of what it encrypted when the socket is full; flush sends it (a no-op on
+/// plain TCP).
+async fn send_frame<W: Sink>(wr: &mut W, frame: Frame) -> io::Result<()> {
+    let mut run = VecDeque::new();
+    for part in frame.0 {
+        match part {
+            Part::Bytes(b) => run.push_back(b),
+            Part::File(f) => {
+                if !run.is_empty() {
+                    wr.write_all_buf(&mut FrameBuf::new(std::mem::take(&mut run))).await?;
+                }
+                wr.send_file(&f).await?;
+                run.push_back(f.tail);
+            }
+        }
+    }
+    if !run.is_empty() {
+        wr.write_all_buf(&mut FrameBuf::new(run)).await?;
+    }
+    wr.flush().await
+}
+
+type SendFuture<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
+
+/// The writing half of a connection: a stream that can also send a region
+/// of a segment file.
+pub(crate) trait Sink: AsyncWrite + Unpin + Send + 'static {
+    /// Sends the region's bytes in the file (not its tail). By default they
+    /// are read from the file and written (a TLS stream has to encrypt them).
+    fn send_file<'a>(&'a mut self, f: &'a FileRecords) -> SendFuture<'a> {
+        Box::pin(copy_file(self, f))
+    }
+}
+
+/// TLS: the region is read and written.
+impl<T: AsyncRead + AsyncWrite + Send + 'static> Sink for tokio::io::WriteHalf<T> {}
+
+/// Plain TCP: the kernel sends the region from the page cache (`sendfile`),
+/// without a copy through the broker's memory.
+impl Sink for tokio::net::tcp::OwnedWriteHalf {
+    fn send_file<'a>(&'a mut self, f: &'a FileRecords) -> SendFuture<'a> {
+        use std::os::fd::AsRawFd;
+        Box::pin(async move {
+            let stream: &tokio::net::TcpStream = self.as_ref();
+            let (sock, file) = (stream.as_raw_fd(), f.file.as_raw_fd());
+            let end = f.pos + f.file_len as u64;
+            let mut off = f.pos as libc::off_t;
+            while (off as u64) < end {
+                stream.writable().await?;
+                let left = ((end - off as u64) as usize).min(0x7fff_f000);
+                // SAFETY: both descriptors stay open for the call (the
+                // stream is borrowed, the file held by `f`); sendfile
+                // advances `off` by what it sent.
+                let sent = stream.try_io(tokio::io::Interest::WRITABLE, || match unsafe { libc::sendfile(sock, file, &mut off, left) } {
+                    n if n < 0 => Err(io::Error::last_os_error()),
+                    n => Ok(n as usize),
+                });
+                match sent {
+                    Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "a segment file ended inside a region being sent")),
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                    // A file system that cannot splice: copy instead.
+                    Err(e) if off as u64 == f.pos && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                        tracing::debug!(error = %e, "sendfile refused; copying the region");
+                        return copy_file(self, f).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Sends a region's bytes in the file by reading them, a piece at a time,
+/// and writing them.
+async fn copy_file<W: AsyncWrite + Unpin + ?Sized>(wr: &mut W, f: &FileRecords) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const PIECE: usize = 256 * 1024;
+    let mut buf = vec![0u8; PIECE.min(f.file_len)];
+    let mut done = 0usize;
+    while done < f.file_len {
+        let n = PIECE.min(f.file_len - done);
+        f.file.read_exact_at(&mut buf[..n], f.pos + done as u64)?;
+        wr.write_all(&buf[..n]).await?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// Responses already queued still go out, then the connection closes.

@@ -185,3 +185,31 @@ fn topic_group_and_tail_commands_speak_the_protocol() {
     let (ok, _, err) = eddy_cli(&b, &["topic", "describe", "missing"]);
     assert!(!ok && err.contains("error code 3"), "{err}");
 }
+
+/// The broker sends batches from its files without checking their CRCs
+/// (as Kafka does); `eddy tail`, a client, checks them: a batch damaged at
+/// rest is reported, not printed.
+#[test]
+fn tail_reports_a_batch_damaged_at_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = crate::broker_support::TestBroker::start_in(tmp.path(), |_| {});
+    crate::processors::create(&b, "damaged", 1);
+    // One batch per record: 8 of them, 8 KB, the first wholly below the
+    // block the active segment keeps in memory after a restart.
+    for i in 0..8 {
+        crate::processors::produce(&b, "damaged", &[(Some("k"), format!("{i}").repeat(1000))]);
+    }
+    let (ok, out, err) = eddy_cli(&b, &["tail", "damaged"]);
+    assert!(ok && out.lines().count() == 9, "{out}{err}");
+    b.stop();
+    let log = std::fs::read_dir(tmp.path().join("damaged-0")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "log")).unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    assert!(bytes.len() > 8000);
+    // A byte of the first record's value.
+    bytes[500] ^= 0x55;
+    std::fs::write(&log, &bytes).unwrap();
+    let b = crate::broker_support::TestBroker::start_in(tmp.path(), |_| {});
+    let (ok, out, err) = eddy_cli(&b, &["tail", "damaged"]);
+    assert!(!ok, "a damaged batch was printed: {out}");
+    assert!(err.contains("damaged/0 at offset 0 is damaged: CRC-32C mismatch"), "{err}");
+}

@@ -27,7 +27,7 @@ use super::producer::{self, Check, ProducerState};
 use super::txn::{self, AbortedTxn, TxnState};
 use super::txn_index;
 use super::segment::{self, PreparedBatch, Segment};
-use super::{now_ms, LogConfig, LogError, TimestampType};
+use super::{now_ms, LogConfig, LogError, Records, TimestampType};
 
 /// What an append did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -773,6 +773,21 @@ impl Log {
             }
         }
         Ok(ReadResult { records, log_start_offset: lso, log_end_offset: leo })
+    }
+
+    /// As `read`, for a fetch to send: the batches may come back as a
+    /// region of a segment file (`Segment::read_for_send`).
+    pub fn read_for_send(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<Records, LogError> {
+        let (_, leo) = self.check_range(offset)?;
+        let upper = upper_bound.min(leo);
+        if offset < upper {
+            if let Some((seg, pos, h)) = self.locate(offset)? {
+                if (h.base_offset as u64) < upper {
+                    return seg.read_for_send(pos, max_bytes, upper);
+                }
+            }
+        }
+        Ok(Records::Bytes(Bytes::new()))
     }
 
     /// The earliest record at or after the log start offset whose timestamp
