@@ -9,8 +9,10 @@
 //! broker and scenario it prints the median over rounds, and Eddy's ratio to
 //! each peer. Scenarios:
 //! * produce of 1 KiB and 100-byte records to 1 and 8 partitions with acks=1
-//!   and acks=all: MB/s, records/s, broker CPU ms per MB produced (from
-//!   /proc/<pid>/stat, user + system), the producer's own CPU;
+//!   and acks=all: MB/s, records/s, broker CPU ms per MB produced (the
+//!   broker's threads' time on CPU from /proc/<pid>/task/*/schedstat, or
+//!   clock ticks from /proc/<pid>/stat when a thread exited meanwhile), the
+//!   producer's own CPU;
 //! * produce latency (send → delivery report, acks=all, linger.ms 0) at a
 //!   fixed offered rate: p50 / p99 / p99.9;
 //! * consume of the 1 KiB, 8-partition topic from the start with client
@@ -100,6 +102,39 @@ fn stat_cpu_seconds(path: &Path) -> f64 {
 /// CPU seconds (user + system) of a process.
 fn cpu_seconds(pid: u32) -> f64 {
     stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// A process's CPU time at one moment: its clock-tick count (10 ms steps,
+/// threads that exited included) and each live thread's nanoseconds on CPU
+/// (`/proc/<pid>/task/<tid>/schedstat`).
+struct CpuClock {
+    pid: u32,
+    ticks: f64,
+    threads: std::collections::HashMap<String, u64>,
+}
+
+impl CpuClock {
+    fn now(pid: u32) -> CpuClock {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+        let threads = tasks
+            .filter_map(|t| {
+                let ns = std::fs::read_to_string(t.path().join("schedstat")).ok()?.split_whitespace().next()?.parse().ok()?;
+                Some((t.file_name().to_string_lossy().into_owned(), ns))
+            })
+            .collect();
+        CpuClock { pid, ticks: cpu_seconds(pid), threads }
+    }
+
+    /// CPU seconds since `self`: to the nanosecond when no thread exited in
+    /// between (a thread's time is lost with it), else in clock ticks.
+    fn elapsed(&self) -> f64 {
+        let later = CpuClock::now(self.pid);
+        if self.threads.keys().all(|t| later.threads.contains_key(t)) {
+            later.threads.iter().map(|(t, ns)| ns - self.threads.get(t).copied().unwrap_or(0).min(*ns)).sum::<u64>() as f64 / 1e9
+        } else {
+            later.ticks - self.ticks
+        }
+    }
 }
 
 fn own_cpu_seconds() -> f64 {
@@ -258,7 +293,7 @@ fn produce(b: &Broker, topic: &str, count: u64, size: usize, acks: &str) -> Prod
         .unwrap();
     let value = vec![b'x'; size];
     let keys: Vec<String> = (0..1024).map(|i| format!("key-{i}")).collect();
-    let (broker_cpu0, own_cpu0, t0) = (cpu_seconds(b.pid()), own_cpu_seconds(), Instant::now());
+    let (broker_cpu0, own_cpu0, t0) = (CpuClock::now(b.pid()), own_cpu_seconds(), Instant::now());
     let mut sent = 0u64;
     while sent < count {
         let rec = BaseRecord::to(topic).key(keys[(sent % 1024) as usize].as_str()).payload(&value[..]);
@@ -279,7 +314,7 @@ fn produce(b: &Broker, topic: &str, count: u64, size: usize, acks: &str) -> Prod
     Produced {
         mb_s: mb / secs,
         records_s: count as f64 / secs,
-        broker_ms_per_mb: (cpu_seconds(b.pid()) - broker_cpu0) * 1000.0 / mb,
+        broker_ms_per_mb: broker_cpu0.elapsed() * 1000.0 / mb,
         producer_cores: (own_cpu_seconds() - own_cpu0) / secs,
     }
 }
@@ -294,13 +329,13 @@ fn consume(b: &Broker, topic: &str, count: u64) -> (f64, f64, f64, f64) {
     // Timed from the first record: the group join (and the broker's initial
     // rebalance delay, 3 s by default as in Kafka) is not reading.
     let started = Instant::now();
-    let (mut cpu0, mut own0, mut t0, mut threads0) = (0.0, 0.0, started, std::collections::HashMap::new());
+    let (mut cpu0, mut own0, mut t0, mut threads0) = (CpuClock::now(b.pid()), 0.0, started, std::collections::HashMap::new());
     let (mut n, mut bytes) = (0u64, 0u64);
     while n < count {
         if let Some(m) = c.poll(Duration::from_secs(10)) {
             let m = m.expect("consume");
             if n == 0 {
-                (cpu0, own0, threads0, t0) = (cpu_seconds(b.pid()), own_cpu_seconds(), own_thread_cpu(), Instant::now());
+                (cpu0, own0, threads0, t0) = (CpuClock::now(b.pid()), own_cpu_seconds(), own_thread_cpu(), Instant::now());
             }
             bytes += m.payload().map_or(0, |p| p.len()) as u64;
             n += 1;
@@ -309,7 +344,7 @@ fn consume(b: &Broker, topic: &str, count: u64) -> (f64, f64, f64, f64) {
     }
     let (mb, secs) = (bytes as f64 / 1e6, t0.elapsed().as_secs_f64());
     let busiest = own_thread_cpu().into_iter().map(|(tid, s)| s - threads0.get(&tid).copied().unwrap_or(0.0)).fold(0.0, f64::max);
-    (mb / secs, (cpu_seconds(b.pid()) - cpu0) * 1000.0 / mb, (own_cpu_seconds() - own0) / secs, busiest / secs)
+    (mb / secs, cpu0.elapsed() * 1000.0 / mb, (own_cpu_seconds() - own0) / secs, busiest / secs)
 }
 
 fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
