@@ -155,6 +155,8 @@ fn members_leave_die_and_resume_at_committed_offsets() {
 
     // One leaves: the other two take its partitions.
     c3.unsubscribe();
+    // Closed once its partitions are revoked (see the end of the KIP-848 test).
+    all.extend(poll_until(&[&c3], 60, "the leaving member unassigned", |a, _| a[0].is_empty()).into_iter().flatten());
     drop(c3);
     let seen = poll_until(&[&c1, &c2], 60, "two members after a leave", |a, _| exactly_once(a, 6));
     all.extend(seen.into_iter().flatten());
@@ -210,6 +212,13 @@ fn members_leave_die_and_resume_at_committed_offsets() {
     for c in [&c1, &c2] {
         c.commit_consumer_state(CommitMode::Sync).unwrap();
     }
+    // Leave, and wait for the revocations, before closing: librdkafka can
+    // hang for ever in the rebalance callback of a close that meets one
+    // (confluentinc/librdkafka#4884, #4527).
+    for c in [&c1, &c2] {
+        c.unsubscribe();
+    }
+    poll_until(&[&c1, &c2], 60, "both members unassigned", |a, _| a.iter().all(BTreeSet::is_empty));
     drop(c1);
     drop(c2);
 
@@ -516,6 +525,8 @@ fn kip_848_consumer_protocol_assigns_reassigns_and_resumes() {
 
     // One leaves: the others take over its partitions, without a stop-the-world.
     c3.unsubscribe();
+    // Closed once its partitions are revoked (librdkafka#4884; the note at the end).
+    all.extend(poll_until(&[&c3], 60, "the leaving member unassigned", |a, _| a[0].is_empty()).into_iter().flatten());
     drop(c3);
     all.extend(poll_until(&[&c1, &c2], 60, "two KIP-848 members", |a, _| exactly_once(a, 6)).into_iter().flatten());
     all.extend(
@@ -535,6 +546,13 @@ fn kip_848_consumer_protocol_assigns_reassigns_and_resumes() {
     for c in [&c1, &c2] {
         c.commit_consumer_state(CommitMode::Sync).unwrap();
     }
+    // Leave, and wait for the revocations, before closing: librdkafka can
+    // hang for ever in the rebalance callback of a close that meets one
+    // (confluentinc/librdkafka#4884, #4527).
+    for c in [&c1, &c2] {
+        c.unsubscribe();
+    }
+    poll_until(&[&c1, &c2], 60, "both members unassigned", |a, _| a.iter().all(BTreeSet::is_empty));
     drop(c1);
     drop(c2);
     produce(&b, "kip848", 6, 120, "later");
