@@ -19,7 +19,9 @@ use crate::security::acl::{Operation, ResourceType};
 use crate::security::Context;
 
 /// The response, with the file regions its stand-in record sets stand for
-/// (fetches from v4 on send batches still in the page cache from there).
+/// (fetches from v4 on send batches no longer in memory from the segment
+/// files; the socket reads them through the page cache, from the disk if
+/// need be, as the reads into memory did).
 pub async fn handle(broker: &Broker, ctx: &Context, req: FetchRequest, version: i16) -> Reply {
     // READ on each topic, decided once for the whole long poll (empty: all
     // allowed); an unknown topic id has no name to ask about (it is

@@ -15,6 +15,9 @@ use bytes::Bytes;
 /// Longest region sent from a file; longer reads are read into memory.
 pub const MAX_LEN: usize = 1 << 30;
 
+/// Shortest region sent from a file; shorter ones are read into memory.
+pub const MIN_FILE_LEN: usize = 4096;
+
 /// Whole batches: `file_len` bytes of `file` from `pos`, bytes a direct
 /// write never rewrites (below the segment's in-memory tail), which stay
 /// readable while the region is held, even if the segment is deleted; then
@@ -76,6 +79,9 @@ fn hole() -> Option<&'static [u8]> {
             tracing::warn!(error = %std::io::Error::last_os_error(), "no address space for fetch stand-ins; fetches read records into memory");
             None
         } else {
+            // Nothing in it is worth a core dump's space.
+            // SAFETY: advice on the mapping just made.
+            unsafe { libc::madvise(p, MAX_LEN, libc::MADV_DONTDUMP) };
             Some(p as usize)
         }
     });

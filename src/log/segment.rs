@@ -81,6 +81,9 @@ struct Tail {
     bytes_since_index: u64,
 }
 
+/// Bytes of the file read at a time to walk batch headers (`read_for_send`).
+const HEADER_WINDOW: usize = 8 << 10;
+
 /// Staged bytes not yet in the file above which appenders write them out
 /// themselves (`Log::append_staged` for acks=0, the cleaner).
 pub const MAX_UNWRITTEN: u64 = 8 << 20;
@@ -182,6 +185,10 @@ pub struct Segment {
     /// Appended to the file names while the segment is not live: `.cleaned`
     /// or `.swap` for a segment the cleaner is building (storage-format.md).
     suffix: Mutex<&'static str>,
+    /// Where each write-out began (tests check no region sent from the
+    /// file is written again).
+    #[cfg(test)]
+    write_starts: Mutex<Vec<u64>>,
 }
 
 /// What a scan of a segment's batches found.
@@ -235,6 +242,8 @@ impl Segment {
             index_interval,
             created_ms: super::now_ms(),
             suffix: Mutex::new(suffix),
+            #[cfg(test)]
+            write_starts: Mutex::new(Vec::new()),
         }
     }
 
@@ -653,6 +662,8 @@ impl Segment {
             }
         }
         if let Some(at) = first {
+            #[cfg(test)]
+            self.write_starts.lock().push(at);
             self.write_blocks(&mut pieces, at)?;
         }
         let mut st = self.staged.lock();
@@ -928,7 +939,8 @@ impl Segment {
     /// direct write rewrites) are returned as a region of the file, neither
     /// read nor CRC-checked (the socket takes them from the page cache;
     /// clients check CRCs, as with Kafka's `sendfile`), the rest as the
-    /// memory's bytes. A read that starts in memory, or is longer than
+    /// memory's bytes. A read that starts in memory, has less than
+    /// `file_records::MIN_FILE_LEN` bytes in the file, or is longer than
     /// `file_records::MAX_LEN`, is `read_batches`'.
     pub fn read_for_send(&self, pos: u64, max_bytes: usize, upper_bound: u64) -> Result<Records, LogError> {
         let size = self.size();
@@ -953,11 +965,23 @@ impl Segment {
             return self.read_batches(pos, max_bytes, upper_bound).map(Records::Bytes);
         }
         let (mut end, mut records, mut expected_min) = (0u64, 0u64, first.base_offset);
+        // Headers below the tail come from a window of the file read a
+        // few KiB at a time (small batches: one pread for dozens of them),
+        // the others through `header_at`.
+        let (mut window, mut window_at) = (Vec::new(), 0u64);
         while end + HEADER_LEN as u64 <= want {
+            let at = pos + end;
             let h = if end == 0 {
                 first
+            } else if at + HEADER_LEN as u64 <= memory_from {
+                if at < window_at || at + HEADER_LEN as u64 > window_at + window.len() as u64 {
+                    window.resize((memory_from.min(size) - at).min(HEADER_WINDOW as u64) as usize, 0);
+                    self.file.read_exact_at(&mut window, at)?;
+                    window_at = at;
+                }
+                BatchHeader::parse(&window[(at - window_at) as usize..]).expect("HEADER_LEN bytes")
             } else {
-                self.header_at(pos + end)?.ok_or_else(|| corrupt(pos + end, "batch header past the end of the segment".into()))?
+                self.header_at(at)?.ok_or_else(|| corrupt(at, "batch header past the end of the segment".into()))?
             };
             if end > 0 && h.base_offset >= 0 && h.base_offset as u64 >= upper_bound {
                 break;
@@ -981,6 +1005,11 @@ impl Segment {
             return Ok(Records::Bytes(Bytes::new()));
         }
         let file_end = (pos + end).min(memory_from);
+        // A few KiB are cheaper copied into the response than sent by a
+        // syscall of their own (and its own small packet).
+        if file_end - pos < file_records::MIN_FILE_LEN as u64 {
+            return self.read_batches(pos, max_bytes, upper_bound).map(Records::Bytes);
+        }
         let tail = if pos + end > file_end { self.read_bytes(file_end, (pos + end - file_end) as usize)?.0 } else { Bytes::new() };
         Ok(Records::File(FileRecords { file: Arc::clone(&self.file), pos, file_len: (file_end - pos) as usize, tail, records }))
     }
@@ -1230,6 +1259,66 @@ mod tests {
         drop(seg);
         let reopened = Segment::open_trusted(dir.path(), 0, Some(1 << 20), 4096).unwrap().expect("a clean segment");
         assert!(check(&reopened, &mut rng).0 > positions.len() / 2, "a reopened segment is sent from its file");
+    }
+
+    /// A file region handed to a fetch is never written again, and stays
+    /// exactly its bytes, while appends, write-outs, idle retirements and
+    /// cache evictions go on: no direct write rewrites a block below the
+    /// in-memory tail.
+    #[test]
+    fn file_regions_stay_exact_while_appends_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::create(dir.path(), 0, 1 << 20, 4096).unwrap();
+        let (mut expected, mut offset, mut rng) = (Vec::new(), 0u64, 0x2545_f491_4f6c_dd1du64);
+        let append = |seg: &Segment, expected: &mut Vec<u8>, offset: &mut u64, rng: &mut u64, i: usize| {
+            let b = batch_at(*offset, 1, (xorshift(rng) % 3000) as usize, i as i64);
+            let at = expected.len() as u64;
+            expected.extend_from_slice(&b.base_offset_bytes);
+            expected.extend_from_slice(&b.rest);
+            seg.append(&[b]).unwrap();
+            *offset += 1;
+            at
+        };
+        let mut positions = Vec::new();
+        let (mut held, mut taken): (Vec<(FileRecords, Vec<u8>)>, usize) = (Vec::new(), 0);
+        for i in 0..400 {
+            positions.push(append(&seg, &mut expected, &mut offset, &mut rng, i));
+            match xorshift(&mut rng) % 10 {
+                0..=2 => seg.write_out().unwrap(),
+                3 => seg.retire_idle().unwrap(),
+                4..=6 => {
+                    seg.write_out().unwrap();
+                    seg.drop_written_memory();
+                }
+                _ => {}
+            }
+            // No write-out since a region was taken began inside it (a
+            // direct write to a block whose page a socket still holds could
+            // fail to invalidate it), and its bytes are what they were.
+            let starts = std::mem::take(&mut *seg.write_starts.lock());
+            for (f, want) in &held {
+                for &at in &starts {
+                    assert!(at >= f.pos + f.file_len as u64, "a write-out from {at} into the region {}..{}", f.pos, f.pos + f.file_len as u64);
+                }
+                let mut b = vec![0u8; f.file_len];
+                f.file.read_exact_at(&mut b, f.pos).unwrap();
+                b.extend_from_slice(&f.tail);
+                assert!(b == *want, "the region at {} changed after append {i}", f.pos);
+            }
+            // Take a region from one of the last batches (those reach the
+            // block the next write-out starts in), holding the last 30.
+            let pos = positions[positions.len() - 1 - (xorshift(&mut rng) % 20).min(positions.len() as u64 - 1) as usize];
+            if let Records::File(f) = seg.read_for_send(pos, 1 << 20, u64::MAX).unwrap() {
+                let want = seg.read_batches(pos, 1 << 20, u64::MAX).unwrap().to_vec();
+                held.push((f, want));
+                taken += 1;
+                if held.len() > 30 {
+                    held.remove(0);
+                }
+            }
+        }
+        assert!(taken > 15, "regions taken: {taken}");
+        assert!(held.iter().any(|(f, _)| !f.tail.is_empty()), "some regions end in memory");
     }
 
     fn h_offset(batch: &[u8]) -> u64 {

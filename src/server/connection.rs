@@ -266,7 +266,9 @@ async fn send_frame<W: Sink>(wr: &mut W, frame: Frame) -> io::Result<()> {
 type SendFuture<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
 
 /// The writing half of a connection: a stream that can also send a region
-/// of a segment file.
+/// of a segment file. The region must follow every byte written before it:
+/// a stream that buffers written bytes in user space sends the region
+/// through that buffer too (as the default does).
 pub(crate) trait Sink: AsyncWrite + Unpin + Send + 'static {
     /// Sends the region's bytes in the file (not its tail). By default they
     /// are read from the file and written (a TLS stream has to encrypt them).
@@ -283,7 +285,13 @@ impl<T: AsyncRead + AsyncWrite + Send + 'static> Sink for tokio::io::WriteHalf<T
 impl Sink for tokio::net::tcp::OwnedWriteHalf {
     fn send_file<'a>(&'a mut self, f: &'a FileRecords) -> SendFuture<'a> {
         use std::os::fd::AsRawFd;
+        // Set once sendfile was refused (a file system that cannot splice):
+        // every region is copied from then on.
+        static REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         Box::pin(async move {
+            if REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+                return copy_file(self, f).await;
+            }
             let stream: &tokio::net::TcpStream = self.as_ref();
             let (sock, file) = (stream.as_raw_fd(), f.file.as_raw_fd());
             let end = f.pos + f.file_len as u64;
@@ -293,7 +301,9 @@ impl Sink for tokio::net::tcp::OwnedWriteHalf {
                 let left = ((end - off as u64) as usize).min(0x7fff_f000);
                 // SAFETY: both descriptors stay open for the call (the
                 // stream is borrowed, the file held by `f`); sendfile
-                // advances `off` by what it sent.
+                // advances `off` by what it sent. (A peer's reset makes it
+                // fail with EPIPE, not kill the process: Rust programs
+                // start with SIGPIPE ignored.)
                 let sent = stream.try_io(tokio::io::Interest::WRITABLE, || match unsafe { libc::sendfile(sock, file, &mut off, left) } {
                     n if n < 0 => Err(io::Error::last_os_error()),
                     n => Ok(n as usize),
@@ -304,7 +314,8 @@ impl Sink for tokio::net::tcp::OwnedWriteHalf {
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
                     // A file system that cannot splice: copy instead.
                     Err(e) if off as u64 == f.pos && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-                        tracing::debug!(error = %e, "sendfile refused; copying the region");
+                        tracing::info!(error = %e, "sendfile refused; fetches copy batches from the segment files instead");
+                        REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
                         return copy_file(self, f).await;
                     }
                     Err(e) => return Err(e),

@@ -219,8 +219,12 @@ fn clients_over_their_byte_rates_are_throttled_and_muted() {
     assert_eq!(free.throttle_time_ms, 0);
     assert!(next_answer_after(&mut other, "free") < Duration::from_millis(500));
 
-    // Fetch: the bytes answered count against consumer_byte_rate, and a
+    // Fetch, after a restart (so the batches are sent from the segment
+    // file): the bytes answered count against consumer_byte_rate, and a
     // fetch asks for no more than one window of it (1 MB here), as Kafka.
+    drop((admin, slow, other));
+    b.stop();
+    let b = TestBroker::start_in(tmp.path(), |_| {});
     let mut reader = connect(&b);
     let r = fetch(&mut reader, "reader", 0, 50 << 20, 0);
     let first = &r.responses[0].partitions[0];
