@@ -22,7 +22,14 @@ if ! pkg-config --exists openssl 2>/dev/null; then
 fi
 # Benchmarks are run by hand (see bench/README.md); CI only checks they build.
 cargo test --no-run --benches
-cargo test
+# A bound on the whole suite (build included): a test that hangs (a client
+# library stuck in its own close, say) fails the run with a message instead
+# of holding it until CI's limit. timeout signals cargo's whole process group.
+timeout --kill-after=30s 60m cargo test || {
+  rc=$?
+  [ "$rc" = 124 ] && echo "tests/run.sh: cargo test did not finish within 60 minutes (a hung test?)" >&2
+  exit "$rc"
+}
 # Real clients from the package registries against the broker binary that
 # cargo test just built (tests/compat/CONTRACT.md): prints the matrix.
 bash tests/compat/run.sh
