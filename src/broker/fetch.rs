@@ -114,7 +114,7 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) 
     let mut files = Vec::new();
     // Regions of files replace record sets from v4 on (earlier versions
     // get message sets made from the bytes).
-    let by_file = version >= 4 && file_records::available();
+    let by_file = version >= 4;
     let mut remaining = req.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut errors = false;
@@ -159,11 +159,10 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) 
                     // partition may return one batch larger than its limit,
                     // or one that is too large would never be fetched.
                     let first = total == 0 || version <= 2;
-                    let read = if by_file {
-                        read_partition_for_send(&p, fp.fetch_offset, limit, first, upper)
-                    } else {
-                        read_partition(&p, fp.fetch_offset, limit, first, upper).and_then(|records| if version < 4 { down_convert(&p, records, fp.fetch_offset, upper, version, limit, first) } else { Ok(records) }).map(Records::Bytes)
-                    };
+                    let read = read_partition(&p, fp.fetch_offset, limit, first, upper, by_file).and_then(|records| match records {
+                        Records::Bytes(b) if version < 4 => down_convert(&p, b, fp.fetch_offset, upper, version, limit, first).map(Records::Bytes),
+                        records => Ok(records),
+                    });
                     match read {
                         Ok(records) => {
                             total += records.len();
@@ -217,21 +216,12 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) 
     (r, files, total, errors)
 }
 
-/// Reads up to `limit` bytes of whole batches. Only the first partition
-/// with data may exceed the limit with a single oversized batch (KIP-74).
-fn read_partition(p: &Partition, offset: i64, limit: usize, first: bool, upper: u64) -> Result<Bytes, LogError> {
+/// Reads up to `limit` bytes of whole batches, possibly as a region of a
+/// segment file when `by_file`. Only the first partition with data may
+/// exceed the limit with a single oversized batch (KIP-74).
+fn read_partition(p: &Partition, offset: i64, limit: usize, first: bool, upper: u64, by_file: bool) -> Result<Records, LogError> {
     let offset = u64::try_from(offset).map_err(|_| LogError::OffsetOutOfRange { offset: 0, log_start_offset: p.log.log_start_offset(), log_end_offset: p.log.log_end_offset() })?;
-    let r = p.log.read(offset, limit, upper)?;
-    if !first && r.records.len() > limit {
-        return Ok(Bytes::new());
-    }
-    Ok(r.records)
-}
-
-/// As `read_partition`, the batches possibly a region of a segment file.
-fn read_partition_for_send(p: &Partition, offset: i64, limit: usize, first: bool, upper: u64) -> Result<Records, LogError> {
-    let offset = u64::try_from(offset).map_err(|_| LogError::OffsetOutOfRange { offset: 0, log_start_offset: p.log.log_start_offset(), log_end_offset: p.log.log_end_offset() })?;
-    let r = p.log.read_for_send(offset, limit, upper)?;
+    let r = if by_file { p.log.read_for_send(offset, limit, upper)? } else { Records::Bytes(p.log.read(offset, limit, upper)?.records) };
     if !first && r.len() > limit {
         return Ok(Records::Bytes(Bytes::new()));
     }

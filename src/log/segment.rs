@@ -934,25 +934,31 @@ impl Segment {
         Ok(buf.slice(..end))
     }
 
-    /// As `read_batches`, for a fetch to send. The batches are found by
-    /// walking their headers; the bytes below the in-memory tail (which no
-    /// direct write rewrites) are returned as a region of the file, neither
-    /// read nor CRC-checked (the socket takes them from the page cache;
-    /// clients check CRCs, as with Kafka's `sendfile`), the rest as the
-    /// memory's bytes. A read that starts in memory, has less than
-    /// `file_records::MIN_FILE_LEN` bytes in the file, or is longer than
-    /// `file_records::MAX_LEN`, is `read_batches`'.
-    pub fn read_for_send(&self, pos: u64, max_bytes: usize, upper_bound: u64) -> Result<Records, LogError> {
+    /// As `read_batches`, for a fetch to send, `first` being the header at
+    /// `pos`. The batches are found by walking their headers; the bytes
+    /// below the in-memory tail (which no direct write rewrites) are
+    /// returned as a region of the file, neither read nor CRC-checked (the
+    /// socket takes them from the page cache; clients check CRCs, as with
+    /// Kafka's `sendfile`), the rest as the memory's bytes. A read that
+    /// starts in memory, has less than `file_records::MIN_FILE_LEN` bytes in
+    /// the file or more than `file_records::MAX_LEN` in all, or finds no
+    /// stand-ins to be had, is `read_batches`'.
+    pub fn read_for_send(&self, pos: u64, first: BatchHeader, max_bytes: usize, upper_bound: u64) -> Result<Records, LogError> {
         let size = self.size();
-        let memory_from = self.staged.lock().memory_from();
-        if pos >= memory_from || max_bytes > file_records::MAX_LEN {
-            return self.read_batches(pos, max_bytes, upper_bound).map(Records::Bytes);
-        }
-        let corrupt = |position: u64, reason: String| LogError::CorruptLog { path: self.log_file(), position, reason };
-        let first = match self.header_at(pos)? {
-            Some(h) => h,
-            None => return Ok(Records::Bytes(Bytes::new())),
+        // A position no chunk in memory holds lies below the in-memory tail
+        // (memory holds every byte from there on), and only then is the
+        // tail's start worth finding.
+        let memory_from = {
+            let st = self.staged.lock();
+            if st.find(pos).is_some() {
+                None
+            } else {
+                Some(st.memory_from())
+            }
         };
+        let read = || self.read_batches(pos, max_bytes, upper_bound).map(Records::Bytes);
+        let Some(memory_from) = memory_from else { return read() };
+        let corrupt = |position: u64, reason: String| LogError::CorruptLog { path: self.log_file(), position, reason };
         if first.base_offset as u64 >= upper_bound {
             return Ok(Records::Bytes(Bytes::new()));
         }
@@ -961,8 +967,8 @@ impl Segment {
             return Err(corrupt(pos, "batch runs past the end of the segment".into()));
         }
         let want = (max_bytes as u64).max(first_len).min(size - pos);
-        if want > file_records::MAX_LEN as u64 {
-            return self.read_batches(pos, max_bytes, upper_bound).map(Records::Bytes);
+        if want > file_records::MAX_LEN as u64 || memory_from.min(pos + want) - pos < file_records::MIN_FILE_LEN as u64 || !file_records::available() {
+            return read();
         }
         let (mut end, mut records, mut expected_min) = (0u64, 0u64, first.base_offset);
         // Headers below the tail come from a window of the file read a
@@ -974,7 +980,7 @@ impl Segment {
             let h = if end == 0 {
                 first
             } else if at + HEADER_LEN as u64 <= memory_from {
-                if at < window_at || at + HEADER_LEN as u64 > window_at + window.len() as u64 {
+                if at + HEADER_LEN as u64 > window_at + window.len() as u64 {
                     window.resize((memory_from.min(size) - at).min(HEADER_WINDOW as u64) as usize, 0);
                     self.file.read_exact_at(&mut window, at)?;
                     window_at = at;
@@ -1008,7 +1014,7 @@ impl Segment {
         // A few KiB are cheaper copied into the response than sent by a
         // syscall of their own (and its own small packet).
         if file_end - pos < file_records::MIN_FILE_LEN as u64 {
-            return self.read_batches(pos, max_bytes, upper_bound).map(Records::Bytes);
+            return read();
         }
         let tail = if pos + end > file_end { self.read_bytes(file_end, (pos + end - file_end) as usize)?.0 } else { Bytes::new() };
         Ok(Records::File(FileRecords { file: Arc::clone(&self.file), pos, file_len: (file_end - pos) as usize, tail, records }))
@@ -1232,7 +1238,7 @@ mod tests {
                 // or memory, and stops at the same upper bound.
                 let upper = if xorshift(rng) % 2 == 0 { u64::MAX } else { h_offset(&got) + 1 + xorshift(rng) % 20 };
                 let want = seg.read_batches(pos, max, upper).unwrap();
-                match seg.read_for_send(pos, max, upper).unwrap() {
+                match seg.read_for_send(pos, seg.header_at(pos).unwrap().unwrap(), max, upper).unwrap() {
                     Records::Bytes(b) => assert_eq!(b, want, "bytes for sending at {pos}"),
                     Records::File(f) => {
                         regions += 1;
@@ -1308,7 +1314,7 @@ mod tests {
             // Take a region from one of the last batches (those reach the
             // block the next write-out starts in), holding the last 30.
             let pos = positions[positions.len() - 1 - (xorshift(&mut rng) % 20).min(positions.len() as u64 - 1) as usize];
-            if let Records::File(f) = seg.read_for_send(pos, 1 << 20, u64::MAX).unwrap() {
+            if let Records::File(f) = seg.read_for_send(pos, seg.header_at(pos).unwrap().unwrap(), 1 << 20, u64::MAX).unwrap() {
                 let want = seg.read_batches(pos, 1 << 20, u64::MAX).unwrap().to_vec();
                 held.push((f, want));
                 taken += 1;

@@ -269,25 +269,9 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
 #[derive(Debug, Clone)]
 pub struct Frame(pub Vec<Part>);
 
-/// A piece of a frame: bytes, or a region of a segment file.
-#[derive(Debug, Clone)]
-pub enum Part {
-    Bytes(Bytes),
-    File(FileRecords),
-}
-
-impl Part {
-    pub fn len(&self) -> usize {
-        match self {
-            Part::Bytes(b) => b.len(),
-            Part::File(f) => f.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+/// A piece of a frame: bytes, or a region of a segment file (with the
+/// bytes after it still in memory).
+pub use crate::log::file_records::Records as Part;
 
 impl Frame {
     pub fn len(&self) -> usize {

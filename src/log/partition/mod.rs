@@ -762,32 +762,39 @@ impl Log {
     /// never a batch at or past `upper_bound` (the high watermark or last
     /// stable offset; capped at the log end).
     pub fn read(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<ReadResult, LogError> {
-        let (lso, leo) = self.check_range(offset)?;
-        let upper = upper_bound.min(leo);
-        let mut records = Bytes::new();
-        if offset < upper {
-            if let Some((seg, pos, h)) = self.locate(offset)? {
-                if (h.base_offset as u64) < upper {
-                    records = seg.read_batches(pos, max_bytes, upper)?;
-                }
-            }
-        }
+        let (lso, leo, first) = self.first_to_read(offset, upper_bound)?;
+        let records = match first {
+            Some((seg, pos, _, upper)) => seg.read_batches(pos, max_bytes, upper)?,
+            None => Bytes::new(),
+        };
         Ok(ReadResult { records, log_start_offset: lso, log_end_offset: leo })
     }
 
     /// As `read`, for a fetch to send: the batches may come back as a
     /// region of a segment file (`Segment::read_for_send`).
     pub fn read_for_send(&self, offset: u64, max_bytes: usize, upper_bound: u64) -> Result<Records, LogError> {
-        let (_, leo) = self.check_range(offset)?;
+        match self.first_to_read(offset, upper_bound)?.2 {
+            Some((seg, pos, h, upper)) => seg.read_for_send(pos, h, max_bytes, upper),
+            None => Ok(Records::Bytes(Bytes::new())),
+        }
+    }
+
+    /// Where a read from `offset` starts: the log start and end offsets,
+    /// and the segment, position and header of the first batch to read with
+    /// the bound reads stop at (min(`upper_bound`, log end)), unless nothing
+    /// lies below that bound.
+    #[allow(clippy::type_complexity)]
+    fn first_to_read(&self, offset: u64, upper_bound: u64) -> Result<(u64, u64, Option<(Arc<Segment>, u64, BatchHeader, u64)>), LogError> {
+        let (lso, leo) = self.check_range(offset)?;
         let upper = upper_bound.min(leo);
         if offset < upper {
             if let Some((seg, pos, h)) = self.locate(offset)? {
                 if (h.base_offset as u64) < upper {
-                    return seg.read_for_send(pos, max_bytes, upper);
+                    return Ok((lso, leo, Some((seg, pos, h, upper))));
                 }
             }
         }
-        Ok(Records::Bytes(Bytes::new()))
+        Ok((lso, leo, None))
     }
 
     /// The earliest record at or after the log start offset whose timestamp
