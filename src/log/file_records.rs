@@ -48,6 +48,16 @@ impl FileRecords {
         self.len() == 0
     }
 
+    /// The records' bytes, read from the file then the tail (tests).
+    #[cfg(test)]
+    pub fn read_all(&self) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut b = vec![0u8; self.file_len];
+        self.file.read_exact_at(&mut b, self.pos).expect("the region is in the file");
+        b.extend_from_slice(&self.tail);
+        b
+    }
+
     /// The stand-in for these records in a message: as many bytes, which
     /// are not the records (see `is_stand_in`).
     pub fn stand_in(&self) -> Option<Bytes> {

@@ -886,52 +886,67 @@ impl Segment {
     /// Every batch read from the file is CRC-checked; a corrupt batch ends
     /// the read (or fails it when it is the first).
     pub fn read_batches(&self, pos: u64, max_bytes: usize, upper_bound: u64) -> Result<Bytes, LogError> {
-        let size = self.size();
-        let corrupt = |position: u64, reason: String| LogError::CorruptLog { path: self.log_file(), position, reason };
-        let first = match self.header_at(pos)? {
-            Some(h) => h,
-            None => return Ok(Bytes::new()),
-        };
-        if first.base_offset as u64 >= upper_bound {
-            return Ok(Bytes::new());
-        }
-        let first_len = first.total_len() as u64;
-        if pos + first_len > size {
-            return Err(corrupt(pos, "batch runs past the end of the segment".into()));
-        }
-        let want = (max_bytes as u64).max(first_len).min(size - pos) as usize;
-        let (buf, in_memory) = self.read_bytes(pos, want)?;
+        let Some(first) = self.header_at(pos)? else { return Ok(Bytes::new()) };
+        let Some(want) = self.read_extent(pos, &first, max_bytes, upper_bound)? else { return Ok(Bytes::new()) };
+        let (buf, in_memory) = self.read_bytes(pos, want as usize)?;
         let mut end = 0usize;
         let mut expected_min = first.base_offset;
         while end + HEADER_LEN <= buf.len() {
             let h = BatchHeader::parse(&buf[end..]).expect("HEADER_LEN bytes");
-            if end > 0 && h.base_offset >= 0 && h.base_offset as u64 >= upper_bound {
-                break;
-            }
-            if h.base_offset < expected_min {
-                tracing::warn!(position = pos + end as u64, "read stops before a batch whose base offset goes backwards");
-                break;
-            }
-            expected_min = h.next_offset();
-            let len = h.total_len();
-            if h.check_structure().is_err() || end + len > buf.len() {
-                if end == 0 {
-                    return Err(corrupt(pos, "invalid batch header".into()));
-                }
-                break;
-            }
+            let Some(len) = self.next_batch(pos, end as u64, &h, want, upper_bound, &mut expected_min)? else { break };
             // Bytes that never left memory were checked when appended; bytes
             // from the file are checked again (the disk may have damaged them).
-            if let Err(reason) = if in_memory { Ok(h) } else { batch::check_stored(&buf[end..end + len]) } {
+            if let Err(reason) = if in_memory { Ok(h) } else { batch::check_stored(&buf[end..end + len as usize]) } {
                 if end == 0 {
-                    return Err(corrupt(pos, reason.into()));
+                    return Err(self.corrupt(pos, reason.into()));
                 }
                 tracing::warn!(position = pos + end as u64, reason, "read stops before a corrupt batch");
                 break;
             }
-            end += len;
+            end += len as usize;
         }
         Ok(buf.slice(..end))
+    }
+
+    /// How many bytes a read of whole batches from `pos` looks at: at least
+    /// the first batch (`first`), up to `max_bytes` and the segment's end.
+    /// None when the first batch starts at or past `upper_bound`.
+    fn read_extent(&self, pos: u64, first: &BatchHeader, max_bytes: usize, upper_bound: u64) -> Result<Option<u64>, LogError> {
+        if first.base_offset as u64 >= upper_bound {
+            return Ok(None);
+        }
+        let (size, first_len) = (self.size(), first.total_len() as u64);
+        if pos + first_len > size {
+            return Err(self.corrupt(pos, "batch runs past the end of the segment".into()));
+        }
+        Ok(Some((max_bytes as u64).max(first_len).min(size - pos)))
+    }
+
+    /// Whether a read of `want` bytes from `pos` takes the batch `h` found
+    /// `end` bytes in: its length, or None to stop before it (it starts at
+    /// or past `upper_bound`, its base offset goes backwards, it is
+    /// malformed or does not fit). A malformed first batch fails the read.
+    fn next_batch(&self, pos: u64, end: u64, h: &BatchHeader, want: u64, upper_bound: u64, expected_min: &mut i64) -> Result<Option<u64>, LogError> {
+        if end > 0 && h.base_offset >= 0 && h.base_offset as u64 >= upper_bound {
+            return Ok(None);
+        }
+        if h.base_offset < *expected_min {
+            tracing::warn!(position = pos + end, "read stops before a batch whose base offset goes backwards");
+            return Ok(None);
+        }
+        *expected_min = h.next_offset();
+        let len = h.total_len() as u64;
+        if h.check_structure().is_err() || end + len > want {
+            if end == 0 {
+                return Err(self.corrupt(pos, "invalid batch header".into()));
+            }
+            return Ok(None);
+        }
+        Ok(Some(len))
+    }
+
+    fn corrupt(&self, position: u64, reason: String) -> LogError {
+        LogError::CorruptLog { path: self.log_file(), position, reason }
     }
 
     /// As `read_batches`, for a fetch to send, `first` being the header at
@@ -958,15 +973,7 @@ impl Segment {
         };
         let read = || self.read_batches(pos, max_bytes, upper_bound).map(Records::Bytes);
         let Some(memory_from) = memory_from else { return read() };
-        let corrupt = |position: u64, reason: String| LogError::CorruptLog { path: self.log_file(), position, reason };
-        if first.base_offset as u64 >= upper_bound {
-            return Ok(Records::Bytes(Bytes::new()));
-        }
-        let first_len = first.total_len() as u64;
-        if pos + first_len > size {
-            return Err(corrupt(pos, "batch runs past the end of the segment".into()));
-        }
-        let want = (max_bytes as u64).max(first_len).min(size - pos);
+        let Some(want) = self.read_extent(pos, &first, max_bytes, upper_bound)? else { return Ok(Records::Bytes(Bytes::new())) };
         if want > file_records::MAX_LEN as u64 || memory_from.min(pos + want) - pos < file_records::MIN_FILE_LEN as u64 || !file_records::available() {
             return read();
         }
@@ -987,23 +994,9 @@ impl Segment {
                 }
                 BatchHeader::parse(&window[(at - window_at) as usize..]).expect("HEADER_LEN bytes")
             } else {
-                self.header_at(at)?.ok_or_else(|| corrupt(at, "batch header past the end of the segment".into()))?
+                self.header_at(at)?.ok_or_else(|| self.corrupt(at, "batch header past the end of the segment".into()))?
             };
-            if end > 0 && h.base_offset >= 0 && h.base_offset as u64 >= upper_bound {
-                break;
-            }
-            if h.base_offset < expected_min {
-                tracing::warn!(position = pos + end, "read stops before a batch whose base offset goes backwards");
-                break;
-            }
-            expected_min = h.next_offset();
-            let len = h.total_len() as u64;
-            if h.check_structure().is_err() || end + len > want {
-                if end == 0 {
-                    return Err(corrupt(pos, "invalid batch header".into()));
-                }
-                break;
-            }
+            let Some(len) = self.next_batch(pos, end, &h, want, upper_bound, &mut expected_min)? else { break };
             records += h.records_count.max(0) as u64;
             end += len;
         }
@@ -1242,10 +1235,7 @@ mod tests {
                     Records::Bytes(b) => assert_eq!(b, want, "bytes for sending at {pos}"),
                     Records::File(f) => {
                         regions += 1;
-                        let mut b = vec![0u8; f.file_len];
-                        f.file.read_exact_at(&mut b, f.pos).unwrap();
-                        b.extend_from_slice(&f.tail);
-                        assert_eq!((f.pos, &b[..]), (pos, &want[..]), "file region and tail at {pos}");
+                        assert_eq!((f.pos, &f.read_all()[..]), (pos, &want[..]), "file region and tail at {pos}");
                         let count: u64 = batch::whole_batches(&want).map(|(h, _)| h.records_count as u64).sum();
                         assert_eq!(f.records, count);
                         assert!(f.pos + f.file_len as u64 <= seg.staged.lock().memory_from(), "a region only below the in-memory tail");
@@ -1306,10 +1296,7 @@ mod tests {
                 for &at in &starts {
                     assert!(at >= f.pos + f.file_len as u64, "a write-out from {at} into the region {}..{}", f.pos, f.pos + f.file_len as u64);
                 }
-                let mut b = vec![0u8; f.file_len];
-                f.file.read_exact_at(&mut b, f.pos).unwrap();
-                b.extend_from_slice(&f.tail);
-                assert!(b == *want, "the region at {} changed after append {i}", f.pos);
+                assert!(f.read_all() == *want, "the region at {} changed after append {i}", f.pos);
             }
             // Take a region from one of the last batches (those reach the
             // block the next write-out starts in), holding the last 30.

@@ -629,7 +629,6 @@ mod tests {
         use crate::log::FileRecords;
         use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
         use kafka_protocol::messages::{FetchResponse, TopicName};
-        use std::os::unix::fs::FileExt;
         let dir = std::env::temp_dir().join(format!("eddy-stand-ins-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let content: Vec<u8> = (0..100_000u32).map(|i| (i * 13 + 5) as u8).collect();
@@ -680,10 +679,7 @@ mod tests {
                 match p {
                     Part::Bytes(b) => out.extend_from_slice(b),
                     Part::File(f) => {
-                        let mut b = vec![0u8; f.file_len];
-                        f.file.read_exact_at(&mut b, f.pos).unwrap();
-                        out.extend_from_slice(&b);
-                        out.extend_from_slice(&f.tail);
+                        out.extend_from_slice(&f.read_all());
                         regions.push((f.pos, f.file_len, f.tail.len()));
                     }
                 }
