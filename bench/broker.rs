@@ -284,7 +284,10 @@ struct Produced {
 /// Produces `count` records of `size` bytes as fast as one librdkafka
 /// producer can.
 fn produce(b: &Broker, topic: &str, count: u64, size: usize, acks: &str) -> Produced {
-    let p: BaseProducer<Counting> = client(b)
+    // Delivery reports are served by the client's polling thread; a full
+    // queue makes the sender sleep (`BaseProducer::poll` would spin through
+    // its wait, see `latency`).
+    let p: ThreadedProducer<Counting> = client(b)
         .set("acks", acks)
         .set("linger.ms", "5")
         .set("compression.codec", "none")
@@ -299,9 +302,7 @@ fn produce(b: &Broker, topic: &str, count: u64, size: usize, acks: &str) -> Prod
         let rec = BaseRecord::to(topic).key(keys[(sent % 1024) as usize].as_str()).payload(&value[..]);
         match p.send(rec) {
             Ok(()) => sent += 1,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                p.poll(Duration::from_millis(1));
-            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => std::thread::sleep(Duration::from_millis(1)),
             Err((e, _)) => panic!("produce: {e}"),
         }
     }
