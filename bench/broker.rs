@@ -21,7 +21,9 @@
 //! * the broker's peak RSS over the round (VmHWM).
 //!
 //! It also measures the machine's raw limits in the same run: loopback TCP
-//! throughput and sequential file writes with fdatasync.
+//! throughput, sequential file writes with fdatasync, and (with the latency
+//! scenario) the latency of a direct write and fdatasync per 1 ms step at
+//! the offered rate, the floor under the broker's acks=all latency.
 //!
 //! Options: `--mb N` (MB per produce scenario, default 256), `--rate-mb R`
 //! (offered MB/s for the latency scenario, default 100), `--secs S` (its
@@ -510,6 +512,43 @@ fn raw_disk(dir: &Path, mb: u64, sync_every: u64) -> f64 {
     r
 }
 
+/// The raw disk's latency floor under the latency scenario: every 1 ms
+/// step writes that step's share of `rate_mb` MB/s (rounded up to 4 KiB)
+/// at the end of a growing file, by direct I/O, then fdatasyncs: the group
+/// commit an ideal broker would do, without the network or any request
+/// handling. Returns (p50, p99, p99.9) in ms, each from the step's due time
+/// (an overrunning step delays the next, as it would a broker's).
+fn raw_disk_latency(dir: &Path, rate_mb: u64, secs: u64) -> (f64, f64, f64) {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = dir.join("raw-latency.bin");
+    let f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).custom_flags(libc::O_DIRECT).open(&path).expect("a file opened with O_DIRECT");
+    let step = ((rate_mb * 1_000_000 / 1000) as usize).div_ceil(4096).max(1) * 4096;
+    let layout = std::alloc::Layout::from_size_align(step, 4096).unwrap();
+    // SAFETY: the layout is not zero-sized; the buffer is filled before use
+    // and freed once, below.
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    assert!(!ptr.is_null());
+    // SAFETY: `ptr` is `step` bytes, allocated above.
+    let buf = unsafe { std::slice::from_raw_parts_mut(ptr, step) };
+    buf.fill(b'r');
+    let start = Instant::now();
+    let mut lat = Vec::new();
+    for i in 0..secs * 1000 {
+        let due = start + Duration::from_millis(i);
+        if let Some(w) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+        f.write_all_at(buf, i * step as u64).expect("direct write");
+        f.sync_data().expect("fdatasync");
+        lat.push(due.elapsed().as_secs_f64() * 1000.0);
+    }
+    // SAFETY: allocated above with this layout, no longer borrowed.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    drop(f);
+    let _ = std::fs::remove_file(path);
+    quantiles(lat)
+}
+
 /// One broker, one round: every scenario's (name, value), in the order run.
 fn round(kind: Kind, a: &Args, dir: &Path) -> Vec<(String, f64)> {
     let mut out = Results::default();
@@ -597,6 +636,11 @@ fn main() {
 
     let raw_mb = a.mb.max(256);
     println!("raw limits: loopback TCP {:.0} MB/s; file writes of 1 MiB: {:.0} MB/s with one fdatasync at the end, {:.0} MB/s with an fdatasync per MiB", raw_loopback(raw_mb * 4), raw_disk(tmp.path(), raw_mb, raw_mb), raw_disk(tmp.path(), raw_mb.min(256), 1));
+
+    if a.scenarios.is_empty() || a.scenarios.iter().any(|x| x == "latency") {
+        let (p50, p99, p999) = raw_disk_latency(tmp.path(), a.rate_mb, a.secs);
+        println!("raw disk latency at {} MB/s (1 ms steps: a direct write and an fdatasync each): p50 {p50:.3} ms, p99 {p99:.3} ms, p99.9 {p999:.3} ms", a.rate_mb);
+    }
 
     let mut results: Vec<BTreeMap<String, Vec<f64>>> = vec![BTreeMap::new(); kinds.len()];
     let mut names: Vec<String> = Vec::new();
