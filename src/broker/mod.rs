@@ -767,11 +767,7 @@ fn stored_cluster_id(data_dir: &std::path::Path) -> Result<String, LogError> {
     }
     // Kafka's format: a UUID in URL-safe base64 without padding (22 chars).
     let id = base64_url(Uuid::new_v4().as_bytes());
-    let tmp = data_dir.join("cluster.id.tmp");
-    std::fs::write(&tmp, format!("{id}\n"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    crate::log::checkpoint::sync_dir(data_dir)?;
+    crate::log::checkpoint::write_atomically(&path, format!("{id}\n").as_bytes())?;
     Ok(id)
 }
 

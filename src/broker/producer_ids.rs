@@ -8,7 +8,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use parking_lot::Mutex;
 
 use super::Broker;
-use crate::log::checkpoint::sync_dir;
+use crate::log::checkpoint::write_atomically;
 use crate::log::LogError;
 use crate::protocol::code;
 use crate::security::acl::{Operation, ResourceType};
@@ -39,11 +39,7 @@ impl ProducerIds {
         let mut s = self.state.lock();
         if s.0 >= s.1 {
             let end = s.0 + BLOCK;
-            let tmp = self.path.with_extension("tmp");
-            std::fs::write(&tmp, format!("{end}\n"))?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+            write_atomically(&self.path, format!("{end}\n").as_bytes())?;
             s.1 = end;
         }
         let id = s.0;

@@ -10,7 +10,6 @@ use std::io::{self, Write};
 use std::path::Path;
 
 pub const FILE_NAME: &str = "checkpoint";
-const TMP_NAME: &str = "checkpoint.tmp";
 const MAGIC: &[u8; 4] = b"EDCK";
 const VERSION: u16 = 1;
 pub const LEN: usize = 28;
@@ -61,21 +60,31 @@ impl Checkpoint {
         }
     }
 
-    /// Writes atomically and durably: tmp → fsync → rename → fsync dir.
+    /// Writes atomically and durably (`write_atomically`).
     pub fn write(&self, dir: &Path) -> io::Result<()> {
-        let tmp = dir.join(TMP_NAME);
-        let mut f = File::create(&tmp)?;
-        f.write_all(&self.encode())?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, dir.join(FILE_NAME))?;
-        sync_dir(dir)
+        write_atomically(&dir.join(FILE_NAME), &self.encode())
     }
 }
 
 /// fsync of a directory, so that creates, renames and deletes in it persist.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Replaces a small file atomically and durably, as every file Eddy
+/// replaces is: `<path>.tmp` is written and fsynced, renamed over `path`,
+/// and the directory fsynced. A crash leaves the old file or the new one; a
+/// stale `.tmp` is never read.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 #[cfg(test)]

@@ -15,11 +15,9 @@
 //! Written tmp → fsync → rename → fsync dir, like every file Eddy replaces.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::sync_dir;
 
 pub const SUFFIX: &str = ".topic";
 const VERSION: u32 = 1;
@@ -104,13 +102,7 @@ impl TopicMeta {
 
     /// Writes atomically and durably into the data directory.
     pub fn write(&self, data_dir: &Path) -> io::Result<()> {
-        let tmp = data_dir.join(format!("{}{SUFFIX}.tmp", self.name));
-        let mut f = File::create(&tmp)?;
-        f.write_all(self.encode().as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path(data_dir, &self.name))?;
-        sync_dir(data_dir)
+        super::checkpoint::write_atomically(&path(data_dir, &self.name), self.encode().as_bytes())
     }
 }
 
@@ -144,7 +136,7 @@ mod tests {
         assert!(TopicMeta::decode(&text[..text.len() / 2]).is_err());
         let dir = tempfile::tempdir().unwrap();
         t.write(dir.path()).unwrap();
-        let back = fs::read_to_string(path(dir.path(), "orders.eu-1")).unwrap();
+        let back = std::fs::read_to_string(path(dir.path(), "orders.eu-1")).unwrap();
         assert_eq!(TopicMeta::decode(&back), Ok(t));
     }
 }

@@ -105,21 +105,7 @@ impl Mechanism {
     }
 }
 
-/// Replaces a small file atomically and durably: `<path>.tmp` is written
-/// and fsynced, renamed over `path`, and the directory fsynced. A crash
-/// leaves the old file or the new one; a stale `.tmp` is never read.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    crate::log::checkpoint::sync_dir(path.parent().unwrap_or(std::path::Path::new(".")))
-}
+pub use crate::log::checkpoint::write_atomically;
 
 /// An error about a file of the data directory, naming it.
 pub fn bad_file(path: &std::path::Path, reason: impl std::fmt::Display) -> std::io::Error {
