@@ -16,7 +16,10 @@
 //! * produce latency (send → delivery report, acks=all, linger.ms 0) at a
 //!   fixed offered rate: p50 / p99 / p99.9;
 //! * consume of the 1 KiB, 8-partition topic from the start with client
-//!   defaults: MB/s and broker CPU ms per MB;
+//!   defaults: MB/s and broker CPU ms per MB; then the same records read by
+//!   hand-built Fetch requests that do nothing with them (the broker's side
+//!   of the consume ceiling); each reader starts with the topic's files out
+//!   of the page cache;
 //! * end-to-end latency (send → a consumer receives it) at a modest rate;
 //! * the broker's peak RSS over the round (VmHWM).
 //!
@@ -350,6 +353,106 @@ fn consume(b: &Broker, topic: &str, count: u64) -> (f64, f64, f64, f64) {
     (mb / secs, cpu0.elapsed() * 1000.0 / mb, (own_cpu_seconds() - own0) / secs, busiest / secs)
 }
 
+/// Reads `count` records of `topic` (its `partitions`, from offset 0) with
+/// hand-built Fetch requests (v11), one in flight at a time and with
+/// librdkafka's default sizes (1 MiB per partition, 50 MiB per response,
+/// read_committed), doing nothing with the records but walk their batch
+/// headers for the next offsets. What a client that spends nothing on
+/// records could get: the broker's side of the consume ceiling. Returns
+/// (MB/s of 1 KiB values, as `consume` counts them, and broker CPU ms per MB).
+fn raw_fetch(b: &Broker, topic: &str, partitions: i32, count: u64, size: usize) -> (f64, f64) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    const VERSION: i16 = 11;
+    let mut s = std::net::TcpStream::connect(&b.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut next = vec![0i64; partitions as usize];
+    let (mut n, mut correlation) = (0u64, 0i32);
+    let mut frame = Vec::new();
+    let (cpu0, t0) = (CpuClock::now(b.pid()), Instant::now());
+    while n < count {
+        let mut ft = FetchTopic::default();
+        ft.topic = TopicName(StrBytes::from_string(topic.to_string()));
+        ft.partitions = next
+            .iter()
+            .enumerate()
+            .map(|(i, &at)| {
+                let mut fp = FetchPartition::default();
+                (fp.partition, fp.fetch_offset, fp.partition_max_bytes) = (i as i32, at, 1 << 20);
+                fp
+            })
+            .collect();
+        let mut req = FetchRequest::default();
+        (req.replica_id, req.max_wait_ms, req.min_bytes, req.max_bytes, req.isolation_level) = (BrokerId(-1), 500, 1, 52_428_800, 1);
+        req.topics = vec![ft];
+        let mut h = RequestHeader::default();
+        (h.request_api_key, h.request_api_version, h.correlation_id) = (ApiKey::Fetch as i16, VERSION, correlation);
+        h.client_id = Some(StrBytes::from_static_str("raw-fetch"));
+        correlation += 1;
+        let mut out = bytes::BytesMut::new();
+        out.extend_from_slice(&[0; 4]);
+        h.encode(&mut out, ApiKey::Fetch.request_header_version(VERSION)).unwrap();
+        req.encode(&mut out, VERSION).unwrap();
+        let len = (out.len() - 4) as i32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        s.write_all(&out).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        // Into the same buffer every time, neither zeroed nor copied again.
+        frame.clear();
+        let want = i32::from_be_bytes(len) as u64;
+        assert_eq!((&mut s).take(want).read_to_end(&mut frame).unwrap() as u64, want, "a short fetch response");
+        // SAFETY: `body` and everything decoded from it (`resp`) are dropped
+        // at the end of this iteration, before `frame` changes again.
+        let mut body = bytes::Bytes::from_static(unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&frame[..]) });
+        ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(VERSION)).unwrap();
+        let resp = FetchResponse::decode(&mut body, VERSION).unwrap();
+        for p in resp.responses.iter().flat_map(|t| &t.partitions) {
+            assert_eq!(p.error_code, 0, "raw fetch of partition {}: error {}", p.partition_index, p.error_code);
+            // Whole batches only: the last one may be cut at the size limit.
+            let mut r: &[u8] = p.records.as_deref().unwrap_or_default();
+            while r.len() >= 61 {
+                let base = i64::from_be_bytes(r[0..8].try_into().unwrap());
+                let total = 12 + i32::from_be_bytes(r[8..12].try_into().unwrap()) as usize;
+                if total > r.len() {
+                    break;
+                }
+                let last_delta = i32::from_be_bytes(r[23..27].try_into().unwrap()) as i64;
+                next[p.partition_index as usize] = base + last_delta + 1;
+                n += last_delta as u64 + 1;
+                r = &r[total..];
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(600), "raw fetch too slow");
+    }
+    let mb = (n * size as u64) as f64 / 1e6;
+    (mb / t0.elapsed().as_secs_f64(), cpu0.elapsed() * 1000.0 / mb)
+}
+
+/// Evicts every file under `dir` from the page cache (`posix_fadvise`
+/// DONTNEED; the files are clean, their data on disk), so that each reader
+/// of the consume scenario starts from the same state: what is not in the
+/// broker's own memory comes from the disk. Nothing happens to files a
+/// broker keeps elsewhere, or to data it holds in memory.
+fn evict_page_cache(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => evict_page_cache(&path),
+            Ok(t) if t.is_file() => {
+                if let Ok(f) = std::fs::File::open(&path) {
+                    // SAFETY: a valid descriptor; advice only, no memory involved.
+                    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     if v.is_empty() {
         return (f64::NAN, f64::NAN, f64::NAN);
@@ -571,11 +674,16 @@ fn round(kind: Kind, a: &Args, dir: &Path) -> Vec<(String, f64)> {
     }
     if runs("consume") {
         assert!(runs("produce"), "--scenario consume reads what the produce scenario wrote: add --scenario produce");
+        evict_page_cache(dir);
         let (mb_s, ms_mb, cores, busiest) = consume(&b, "p8-s1024-acks1", a.mb * 1_000_000 / 1024);
         out.insert("consume 1 KiB, 8 partitions, client defaults: MB/s".into(), mb_s);
+        evict_page_cache(dir);
+        let (raw_mb_s, raw_ms_mb) = raw_fetch(&b, "p8-s1024-acks1", 8, a.mb * 1_000_000 / 1024, 1024);
         out.insert("consume 1 KiB, 8 partitions, client defaults: broker CPU ms/MB".into(), ms_mb);
         out.insert("consume 1 KiB, 8 partitions, client defaults: consumer cores".into(), cores);
         out.insert("consume 1 KiB, 8 partitions, client defaults: consumer's busiest thread (cores)".into(), busiest);
+        out.insert("consume 1 KiB, 8 partitions, raw Fetch reader (no client): MB/s".into(), raw_mb_s);
+        out.insert("consume 1 KiB, 8 partitions, raw Fetch reader (no client): broker CPU ms/MB".into(), raw_ms_mb);
     }
     if runs("latency") {
         create_topic(&b, "latency", 1);
