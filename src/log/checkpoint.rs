@@ -71,9 +71,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Replaces a small file atomically and durably, as every file Eddy
-/// replaces is: `<path>.tmp` is written and fsynced, renamed over `path`,
-/// and the directory fsynced. A crash leaves the old file or the new one; a
+/// Replaces a small file atomically and durably (the checkpoints, topic
+/// metadata, the cluster id, the producer-id block, the security files):
+/// `<path>.tmp` is written and fsynced, renamed over `path`, and the
+/// directory fsynced. A crash leaves the old file or the new one; a
 /// stale `.tmp` is never read.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();

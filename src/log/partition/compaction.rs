@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -76,13 +76,7 @@ pub(super) fn write_cleaner_checkpoint(dir: &Path, first_dirty: u64) -> io::Resu
     b[8..16].copy_from_slice(&first_dirty.to_be_bytes());
     let crc = crc32fast::hash(&b[..16]);
     b[16..20].copy_from_slice(&crc.to_be_bytes());
-    let tmp = dir.join(format!("{CLEANER_CHECKPOINT}.tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(&b)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, dir.join(CLEANER_CHECKPOINT))?;
-    sync_dir(dir)
+    crate::log::checkpoint::write_atomically(&dir.join(CLEANER_CHECKPOINT), &b)
 }
 
 /// Parses `<20 digits><ext>` into the base offset.
