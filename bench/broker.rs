@@ -37,6 +37,10 @@
 //! all; consume reads what produce wrote). Prints results; never fails on a
 //! number.
 
+// Request framing shared with the integration tests' hand-built requests.
+#[path = "../tests/it/wire_support.rs"]
+mod wire_support;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -368,8 +372,8 @@ fn consume(b: &Broker, topic: &str, count: u64) -> (f64, f64, f64, f64) {
 /// (MB/s of 1 KiB values, as `consume` counts them, and broker CPU ms per MB).
 fn raw_fetch(b: &Broker, topic: &str, partitions: i32, count: u64, size: usize) -> (f64, f64) {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName};
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
     const VERSION: i16 = 11;
     let mut s = std::net::TcpStream::connect(&b.addr).unwrap();
     s.set_nodelay(true).unwrap();
@@ -392,17 +396,8 @@ fn raw_fetch(b: &Broker, topic: &str, partitions: i32, count: u64, size: usize) 
         let mut req = FetchRequest::default();
         (req.replica_id, req.max_wait_ms, req.min_bytes, req.max_bytes, req.isolation_level) = (BrokerId(-1), 500, 1, 52_428_800, 1);
         req.topics = vec![ft];
-        let mut h = RequestHeader::default();
-        (h.request_api_key, h.request_api_version, h.correlation_id) = (ApiKey::Fetch as i16, VERSION, correlation);
-        h.client_id = Some(StrBytes::from_static_str("raw-fetch"));
+        s.write_all(&wire_support::request_bytes_from("raw-fetch", ApiKey::Fetch, VERSION, correlation, &req)).unwrap();
         correlation += 1;
-        let mut out = bytes::BytesMut::new();
-        out.extend_from_slice(&[0; 4]);
-        h.encode(&mut out, ApiKey::Fetch.request_header_version(VERSION)).unwrap();
-        req.encode(&mut out, VERSION).unwrap();
-        let len = (out.len() - 4) as i32;
-        out[..4].copy_from_slice(&len.to_be_bytes());
-        s.write_all(&out).unwrap();
         let mut len = [0u8; 4];
         s.read_exact(&mut len).unwrap();
         // Into the same buffer every time, neither zeroed nor copied again.
@@ -417,17 +412,9 @@ fn raw_fetch(b: &Broker, topic: &str, partitions: i32, count: u64, size: usize) 
         for p in resp.responses.iter().flat_map(|t| &t.partitions) {
             assert_eq!(p.error_code, 0, "raw fetch of partition {}: error {}", p.partition_index, p.error_code);
             // Whole batches only: the last one may be cut at the size limit.
-            let mut r: &[u8] = p.records.as_deref().unwrap_or_default();
-            while r.len() >= 61 {
-                let base = i64::from_be_bytes(r[0..8].try_into().unwrap());
-                let total = 12 + i32::from_be_bytes(r[8..12].try_into().unwrap()) as usize;
-                if total > r.len() {
-                    break;
-                }
-                let last_delta = i32::from_be_bytes(r[23..27].try_into().unwrap()) as i64;
-                next[p.partition_index as usize] = base + last_delta + 1;
-                n += last_delta as u64 + 1;
-                r = &r[total..];
+            for (h, _) in eddy::log::batch::whole_batches(p.records.as_deref().unwrap_or_default()) {
+                next[p.partition_index as usize] = h.next_offset();
+                n += h.last_offset_delta as u64 + 1;
             }
         }
         assert!(t0.elapsed() < Duration::from_secs(600), "raw fetch too slow");
@@ -638,17 +625,10 @@ fn raw_disk_latency(dir: &Path, rate_mb: u64, secs: u64) -> Option<(f64, f64, f6
     // None where the file system refuses direct I/O (tmpfs, some overlays).
     let f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).custom_flags(libc::O_DIRECT).open(&path).ok()?;
     let step = ((rate_mb * 1_000_000 / 1000) as usize).div_ceil(4096).max(1) * 4096;
-    let layout = std::alloc::Layout::from_size_align(step, 4096).unwrap();
-    // SAFETY: the layout is not zero-sized; the buffer is filled before use
-    // and freed once, below.
-    let ptr = unsafe { std::alloc::alloc(layout) };
-    assert!(!ptr.is_null());
-    // SAFETY: `ptr` is `step` bytes, allocated above: written whole here,
-    // then borrowed as initialised bytes.
-    let buf = unsafe {
-        ptr.write_bytes(b'r', step);
-        std::slice::from_raw_parts(ptr, step)
-    };
+    // Direct I/O wants 4 KiB-aligned memory: the aligned part of a larger buffer.
+    let backing = vec![b'r'; step + 4096];
+    let at = backing.as_ptr().align_offset(4096);
+    let buf = &backing[at..at + step];
     let start = Instant::now();
     let mut lat = Vec::new();
     for i in 0..secs * 1000 {
@@ -660,8 +640,6 @@ fn raw_disk_latency(dir: &Path, rate_mb: u64, secs: u64) -> Option<(f64, f64, f6
         f.sync_data().expect("fdatasync");
         lat.push(due.elapsed().as_secs_f64() * 1000.0);
     }
-    // SAFETY: allocated above with this layout, no longer borrowed.
-    unsafe { std::alloc::dealloc(ptr, layout) };
     drop(f);
     let _ = std::fs::remove_file(path);
     Some(quantiles(lat))

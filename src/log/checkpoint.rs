@@ -77,9 +77,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// directory fsynced. A crash leaves the old file or the new one; a
 /// stale `.tmp` is never read.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
+    let tmp = super::segment::with_suffix(path.to_path_buf(), ".tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;

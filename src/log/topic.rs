@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-
 pub const SUFFIX: &str = ".topic";
 const VERSION: u32 = 1;
 

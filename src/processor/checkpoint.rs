@@ -343,7 +343,7 @@ impl Writer {
         serde_json::to_writer(&mut b, c).map_err(std::io::Error::other)?;
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_be_bytes());
-        crate::security::write_atomically(&self.path, &b)?;
+        crate::log::checkpoint::write_atomically(&self.path, &b)?;
         Ok(b.len() as u64)
     }
 
@@ -352,7 +352,7 @@ impl Writer {
     fn start_delta(&mut self) -> std::io::Result<()> {
         let path = delta_path(&self.path);
         let header = delta_header(self.generation);
-        crate::security::write_atomically(&path, &header)?;
+        crate::log::checkpoint::write_atomically(&path, &header)?;
         let file = std::fs::OpenOptions::new().append(true).open(&path)?;
         self.delta = Some((file, header.len() as u64));
         Ok(())

@@ -105,7 +105,7 @@ impl Mechanism {
     }
 }
 
-pub use crate::log::checkpoint::write_atomically;
+use crate::log::checkpoint::write_atomically;
 
 /// An error about a file of the data directory, naming it.
 pub fn bad_file(path: &std::path::Path, reason: impl std::fmt::Display) -> std::io::Error {
