@@ -77,13 +77,20 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// directory fsynced. A crash leaves the old file or the new one; a
 /// stale `.tmp` is never read.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_file(path, bytes)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// `write_atomically` without the directory's fsync, for callers that
+/// change more in the directory and sync it once afterwards: `<path>.tmp`
+/// written and fsynced, then renamed over `path`.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = super::segment::with_suffix(path.to_path_buf(), ".tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::batch::BatchHeader;
@@ -221,13 +220,7 @@ pub fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
 /// Writes a snapshot of the state as of `offset` (tmp → fsync → rename →
 /// fsync dir) and removes older snapshots.
 pub fn write_snapshot(dir: &Path, offset: u64, state: &ProducerState, open_txns: &BTreeMap<i64, u64>) -> std::io::Result<()> {
-    let path = snapshot_path(dir, offset);
-    let tmp = path.with_extension("snapshot.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(&state.encode(offset, open_txns))?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, &path)?;
+    super::checkpoint::replace_file(&snapshot_path(dir, offset), &state.encode(offset, open_txns))?;
     for (o, p) in list_snapshots(dir)? {
         if o < offset {
             fs::remove_file(p)?;

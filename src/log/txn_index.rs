@@ -73,14 +73,8 @@ pub fn append(path: &Path, e: &Entry) -> io::Result<()> {
 /// Replaces the file with exactly `entries` (an empty file for none),
 /// durably: tmp, fsync, rename. The caller syncs the directory.
 pub fn write(path: &Path, entries: &[Entry]) -> io::Result<()> {
-    let tmp = super::segment::with_suffix(path.to_path_buf(), ".tmp");
-    let mut f = File::create(&tmp)?;
-    for e in entries {
-        f.write_all(&encode(e))?;
-    }
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)
+    let bytes: Vec<u8> = entries.iter().flat_map(encode).collect();
+    super::checkpoint::replace_file(path, &bytes)
 }
 
 /// fsync of the file, if it exists.
