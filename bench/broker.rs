@@ -70,6 +70,13 @@ struct Args {
     scenarios: Vec<String>,
 }
 
+impl Args {
+    /// Whether scenario `s` runs (all do when none was named).
+    fn runs(&self, s: &str) -> bool {
+        self.scenarios.is_empty() || self.scenarios.iter().any(|x| x == s)
+    }
+}
+
 fn args() -> Args {
     let mut a = Args { mb: 256, rate_mb: 100, secs: 5, rounds: 2, dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp"), tansu: None, only: Vec::new(), scenarios: Vec::new() };
     let v: Vec<String> = std::env::args().skip(1).filter(|x| x != "--bench").collect();
@@ -98,19 +105,14 @@ fn args() -> Args {
     a
 }
 
-/// CPU seconds (user + system) in a `/proc/.../stat` file (a process's or a thread's).
-fn stat_cpu_seconds(path: &Path) -> f64 {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
+/// CPU seconds (user + system) of a process, in clock ticks.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-/// CPU seconds (user + system) of a process.
-fn cpu_seconds(pid: u32) -> f64 {
-    stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat")))
 }
 
 /// A process's CPU time at one moment: its clock-tick count (10 ms steps,
@@ -144,16 +146,18 @@ impl CpuClock {
             later.ticks - self.ticks
         }
     }
+
+    /// The CPU seconds since `self` of the process's busiest thread (of
+    /// those alive now; one that started since counts from zero).
+    fn busiest(&self) -> f64 {
+        let later = CpuClock::now(self.pid);
+        later.threads.iter().map(|(t, ns)| ns - self.threads.get(t).copied().unwrap_or(0).min(*ns)).max().unwrap_or(0) as f64 / 1e9
+    }
 }
 
-fn own_cpu_seconds() -> f64 {
-    cpu_seconds(std::process::id())
-}
-
-/// CPU seconds of each thread of this process, by thread id.
-fn own_thread_cpu() -> std::collections::HashMap<String, f64> {
-    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten();
-    tasks.map(|t| (t.file_name().to_string_lossy().into_owned(), stat_cpu_seconds(&t.path().join("stat")))).collect()
+/// The bench process's own CPU clock.
+fn own_cpu() -> CpuClock {
+    CpuClock::now(std::process::id())
 }
 
 /// Peak resident set of a process in MB (VmHWM).
@@ -305,7 +309,7 @@ fn produce(b: &Broker, topic: &str, count: u64, size: usize, acks: &str) -> Prod
         .unwrap();
     let value = vec![b'x'; size];
     let keys: Vec<String> = (0..1024).map(|i| format!("key-{i}")).collect();
-    let (broker_cpu0, own_cpu0, t0) = (CpuClock::now(b.pid()), own_cpu_seconds(), Instant::now());
+    let (broker_cpu0, own_cpu0, t0) = (CpuClock::now(b.pid()), own_cpu(), Instant::now());
     let mut sent = 0u64;
     while sent < count {
         let rec = BaseRecord::to(topic).key(keys[(sent % 1024) as usize].as_str()).payload(&value[..]);
@@ -331,7 +335,7 @@ fn produce(b: &Broker, topic: &str, count: u64, size: usize, acks: &str) -> Prod
         mb_s: mb / secs,
         records_s: count as f64 / secs,
         broker_ms_per_mb: broker_cpu0.elapsed() * 1000.0 / mb,
-        producer_cores: (own_cpu_seconds() - own_cpu0) / secs,
+        producer_cores: own_cpu0.elapsed() / secs,
     }
 }
 
@@ -345,13 +349,13 @@ fn consume(b: &Broker, topic: &str, count: u64) -> (f64, f64, f64, f64) {
     // Timed from the first record: the group join (and the broker's initial
     // rebalance delay, 3 s by default as in Kafka) is not reading.
     let started = Instant::now();
-    let (mut cpu0, mut own0, mut t0, mut threads0) = (CpuClock::now(b.pid()), 0.0, started, std::collections::HashMap::new());
+    let (mut cpu0, mut own0, mut t0) = (CpuClock::now(b.pid()), own_cpu(), started);
     let (mut n, mut bytes) = (0u64, 0u64);
     while n < count {
         if let Some(m) = c.poll(Duration::from_secs(10)) {
             let m = m.expect("consume");
             if n == 0 {
-                (cpu0, own0, threads0, t0) = (CpuClock::now(b.pid()), own_cpu_seconds(), own_thread_cpu(), Instant::now());
+                (cpu0, own0, t0) = (CpuClock::now(b.pid()), own_cpu(), Instant::now());
             }
             bytes += m.payload().map_or(0, |p| p.len()) as u64;
             n += 1;
@@ -359,8 +363,7 @@ fn consume(b: &Broker, topic: &str, count: u64) -> (f64, f64, f64, f64) {
         assert!(started.elapsed() < Duration::from_secs(600), "consume too slow");
     }
     let (mb, secs) = (bytes as f64 / 1e6, t0.elapsed().as_secs_f64());
-    let busiest = own_thread_cpu().into_iter().map(|(tid, s)| s - threads0.get(&tid).copied().unwrap_or(0.0)).fold(0.0, f64::max);
-    (mb / secs, cpu0.elapsed() * 1000.0 / mb, (own_cpu_seconds() - own0) / secs, busiest / secs)
+    (mb / secs, cpu0.elapsed() * 1000.0 / mb, own0.elapsed() / secs, own0.busiest() / secs)
 }
 
 /// Reads `count` records of `topic` (its `partitions`, from offset 0) with
@@ -649,7 +652,7 @@ fn raw_disk_latency(dir: &Path, rate_mb: u64, secs: u64) -> Option<(f64, f64, f6
 fn round(kind: Kind, a: &Args, dir: &Path) -> Vec<(String, f64)> {
     let mut out = Results::default();
     let b = Broker::start(kind, a.tansu.as_deref(), dir);
-    let runs = |s: &str| a.scenarios.is_empty() || a.scenarios.iter().any(|x| x == s);
+    let runs = |s: &str| a.runs(s);
     for size in [1024usize, 100].into_iter().filter(|_| runs("produce")) {
         for partitions in [1, 8] {
             for acks in ["1", "all"] {
@@ -668,13 +671,14 @@ fn round(kind: Kind, a: &Args, dir: &Path) -> Vec<(String, f64)> {
     if runs("consume") {
         assert!(runs("produce"), "--scenario consume reads what the produce scenario wrote: add --scenario produce");
         evict_page_cache(dir);
-        let (mb_s, ms_mb, cores, busiest) = consume(&b, "p8-s1024-acks1", a.mb * 1_000_000 / 1024);
+        let count = a.mb * 1_000_000 / 1024;
+        let (mb_s, ms_mb, cores, busiest) = consume(&b, "p8-s1024-acks1", count);
         out.insert("consume 1 KiB, 8 partitions, client defaults: MB/s".into(), mb_s);
         out.insert("consume 1 KiB, 8 partitions, client defaults: broker CPU ms/MB".into(), ms_mb);
         out.insert("consume 1 KiB, 8 partitions, client defaults: consumer cores".into(), cores);
         out.insert("consume 1 KiB, 8 partitions, client defaults: consumer's busiest thread (cores)".into(), busiest);
         evict_page_cache(dir);
-        let (raw_mb_s, raw_ms_mb) = raw_fetch(&b, "p8-s1024-acks1", 8, a.mb * 1_000_000 / 1024, 1024);
+        let (raw_mb_s, raw_ms_mb) = raw_fetch(&b, "p8-s1024-acks1", 8, count, 1024);
         out.insert("consume 1 KiB, 8 partitions, raw Fetch reader (no client): MB/s".into(), raw_mb_s);
         out.insert("consume 1 KiB, 8 partitions, raw Fetch reader (no client): broker CPU ms/MB".into(), raw_ms_mb);
     }
@@ -738,7 +742,7 @@ fn main() {
     let raw_mb = a.mb.max(256);
     println!("raw limits: loopback TCP {:.0} MB/s; file writes of 1 MiB: {:.0} MB/s with one fdatasync at the end, {:.0} MB/s with an fdatasync per MiB", raw_loopback(raw_mb * 4), raw_disk(tmp.path(), raw_mb, raw_mb), raw_disk(tmp.path(), raw_mb.min(256), 1));
 
-    if a.scenarios.is_empty() || a.scenarios.iter().any(|x| x == "latency") {
+    if a.runs("latency") {
         match raw_disk_latency(tmp.path(), a.rate_mb, a.secs) {
             Some((p50, p99, p999)) => println!("raw disk latency at {} MB/s (1 ms steps: a direct write and an fdatasync each): p50 {p50:.3} ms, p99 {p99:.3} ms, p99.9 {p999:.3} ms", a.rate_mb),
             None => println!("raw disk latency: n/a ({} refuses O_DIRECT)", tmp.path().display()),
