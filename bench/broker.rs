@@ -68,6 +68,8 @@ struct Args {
     only: Vec<String>,
     /// Scenarios to run (empty: all): produce, consume, latency, e2e.
     scenarios: Vec<String>,
+    /// Produce cells to run, as size/partitions/acks (empty: all).
+    cells: Vec<String>,
 }
 
 impl Args {
@@ -75,10 +77,16 @@ impl Args {
     fn runs(&self, s: &str) -> bool {
         self.scenarios.is_empty() || self.scenarios.iter().any(|x| x == s)
     }
+
+    /// Whether the produce cell of `size`-byte records on `partitions`
+    /// partitions with `acks` runs (all do when no --cell was named).
+    fn runs_cell(&self, size: usize, partitions: i32, acks: &str) -> bool {
+        self.cells.is_empty() || self.cells.contains(&format!("{size}/{partitions}/{acks}"))
+    }
 }
 
 fn args() -> Args {
-    let mut a = Args { mb: 256, rate_mb: 100, secs: 5, rounds: 2, dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp"), tansu: None, only: Vec::new(), scenarios: Vec::new() };
+    let mut a = Args { mb: 256, rate_mb: 100, secs: 5, rounds: 2, dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp"), tansu: None, only: Vec::new(), scenarios: Vec::new(), cells: Vec::new() };
     let v: Vec<String> = std::env::args().skip(1).filter(|x| x != "--bench").collect();
     let mut i = 0;
     while i < v.len() {
@@ -94,6 +102,10 @@ fn args() -> Args {
             "--scenario" => match val.as_str() {
                 "produce" | "consume" | "latency" | "e2e" => a.scenarios.push(val),
                 other => panic!("--scenario {other}: one of produce, consume (needs produce), latency, e2e"),
+            },
+            "--cell" => match val.split('/').collect::<Vec<_>>()[..] {
+                ["1024" | "100", "1" | "8", "1" | "all"] => a.cells.push(val),
+                _ => panic!("--cell {val}: SIZE/PARTITIONS/ACKS with SIZE 1024 or 100, PARTITIONS 1 or 8, ACKS 1 or all"),
             },
             other => panic!("unknown option {other}"),
         }
@@ -655,7 +667,7 @@ fn round(kind: Kind, a: &Args, dir: &Path) -> Vec<(String, f64)> {
     let runs = |s: &str| a.runs(s);
     for size in [1024usize, 100].into_iter().filter(|_| runs("produce")) {
         for partitions in [1, 8] {
-            for acks in ["1", "all"] {
+            for acks in ["1", "all"].into_iter().filter(|acks| a.runs_cell(size, partitions, acks)) {
                 let topic = format!("p{partitions}-s{size}-acks{acks}");
                 create_topic(&b, &topic, partitions);
                 let count = a.mb * 1_000_000 / size as u64;
@@ -669,7 +681,7 @@ fn round(kind: Kind, a: &Args, dir: &Path) -> Vec<(String, f64)> {
         }
     }
     if runs("consume") {
-        assert!(runs("produce"), "--scenario consume reads what the produce scenario wrote: add --scenario produce");
+        assert!(runs("produce") && a.runs_cell(1024, 8, "1"), "--scenario consume reads what the produce cell 1024/8/1 wrote: add --scenario produce (and --cell 1024/8/1 when cells are named)");
         evict_page_cache(dir);
         let count = a.mb * 1_000_000 / 1024;
         let (mb_s, ms_mb, cores, busiest) = consume(&b, "p8-s1024-acks1", count);
