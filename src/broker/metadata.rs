@@ -87,7 +87,7 @@ fn topic_entry(topic: &Topic, node: BrokerId, operations: i32) -> MetadataRespon
     t.error_code = code::NONE;
     t.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     t.topic_id = topic.id;
-    t.is_internal = topic.name.starts_with("__");
+    t.is_internal = Broker::is_internal(&topic.name);
     t.topic_authorized_operations = operations;
     t.partitions = topic
         .partitions

@@ -82,6 +82,10 @@ pub fn append(broker: &Broker, ctx: &Context, req: ProduceRequest, version: i16)
                 (Some(p), Some(set)) => match if version < 3 { crate::log::message_set::to_batch(&set) } else { Ok(set) } {
                     Err(e) => fail(&mut pr, e.kafka_code(), format!("the message set does not convert to a record batch: {e}")),
                     Ok(records) if !single_batch(&records) => fail(&mut pr, code::INVALID_RECORD, "a produce request must carry exactly one record batch per partition".into()),
+                    Ok(records) if version >= 3 && refused_for_version(&records, version).is_some() => {
+                        let (code, message) = refused_for_version(&records, version).expect("just checked");
+                        fail(&mut pr, code, message)
+                    }
                     Ok(records) => {
                         if acks == -1 && needs_replicas {
                             fail(&mut pr, code::NOT_ENOUGH_REPLICAS, "min.insync.replicas is above 1 and Eddy has one replica".into());
@@ -174,6 +178,21 @@ fn single_batch(records: &bytes::Bytes) -> bool {
     }
     let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
     len < 0 || 12 + len as usize >= records.len()
+}
+
+/// What Kafka refuses in a v3+ request before looking at the batch any
+/// further: a batch that is not v2 (magic 0 or 1: INVALID_RECORD), and
+/// zstd before v7, which is how a client says it can read zstd
+/// (UNSUPPORTED_COMPRESSION_TYPE). Sets too short to tell are left to
+/// batch validation.
+fn refused_for_version(records: &bytes::Bytes, version: i16) -> Option<(i16, String)> {
+    match records.get(16) {
+        Some(&magic) if magic != 2 => Some((code::INVALID_RECORD, format!("Produce requests with version {version} are only allowed to contain record batches with magic version 2, not {magic}"))),
+        Some(_) if version < 7 && records.get(22).is_some_and(|a| a & 0x07 == 4) => {
+            Some((code::UNSUPPORTED_COMPRESSION_TYPE, format!("Produce requests with version {version} are not allowed to use ZStandard compression (it needs version 7 or later)")))
+        }
+        _ => None,
+    }
 }
 
 /// Whether any partition's records are a transactional batch (v2 batch

@@ -160,6 +160,10 @@ fn huge_declared_lengths_are_refused_without_allocating() {
 }
 
 fn produce(s: &mut TcpStream, topic: &str, records: Bytes) -> (i16, i64) {
+    produce_at(s, topic, records, 9)
+}
+
+fn produce_at(s: &mut TcpStream, topic: &str, records: Bytes, version: i16) -> (i16, i64) {
     let mut pd = PartitionProduceData::default();
     pd.index = 0;
     pd.records = Some(records);
@@ -170,7 +174,7 @@ fn produce(s: &mut TcpStream, topic: &str, records: Bytes) -> (i16, i64) {
     req.acks = -1;
     req.timeout_ms = 10_000;
     req.topic_data = vec![td];
-    let r: ProduceResponse = call(s, ApiKey::Produce, 9, &req);
+    let r: ProduceResponse = call(s, ApiKey::Produce, version, &req);
     let p = &r.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }
@@ -199,11 +203,19 @@ fn corrupt_batches_get_corrupt_message_and_invalid_record() {
     wrong_count[17..21].copy_from_slice(&crc.to_be_bytes());
     assert_eq!(produce(&mut s, "wire", Bytes::from(wrong_count)).0, 87, "INVALID_RECORD");
 
+    // Kafka's ProduceRequest.validateRecords: v3+ carry v2 batches only
+    // (INVALID_RECORD), and zstd only from v7 (UNSUPPORTED_COMPRESSION_TYPE).
     let mut old_magic = good.to_vec();
     old_magic[16] = 1;
-    assert_eq!(produce(&mut s, "wire", Bytes::from(old_magic)).0, 2);
+    assert_eq!(produce(&mut s, "wire", Bytes::from(old_magic)).0, 87, "INVALID_RECORD");
+    let mut zstd = good.to_vec();
+    zstd[22] = (zstd[22] & !0x07) | 4;
+    let crc = crc32c::crc32c(&zstd[21..]);
+    zstd[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(produce_at(&mut s, "wire", Bytes::from(zstd), 6).0, 76, "UNSUPPORTED_COMPRESSION_TYPE");
+    assert_eq!(produce_at(&mut s, "wire", good.clone(), 6).0, 0, "an uncompressed batch at v6 is fine");
 
-    assert_eq!(produce(&mut s, "wire", good.clone()), (0, 0), "the connection is still usable");
+    assert_eq!(produce(&mut s, "wire", good.clone()), (0, 2), "the connection is still usable");
     assert_eq!(produce(&mut s, "no-such-topic", good).0, 3, "UNKNOWN_TOPIC_OR_PARTITION");
     still_serving(&b);
 }
@@ -508,4 +520,20 @@ fn a_client_that_stops_reading_is_let_go_and_frees_its_place() {
     }
     assert!(answered_within(&b, Duration::from_secs(15)), "the place of a client that stopped reading was never given back");
     drop(deaf);
+}
+
+#[test]
+fn only_the_brokers_own_topics_are_internal() {
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    // A user topic whose name merely starts with "__" is not internal (the
+    // Java admin's listTopics() hides internal ones).
+    metadata_topic_id(&mut s, "__events");
+    let mut all = MetadataRequest::default();
+    all.topics = None; // every topic
+    let r: MetadataResponse = call(&mut s, ApiKey::Metadata, 12, &all);
+    let internal = |name: &str| r.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name)).unwrap_or_else(|| panic!("{name} listed")).is_internal;
+    assert!(!internal("__events"));
+    assert!(internal("__consumer_offsets"));
+    assert!(internal("__transaction_state"));
 }
