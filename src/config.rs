@@ -195,6 +195,10 @@ pub struct BrokerSection {
     /// `offsets.retention.minutes`: committed offsets of a group empty this long are dropped. Default 10080 (7 days).
     #[serde(rename = "offsets.retention.minutes")]
     pub offsets_retention_minutes: i64,
+    /// `offsets.retention.check.interval.ms`: an empty group with no
+    /// committed offsets is dropped once empty this long. Default 600000.
+    #[serde(rename = "offsets.retention.check.interval.ms")]
+    pub offsets_retention_check_interval_ms: i64,
     /// `offset.metadata.max.bytes`: largest metadata string of a commit. Default 4096.
     #[serde(rename = "offset.metadata.max.bytes")]
     pub offset_metadata_max_bytes: i32,
@@ -309,6 +313,7 @@ impl Default for BrokerSection {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 10_080,
+            offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
@@ -529,6 +534,9 @@ impl Config {
         if b.offsets_retention_minutes < 1 {
             return Err(err("[broker] offsets.retention.minutes: must be at least 1".into()));
         }
+        if b.offsets_retention_check_interval_ms < 1 {
+            return Err(err("[broker] offsets.retention.check.interval.ms: must be at least 1".into()));
+        }
         if b.offset_metadata_max_bytes < 0 {
             return Err(err("[broker] offset.metadata.max.bytes: must be 0 or more".into()));
         }
@@ -546,6 +554,7 @@ impl Config {
             min_session_timeout_ms: b.group_min_session_timeout_ms,
             max_session_timeout_ms: b.group_max_session_timeout_ms,
             offsets_retention_ms: b.offsets_retention_minutes.saturating_mul(60_000),
+            empty_group_ms: b.offsets_retention_check_interval_ms,
             max_metadata_bytes: b.offset_metadata_max_bytes as usize,
             consumer_session_ms: b.group_consumer_session_timeout_ms,
             consumer_heartbeat_ms: b.group_consumer_heartbeat_interval_ms,
@@ -645,6 +654,7 @@ impl Config {
         s.push_str(&format!("\"group.min.session.timeout.ms\" = {}\n", b.group_min_session_timeout_ms));
         s.push_str(&format!("\"group.max.session.timeout.ms\" = {}\n", b.group_max_session_timeout_ms));
         s.push_str(&format!("\"offsets.retention.minutes\" = {}\n", b.offsets_retention_minutes));
+        s.push_str(&format!("\"offsets.retention.check.interval.ms\" = {}\n", b.offsets_retention_check_interval_ms));
         s.push_str(&format!("\"offset.metadata.max.bytes\" = {}\n", b.offset_metadata_max_bytes));
         s.push_str(&format!("\"group.consumer.session.timeout.ms\" = {}\n", b.group_consumer_session_timeout_ms));
         s.push_str(&format!("\"group.consumer.heartbeat.interval.ms\" = {}\n", b.group_consumer_heartbeat_interval_ms));
@@ -795,7 +805,7 @@ mod tests {
     #[test]
     fn the_example_documents_every_option() {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/eddy.toml")).unwrap();
-        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms", "listeners", "sasl.enabled.mechanisms", "sasl.server.max.receive.size", "connections.max.reauth.ms", "connection.failed.authentication.delay.ms", "sasl.bootstrap.user", "sasl.bootstrap.password", "authorizer.class.name", "super.users", "allow.everyone.if.no.acl.found", "advertised.listeners", "listener.security.protocol.map", "ssl.keystore.location", "ssl.keystore.type", "ssl.truststore.location", "ssl.truststore.type", "ssl.client.auth"] {
+        for key in ["\"node.id\"", "listen", "advertised", "data_dir", "cluster_id", "auto.create.topics.enable", "num.partitions", "message.max.bytes", "socket.request.max.bytes", "max.connections", "max.connections.per.ip", "connections.max.idle.ms", "group.initial.rebalance.delay.ms", "group.min.session.timeout.ms", "group.max.session.timeout.ms", "offsets.retention.minutes", "offsets.retention.check.interval.ms", "offset.metadata.max.bytes", "group.consumer.session.timeout.ms", "group.consumer.heartbeat.interval.ms", "transaction.max.timeout.ms", "listeners", "sasl.enabled.mechanisms", "sasl.server.max.receive.size", "connections.max.reauth.ms", "connection.failed.authentication.delay.ms", "sasl.bootstrap.user", "sasl.bootstrap.password", "authorizer.class.name", "super.users", "allow.everyone.if.no.acl.found", "advertised.listeners", "listener.security.protocol.map", "ssl.keystore.location", "ssl.keystore.type", "ssl.truststore.location", "ssl.truststore.type", "ssl.client.auth"] {
             assert!(text.contains(key), "config/eddy.toml does not mention {key}");
         }
         for def in topic_config::TOPIC_CONFIGS {

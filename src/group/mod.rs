@@ -38,6 +38,10 @@ pub struct GroupConfig {
     pub max_session_timeout_ms: i32,
     /// `offsets.retention.minutes` in ms: offsets of a group empty this long are dropped. Default 7 days.
     pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: an empty group with no
+    /// committed offsets is dropped once empty this long (Kafka drops it
+    /// at its next check, at most that long after). Default 600000.
+    pub empty_group_ms: i64,
     /// `offset.metadata.max.bytes`: largest commit metadata string. Default 4096.
     pub max_metadata_bytes: usize,
     /// `group.consumer.session.timeout.ms` (KIP-848 groups). Default 45000.
@@ -48,7 +52,7 @@ pub struct GroupConfig {
 
 impl Default for GroupConfig {
     fn default() -> Self {
-        GroupConfig { initial_rebalance_delay_ms: 3000, min_session_timeout_ms: 6000, max_session_timeout_ms: 1_800_000, offsets_retention_ms: 7 * 24 * 3600 * 1000, max_metadata_bytes: 4096, consumer_session_ms: 45_000, consumer_heartbeat_ms: 5_000 }
+        GroupConfig { initial_rebalance_delay_ms: 3000, min_session_timeout_ms: 6000, max_session_timeout_ms: 1_800_000, offsets_retention_ms: 7 * 24 * 3600 * 1000, empty_group_ms: 600_000, max_metadata_bytes: 4096, consumer_session_ms: 45_000, consumer_heartbeat_ms: 5_000 }
     }
 }
 
@@ -234,6 +238,12 @@ impl Coordinator {
                 }
                 tracing::info!(group = %g.id, offsets = g.offsets.len(), "offsets expired (offsets.retention.minutes)");
                 g.offsets.clear();
+                dead.push(g.id.clone());
+            } else if g.state == State::Empty && !g.has_members() && g.offsets.is_empty() && now_ms - g.empty_since_ms > self.cfg.empty_group_ms {
+                // Joined and left without committing (or never got past
+                // MEMBER_ID_REQUIRED): kept for ever, such groups would
+                // grow without bound, one per group id ever tried.
+                tracing::debug!(group = %g.id, "empty group without offsets dropped");
                 dead.push(g.id.clone());
             }
         }

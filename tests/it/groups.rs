@@ -690,3 +690,40 @@ fn a_member_may_commit_while_the_group_prepares_a_rebalance() {
     assert_eq!((r.error_code, r.generation_id), (0, generation + 1));
     assert_eq!(joiner.join().unwrap(), 0);
 }
+
+/// Group ids of ListGroups (every state).
+fn listed_groups(s: &mut TcpStream) -> Vec<String> {
+    let r: ListGroupsResponse = call(s, ApiKey::ListGroups, 4, &ListGroupsRequest::default());
+    assert_eq!(r.error_code, 0);
+    r.groups.iter().map(|g| g.group_id.to_string()).collect()
+}
+
+#[test]
+fn empty_groups_without_offsets_are_dropped_and_groups_with_offsets_stay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| {
+        c.groups.initial_rebalance_delay_ms = 0;
+        c.groups.empty_group_ms = 300;
+    });
+    b.keep_dir(tmp);
+    create_topic(&b, "edge-topic", 1);
+    let mut s = TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // A join that stops at MEMBER_ID_REQUIRED leaves an empty group behind.
+    let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(""));
+    assert_eq!(r.error_code, 79);
+    assert!(listed_groups(&mut s).contains(&"edges".to_string()));
+    let t0 = Instant::now();
+    while listed_groups(&mut s).contains(&"edges".to_string()) {
+        assert!(t0.elapsed() < Duration::from_secs(15), "an empty group without offsets is still listed after 15 s (offsets.retention.check.interval.ms = 300)");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(200), "dropped before it was empty for the interval");
+    // A group with committed offsets is kept (until offsets.retention.minutes).
+    let c: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &commit_request(-1, ""));
+    assert_eq!(c.topics[0].partitions[0].error_code, 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(listed_groups(&mut s).contains(&"edges".to_string()), "a group with offsets was dropped");
+    let r = offset_fetch_v8(&mut s, &["edges"]);
+    assert_eq!(r.groups[0].topics[0].partitions[0].committed_offset, 3);
+}
