@@ -344,3 +344,42 @@ fn idempotent_producer_state_survives_close_crash_and_rolls() {
     let log = Log::open(dir.path(), cfg, false).unwrap();
     assert!(log.append(&next).unwrap().duplicate, "rebuilt from the segments");
 }
+
+#[test]
+fn a_delete_cut_short_leaves_no_gap_that_costs_live_segments() {
+    let dir = scratch_dir();
+    let (bases, end) = {
+        let log = Log::open(dir.path(), small(), false).unwrap();
+        for _ in 0..30 {
+            log.append(&simple_batch(4, 200, 1)).unwrap();
+        }
+        let bases = log.segment_bases();
+        assert!(bases.len() >= 6, "{} segments", bases.len());
+        let end = log.log_end_offset();
+        log.sync_to(end).unwrap();
+        // DeleteRecords up to the fifth segment's base unlinks the first
+        // four; the first and the third are copied back afterwards, as if
+        // their unlinks had not reached the disk before a crash.
+        let keep: Vec<(std::path::PathBuf, Vec<u8>)> = [bases[0], bases[2]]
+            .iter()
+            .flat_map(|&b| eddy::log::segment::files(dir.path(), b))
+            .filter_map(|p| std::fs::read(&p).ok().map(|bytes| (p, bytes)))
+            .collect();
+        assert_eq!(log.delete_records(bases[4]).unwrap(), bases[4]);
+        assert!(!eddy::log::segment::log_path(dir.path(), bases[0]).exists());
+        drop(log);
+        for (p, bytes) in keep {
+            std::fs::write(p, bytes).unwrap();
+        }
+        (bases, end)
+    };
+    let log = Log::open(dir.path(), small(), false).unwrap();
+    assert_eq!(log.log_start_offset(), bases[4]);
+    assert_eq!(log.log_end_offset(), end, "live segments were dropped");
+    assert_eq!(log.segment_bases(), bases[4..].to_vec());
+    for b in [bases[0], bases[2]] {
+        assert!(!eddy::log::segment::log_path(dir.path(), b).exists(), "the leftover segment at {b} is still there");
+    }
+    let r = log.read(bases[4], 1 << 20, u64::MAX).unwrap();
+    assert!(!r.records.is_empty());
+}

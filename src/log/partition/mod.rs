@@ -155,6 +155,24 @@ impl Log {
         };
         let clean = clean_shutdown && !dirty;
 
+        // Segments the next one of which starts at or below the log start
+        // offset hold nothing the log still has: a retention or
+        // DeleteRecords whose unlinks were cut short (the checkpoint with
+        // the new start offset is durable before them). Without this, one
+        // such leftover after a missing one would be a gap, and the gap
+        // rule below would drop the live segments after it.
+        let below_start = bases.windows(2).take_while(|w| w[1] <= checkpoint.log_start_offset).count();
+        if below_start > 0 {
+            for &base in &bases[..below_start] {
+                tracing::info!(segment = %segment::log_path(dir, base).display(), log_start_offset = checkpoint.log_start_offset, "deleted a segment below the log start offset (an interrupted delete)");
+                for p in segment::files(dir, base) {
+                    segment::remove_if_exists(&p)?;
+                }
+            }
+            checkpoint::sync_dir(dir)?;
+            bases.drain(..below_start);
+        }
+
         // Each segment is opened trusting its indexes (after checks) when the
         // last stop was clean or it lies wholly below the recovery point;
         // otherwise, and from the first segment that fails a check on, it is
