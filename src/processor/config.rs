@@ -384,8 +384,8 @@ pub fn parse(name: &str, table: &toml::Value) -> Result<ProcessorSpec, SpecError
             if advance <= 0 || advance > size {
                 return Err(err("window.advance", format!("must be in (0, size]; size is {size} ms, advance {advance} ms")));
             }
-            if size / advance > 100 {
-                tracing::warn!(processor = name, windows_per_record = size / advance, "hopping windows: every record updates more than 100 windows");
+            if size > advance.saturating_mul(100) {
+                tracing::warn!(processor = name, windows_per_record = (size + advance - 1) / advance, "hopping windows: every record updates more than 100 windows");
             }
             WindowKind::Hopping { size, advance }
         }

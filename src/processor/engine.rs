@@ -466,16 +466,23 @@ impl Engine {
         }
     }
 
+    /// The watermark at which a window's state is dropped: `end +
+    /// retention`, but never before it is final (a session's retention
+    /// may be as short as gap + grace, one less than its `final_at`).
+    fn expires_at(&self, end: i64) -> i64 {
+        end.saturating_add(self.spec.retention_ms).max(self.final_at(end))
+    }
+
     fn index(&mut self, id: WinId, w: &Win) {
         if self.spec.emit == Emit::Final && !w.finalized {
             self.pending_final.insert((self.final_at(id.2), id.clone()));
         }
-        self.expiry.insert((id.2.saturating_add(self.spec.retention_ms), id));
+        self.expiry.insert((self.expires_at(id.2), id));
     }
 
     fn unindex(&mut self, id: &WinId) {
         self.pending_final.remove(&(self.final_at(id.2), id.clone()));
-        self.expiry.remove(&(id.2.saturating_add(self.spec.retention_ms), id.clone()));
+        self.expiry.remove(&(self.expires_at(id.2), id.clone()));
         self.dirty.remove(id);
     }
 

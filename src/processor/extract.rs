@@ -277,7 +277,14 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days_in_month = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&mo) || !(1..=days_in_month).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
     let mut pos = 19;
@@ -321,7 +328,8 @@ mod tests {
         assert_eq!(parse_rfc3339("2024-02-29T12:00:00.5Z"), Some(1_709_208_000_500));
         assert_eq!(parse_rfc3339("2024-02-29T14:00:00.500+02:00"), Some(1_709_208_000_500));
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59.999Z"), Some(-1));
-        for bad in ["2024-02-29", "2024-13-01T00:00:00Z", "2024-02-29T12:00:00", "2024-02-29T12:00:00+0200", "x024-02-29T12:00:00Z"] {
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400_000), "2000 is a leap year");
+        for bad in ["2024-02-29", "2024-13-01T00:00:00Z", "2024-02-29T12:00:00", "2024-02-29T12:00:00+0200", "x024-02-29T12:00:00Z", "2024-02-30T00:00:00Z", "2023-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2024-04-31T00:00:00Z"] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

@@ -223,10 +223,13 @@ struct Task {
     txn: Option<TxnWriter>,
 }
 
-/// What a checkpoint's state depends on: the configuration, except the
-/// thread count (state is split and joined by key).
+/// What a checkpoint's state depends on: the configuration, except what
+/// does not shape it: the thread count (state is split and joined by key),
+/// the commit and flush intervals (when state is saved and output
+/// written), and where a processor without state starts reading. A change
+/// to any other setting starts the processor over from its sources.
 fn fingerprint(spec: &ProcessorSpec) -> String {
-    let s = ProcessorSpec { threads: 0, ..spec.clone() };
+    let s = ProcessorSpec { threads: 0, commit_interval_ms: 0, flush_interval_ms: 0, start: Start::Earliest, ..spec.clone() };
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{s:?}").as_bytes()))
 }
 

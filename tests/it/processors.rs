@@ -173,6 +173,22 @@ fn a_tumbling_processor_materializes_final_windows_and_dead_letters_bad_and_late
     let w = windows(&got_more);
     assert_eq!(w.len(), 5, "{w:?}");
     assert_eq!(w[&("cid".to_string(), 5000)], (2, 4), "the window open at the restart kept its first record");
+
+    // Settings that do not shape the state (commit and flush intervals,
+    // threads, where a fresh start begins) keep the checkpoint: nothing is
+    // read again, so no window is emitted twice.
+    let tmp = b.stop().unwrap();
+    let changed = CLICKS.replace(r#"commit_interval = "100ms""#, "commit_interval = \"250ms\"\n    threads = 2").replace(r#"emit = "final""#, "emit = \"final\"\n    flush_interval = \"50ms\"");
+    assert_ne!(changed, CLICKS);
+    b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", &changed));
+    b.keep_dir(tmp);
+    produce(&b, "clicks", &[(None, click("eve", 9_000, 1))]);
+    let got = consume_until(&b, "clicks-per-second", |g| g.len() >= 6);
+    std::thread::sleep(Duration::from_millis(500));
+    let got_more = consume_until(&b, "clicks-per-second", |g| g.len() >= got.len());
+    let w = windows(&got_more);
+    assert_eq!(w.len(), 6, "{w:?}");
+    assert_eq!(w[&("dan".to_string(), 7000)], (1, 1));
 }
 
 const IDLE: &str = r#"
