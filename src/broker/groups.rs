@@ -289,6 +289,7 @@ pub fn offset_fetch(broker: &Broker, ctx: &Context, req: OffsetFetchRequest, ver
             });
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = g.group_id.clone();
+            let unstable = unstable(broker, req.require_stable, g.group_id.as_str());
             match visible_offsets(broker, ctx, g.group_id.as_str(), wanted) {
                 Err(e) => gr.error_code = e,
                 Ok(topics) => {
@@ -296,7 +297,7 @@ pub fn offset_fetch(broker: &Broker, ctx: &Context, req: OffsetFetchRequest, ver
                         let mut tr = OffsetFetchResponseTopics::default();
                         tr.topic_id = broker.topic(&topic).map(|t| t.id).unwrap_or_default();
                         tr.name = TopicName(s(&topic));
-                        tr.partitions = parts.iter().map(|(p, c)| offset_partition!(OffsetFetchResponsePartitions, *p, c, error)).collect();
+                        tr.partitions = parts.iter().map(|(p, c)| if unstable.contains(&(topic.clone(), *p)) { offset_partition!(OffsetFetchResponsePartitions, *p, &None, code::UNSTABLE_OFFSET_COMMIT) } else { offset_partition!(OffsetFetchResponsePartitions, *p, c, error) }).collect();
                         gr.topics.push(tr);
                     }
                 }
@@ -314,13 +315,26 @@ pub fn offset_fetch(broker: &Broker, ctx: &Context, req: OffsetFetchRequest, ver
             wanted.unwrap_or_default().into_iter().map(|(t, ps)| ((t, ps.into_iter().map(|p| (p, None)).collect()), e)).collect()
         }
     };
+    let unstable = unstable(broker, version >= 7 && req.require_stable, req.group_id.as_str());
     for ((topic, parts), error) in topics {
         let mut tr = OffsetFetchResponseTopic::default();
         tr.name = TopicName(s(&topic));
-        tr.partitions = parts.iter().map(|(p, c)| offset_partition!(OffsetFetchResponsePartition, *p, c, error)).collect();
+        tr.partitions = parts.iter().map(|(p, c)| if unstable.contains(&(topic.clone(), *p)) { offset_partition!(OffsetFetchResponsePartition, *p, &None, code::UNSTABLE_OFFSET_COMMIT) } else { offset_partition!(OffsetFetchResponsePartition, *p, c, error) }).collect();
         r.topics.push(tr);
     }
     r
+}
+
+/// With `require_stable` (a read_committed consumer, OffsetFetch v7+): the
+/// group's partitions whose offsets wait in an unfinished transaction, which
+/// are answered UNSTABLE_OFFSET_COMMIT (the client asks again) rather than
+/// with the offset committed before (KIP-447).
+fn unstable(broker: &Broker, require_stable: bool, group: &str) -> std::collections::BTreeSet<(String, i32)> {
+    if require_stable {
+        broker.txns.pending_offsets_of(group)
+    } else {
+        Default::default()
+    }
 }
 
 pub fn describe_groups(broker: &Broker, ctx: &Context, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {

@@ -38,6 +38,7 @@ pub struct Appended {
 pub fn append(broker: &Broker, ctx: &Context, req: ProduceRequest, version: i16) -> Appended {
     let acks = req.acks;
     let txn_denied = broker.authorizer.is_some() && transactional(&req) && !req.transactional_id.as_ref().is_some_and(|id| broker.authorize(ctx, Operation::Write, ResourceType::TransactionalId, id));
+    let txn_id = req.transactional_id.as_ref().map(|t| t.as_str());
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut pending: Vec<Pending> = Vec::new();
     for (ti, td) in req.topic_data.into_iter().enumerate() {
@@ -50,6 +51,7 @@ pub fn append(broker: &Broker, ctx: &Context, req: ProduceRequest, version: i16)
             Some(t) => broker.authorize(ctx, Operation::Write, ResourceType::Topic, &t.name),
             None => version >= 13 || broker.authorize(ctx, Operation::Write, ResourceType::Topic, td.name.as_str()),
         };
+        let topic_name = topic.as_ref().map_or("", |t| t.name.as_str());
         let mut tr = TopicProduceResponse::default();
         // A copy, not a slice of the request frame: the frame's buffer is
         // then free for the connection's next read while this response
@@ -84,6 +86,10 @@ pub fn append(broker: &Broker, ctx: &Context, req: ProduceRequest, version: i16)
                     Ok(records) if !single_batch(&records) => fail(&mut pr, code::INVALID_RECORD, "a produce request must carry exactly one record batch per partition".into()),
                     Ok(records) if version >= 3 && refused_for_version(&records, version).is_some() => {
                         let (code, message) = refused_for_version(&records, version).expect("just checked");
+                        fail(&mut pr, code, message)
+                    }
+                    Ok(records) if unverified_transaction(broker, txn_id, &records, topic_name, pd.index).is_some() => {
+                        let (code, message) = unverified_transaction(broker, txn_id, &records, topic_name, pd.index).expect("just checked");
                         fail(&mut pr, code, message)
                     }
                     Ok(records) => {
@@ -193,6 +199,29 @@ fn refused_for_version(records: &bytes::Bytes, version: i16) -> Option<(i16, Str
         }
         _ => None,
     }
+}
+
+/// Why a transactional batch may not go to this partition, if it may not:
+/// the request names no transactional id (Kafka refuses it as
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED), or the coordinator's open
+/// transaction for that id does not hold the partition (see
+/// `TxnCoordinator::verify_partition`).
+fn unverified_transaction(broker: &Broker, transactional_id: Option<&str>, records: &bytes::Bytes, topic: &str, partition: i32) -> Option<(i16, String)> {
+    // Attributes: transactional (bit 4) and not a control batch (bit 5).
+    if records.len() < 61 || records[16] != 2 || records[22] & 0x30 != 0x10 {
+        return None;
+    }
+    let producer_id = i64::from_be_bytes(records[43..51].try_into().expect("8 bytes"));
+    let epoch = i16::from_be_bytes([records[51], records[52]]);
+    let Some(id) = transactional_id else {
+        return Some((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "a transactional batch needs the request's transactional id".into()));
+    };
+    let reason = |code| match code {
+        code::INVALID_TXN_STATE => format!("partition {topic}-{partition} is not part of the open transaction of {id:?} (AddPartitionsToTxn first)"),
+        code::INVALID_PRODUCER_EPOCH => format!("producer {producer_id} epoch {epoch} is not the current epoch of {id:?}"),
+        _ => format!("transactional id {id:?} does not belong to producer {producer_id}"),
+    };
+    broker.txns.verify_partition(id, producer_id, epoch, topic, partition).err().map(|code| (code, reason(code)))
 }
 
 /// Whether any partition's records are a transactional batch (v2 batch

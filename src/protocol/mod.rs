@@ -530,6 +530,7 @@ pub mod code {
     pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
     pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
     pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const SECURITY_DISABLED: i16 = 54;
     pub const OPERATION_NOT_ATTEMPTED: i16 = 55;

@@ -303,6 +303,37 @@ impl TxnCoordinator {
         }
     }
 
+    /// Whether a transactional batch of `producer_id` at `epoch` may be
+    /// appended to `topic`/`partition`: its transaction is open and holds
+    /// that partition (AddPartitionsToTxn), as Kafka's
+    /// `transaction.partition.verification.enable` checks. Else the batch
+    /// would open a transaction in that partition that no marker ever ends,
+    /// holding back `read_committed` readers for good. Errors: an id this
+    /// coordinator does not map to that producer id INVALID_PRODUCER_ID_MAPPING,
+    /// another epoch INVALID_PRODUCER_EPOCH (a fenced zombie), a partition
+    /// not in the open transaction INVALID_TXN_STATE.
+    pub fn verify_partition(&self, id: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> Result<(), i16> {
+        let txns = self.txns.lock();
+        let Some(m) = txns.get(id).filter(|m| m.producer_id == producer_id) else { return Err(code::INVALID_PRODUCER_ID_MAPPING) };
+        if m.epoch != epoch {
+            return Err(code::INVALID_PRODUCER_EPOCH);
+        }
+        if m.status != Status::Ongoing || !m.partitions.iter().any(|(t, p)| t == topic && *p == partition) {
+            return Err(code::INVALID_TXN_STATE);
+        }
+        Ok(())
+    }
+
+    /// The partitions of `group` with an offset commit waiting in a
+    /// transaction not yet complete (TxnOffsetCommit before the end of its
+    /// transaction): what OffsetFetch with `require_stable` answers with
+    /// UNSTABLE_OFFSET_COMMIT (KIP-447).
+    pub fn pending_offsets_of(&self, group: &str) -> BTreeSet<(String, i32)> {
+        let txns = self.txns.lock();
+        let open = txns.values().filter(|m| matches!(m.status, Status::Ongoing | Status::PrepareCommit | Status::PrepareAbort));
+        open.flat_map(|m| m.pending_offsets.iter()).filter(|(g, ..)| g == group).map(|(_, t, p, _)| (t.clone(), *p)).collect()
+    }
+
     /// AddOffsetsToTxn: the transaction will carry a group's offsets.
     pub fn add_offsets(&self, id: &str, producer_id: i64, epoch: i16) -> i16 {
         let mut txns = self.txns.lock();

@@ -327,3 +327,160 @@ fn init_producer_id_bumps_the_epoch_of_the_producer_it_was_given_kip_360() {
     let fresh = init(4, -1, -1);
     assert_eq!((fresh.error_code, fresh.producer_id.0, fresh.producer_epoch), (0, pid, 2), "without an id, a new instance fences the old");
 }
+
+#[test]
+fn a_transactional_batch_goes_only_to_partitions_of_its_open_transaction() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName, TransactionalId};
+    use kafka_protocol::protocol::StrBytes;
+
+    use crate::log_support::simple_batch;
+    use crate::wire_support::call;
+    let b = TestBroker::start();
+    create(&b, "verified", 2);
+    let mut s = std::net::TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let id = || TransactionalId(StrBytes::from_static_str("verified-txn"));
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = Some(id());
+    init.transaction_timeout_ms = 60_000;
+    let r: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, &init);
+    assert_eq!(r.error_code, 0);
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    let batch = |epoch: i16, seq: i32| eddy::log::records::with_producer(&simple_batch(2, 10, 1), pid, epoch, seq, true);
+    let produce = |s: &mut std::net::TcpStream, txn: Option<TransactionalId>, partition: i32, records: bytes::Bytes| -> i16 {
+        let mut pd = PartitionProduceData::default();
+        pd.index = partition;
+        pd.records = Some(records);
+        let mut td = TopicProduceData::default();
+        td.name = TopicName(StrBytes::from_static_str("verified"));
+        td.partition_data = vec![pd];
+        let mut req = ProduceRequest::default();
+        req.transactional_id = txn;
+        req.acks = -1;
+        req.timeout_ms = 10_000;
+        req.topic_data = vec![td];
+        let r: ProduceResponse = call(s, ApiKey::Produce, 9, &req);
+        r.responses[0].partition_responses[0].error_code
+    };
+    // Not yet added to the transaction: refused, so no transaction opens
+    // in the partition that no marker would ever end.
+    assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch, 0)), 48, "INVALID_TXN_STATE");
+    assert_eq!(produce(&mut s, None, 0, batch(epoch, 0)), 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED without a transactional id");
+
+    let mut t = AddPartitionsToTxnTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("verified"));
+    t.partitions = vec![0];
+    let mut add = AddPartitionsToTxnRequest::default();
+    add.v3_and_below_transactional_id = id();
+    add.v3_and_below_producer_id = ProducerId(pid);
+    add.v3_and_below_producer_epoch = epoch;
+    add.v3_and_below_topics = vec![t];
+    let r: AddPartitionsToTxnResponse = call(&mut s, ApiKey::AddPartitionsToTxn, 3, &add);
+    assert_eq!(r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0);
+
+    assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch, 0)), 0);
+    assert_eq!(produce(&mut s, Some(id()), 1, batch(epoch, 0)), 48, "partition 1 is not in the transaction");
+    assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch - 1, 0)), 47, "INVALID_PRODUCER_EPOCH for another epoch");
+    let mut end = EndTxnRequest::default();
+    end.transactional_id = id();
+    end.producer_id = ProducerId(pid);
+    end.producer_epoch = epoch;
+    end.committed = true;
+    let r: EndTxnResponse = call(&mut s, ApiKey::EndTxn, 3, &end);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch, 2)), 48, "the transaction ended");
+
+    // Nothing is left open: read_committed readers see both partitions to their ends.
+    let committed = read_all(&b, "verified", 2, "read_committed");
+    assert_eq!(committed.values().map(Vec::len).sum::<usize>(), 2, "{committed:?}");
+    for p in 0..2 {
+        let log = &b.broker.partition("verified", p).unwrap().log;
+        assert_eq!(log.last_stable_offset(), log.log_end_offset(), "partition {p} has an open transaction");
+    }
+}
+
+#[test]
+fn offsets_waiting_in_a_transaction_are_unstable_to_require_stable_fetches() {
+    use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    use crate::wire_support::call;
+    let b = TestBroker::start();
+    create(&b, "stable", 1);
+    let mut s = std::net::TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let group = || GroupId(StrBytes::from_static_str("stable-group"));
+    let id = || TransactionalId(StrBytes::from_static_str("stable-txn"));
+    let fetch = |s: &mut std::net::TcpStream, require_stable: bool| -> (i16, i64) {
+        let mut t = offset_fetch_request::OffsetFetchRequestTopic::default();
+        t.name = TopicName(StrBytes::from_static_str("stable"));
+        t.partition_indexes = vec![0];
+        let mut f = OffsetFetchRequest::default();
+        f.group_id = group();
+        f.topics = Some(vec![t]);
+        f.require_stable = require_stable;
+        let r: OffsetFetchResponse = call(s, ApiKey::OffsetFetch, 7, &f);
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    };
+    // A plain commit first: offset 1.
+    let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = 1;
+    let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("stable"));
+    t.partitions = vec![p];
+    let mut c = OffsetCommitRequest::default();
+    c.group_id = group();
+    c.generation_id_or_member_epoch = -1;
+    c.topics = vec![t];
+    let r: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &c);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+
+    // Offset 5 waits in a transaction.
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = Some(id());
+    init.transaction_timeout_ms = 60_000;
+    let r: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, &init);
+    let (pid, epoch) = (r.producer_id, r.producer_epoch);
+    let mut add = AddOffsetsToTxnRequest::default();
+    add.transactional_id = id();
+    add.producer_id = pid;
+    add.producer_epoch = epoch;
+    add.group_id = group();
+    let r: AddOffsetsToTxnResponse = call(&mut s, ApiKey::AddOffsetsToTxn, 3, &add);
+    assert_eq!(r.error_code, 0);
+    let mut tp = TxnOffsetCommitRequestPartition::default();
+    tp.partition_index = 0;
+    tp.committed_offset = 5;
+    let mut tt = TxnOffsetCommitRequestTopic::default();
+    tt.name = TopicName(StrBytes::from_static_str("stable"));
+    tt.partitions = vec![tp];
+    let mut tc = TxnOffsetCommitRequest::default();
+    tc.transactional_id = id();
+    tc.group_id = group();
+    tc.producer_id = pid;
+    tc.producer_epoch = epoch;
+    tc.generation_id = -1;
+    tc.topics = vec![tt];
+    let r: TxnOffsetCommitResponse = call(&mut s, ApiKey::TxnOffsetCommit, 3, &tc);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+
+    assert_eq!(fetch(&mut s, true), (88, -1), "UNSTABLE_OFFSET_COMMIT while the transaction is open");
+    assert_eq!(fetch(&mut s, false), (0, 1), "without require_stable, the offset committed before");
+    let mut end = EndTxnRequest::default();
+    end.transactional_id = id();
+    end.producer_id = pid;
+    end.producer_epoch = epoch;
+    end.committed = true;
+    let r: EndTxnResponse = call(&mut s, ApiKey::EndTxn, 3, &end);
+    assert_eq!(r.error_code, 0);
+    let t0 = Instant::now();
+    while fetch(&mut s, true) != (0, 5) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the committed transaction's offset never became stable: {:?}", fetch(&mut s, true));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
