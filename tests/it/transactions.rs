@@ -328,26 +328,46 @@ fn init_producer_id_bumps_the_epoch_of_the_producer_it_was_given_kip_360() {
     assert_eq!((fresh.error_code, fresh.producer_id.0, fresh.producer_epoch), (0, pid, 2), "without an id, a new instance fences the old");
 }
 
+/// A connection to a fresh broker with `topic` made, and the producer id
+/// and epoch of transactional id `id` (InitProducerId).
+fn wire_transaction(b: &TestBroker, topic: &str, partitions: i32, id: &'static str) -> (std::net::TcpStream, kafka_protocol::messages::ProducerId, i16) {
+    use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, TransactionalId};
+    create(b, topic, partitions);
+    let mut s = std::net::TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = Some(TransactionalId(kafka_protocol::protocol::StrBytes::from_static_str(id)));
+    init.transaction_timeout_ms = 60_000;
+    let r: InitProducerIdResponse = crate::wire_support::call(&mut s, ApiKey::InitProducerId, 4, &init);
+    assert_eq!(r.error_code, 0);
+    (s, r.producer_id, r.producer_epoch)
+}
+
+/// Commits transactional id `id`'s transaction (EndTxn v3).
+fn commit_transaction(s: &mut std::net::TcpStream, id: &'static str, producer_id: kafka_protocol::messages::ProducerId, epoch: i16) {
+    use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse, TransactionalId};
+    let mut end = EndTxnRequest::default();
+    end.transactional_id = TransactionalId(kafka_protocol::protocol::StrBytes::from_static_str(id));
+    end.producer_id = producer_id;
+    end.producer_epoch = epoch;
+    end.committed = true;
+    let r: EndTxnResponse = crate::wire_support::call(s, ApiKey::EndTxn, 3, &end);
+    assert_eq!(r.error_code, 0);
+}
+
 #[test]
 fn a_transactional_batch_goes_only_to_partitions_of_its_open_transaction() {
     use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName, TransactionalId};
+    use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, ProduceRequest, ProduceResponse, ProducerId, TopicName, TransactionalId};
     use kafka_protocol::protocol::StrBytes;
 
     use crate::log_support::simple_batch;
     use crate::wire_support::call;
     let b = TestBroker::start();
-    create(&b, "verified", 2);
-    let mut s = std::net::TcpStream::connect(b.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (mut s, producer_id, epoch) = wire_transaction(&b, "verified", 2, "verified-txn");
+    let pid = producer_id.0;
     let id = || TransactionalId(StrBytes::from_static_str("verified-txn"));
-    let mut init = InitProducerIdRequest::default();
-    init.transactional_id = Some(id());
-    init.transaction_timeout_ms = 60_000;
-    let r: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, &init);
-    assert_eq!(r.error_code, 0);
-    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
     let batch = |epoch: i16, seq: i32| eddy::log::records::with_producer(&simple_batch(2, 10, 1), pid, epoch, seq, true);
     let produce = |s: &mut std::net::TcpStream, txn: Option<TransactionalId>, partition: i32, records: bytes::Bytes| -> i16 {
         let mut pd = PartitionProduceData::default();
@@ -383,13 +403,7 @@ fn a_transactional_batch_goes_only_to_partitions_of_its_open_transaction() {
     assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch, 0)), 0);
     assert_eq!(produce(&mut s, Some(id()), 1, batch(epoch, 0)), 48, "partition 1 is not in the transaction");
     assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch - 1, 0)), 47, "INVALID_PRODUCER_EPOCH for another epoch");
-    let mut end = EndTxnRequest::default();
-    end.transactional_id = id();
-    end.producer_id = ProducerId(pid);
-    end.producer_epoch = epoch;
-    end.committed = true;
-    let r: EndTxnResponse = call(&mut s, ApiKey::EndTxn, 3, &end);
-    assert_eq!(r.error_code, 0);
+    commit_transaction(&mut s, "verified-txn", producer_id, epoch);
     assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch, 2)), 48, "the transaction ended");
 
     // Nothing is left open: read_committed readers see both partitions to their ends.
@@ -409,9 +423,7 @@ fn offsets_waiting_in_a_transaction_are_unstable_to_require_stable_fetches() {
 
     use crate::wire_support::call;
     let b = TestBroker::start();
-    create(&b, "stable", 1);
-    let mut s = std::net::TcpStream::connect(b.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (mut s, pid, epoch) = wire_transaction(&b, "stable", 1, "stable-txn");
     let group = || GroupId(StrBytes::from_static_str("stable-group"));
     let id = || TransactionalId(StrBytes::from_static_str("stable-txn"));
     let fetch = |s: &mut std::net::TcpStream, require_stable: bool| -> (i16, i64) {
@@ -441,11 +453,6 @@ fn offsets_waiting_in_a_transaction_are_unstable_to_require_stable_fetches() {
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
 
     // Offset 5 waits in a transaction.
-    let mut init = InitProducerIdRequest::default();
-    init.transactional_id = Some(id());
-    init.transaction_timeout_ms = 60_000;
-    let r: InitProducerIdResponse = call(&mut s, ApiKey::InitProducerId, 4, &init);
-    let (pid, epoch) = (r.producer_id, r.producer_epoch);
     let mut add = AddOffsetsToTxnRequest::default();
     add.transactional_id = id();
     add.producer_id = pid;
@@ -471,13 +478,7 @@ fn offsets_waiting_in_a_transaction_are_unstable_to_require_stable_fetches() {
 
     assert_eq!(fetch(&mut s, true), (88, -1), "UNSTABLE_OFFSET_COMMIT while the transaction is open");
     assert_eq!(fetch(&mut s, false), (0, 1), "without require_stable, the offset committed before");
-    let mut end = EndTxnRequest::default();
-    end.transactional_id = id();
-    end.producer_id = pid;
-    end.producer_epoch = epoch;
-    end.committed = true;
-    let r: EndTxnResponse = call(&mut s, ApiKey::EndTxn, 3, &end);
-    assert_eq!(r.error_code, 0);
+    commit_transaction(&mut s, "stable-txn", pid, epoch);
     let t0 = Instant::now();
     while fetch(&mut s, true) != (0, 5) {
         assert!(t0.elapsed() < Duration::from_secs(10), "the committed transaction's offset never became stable: {:?}", fetch(&mut s, true));
