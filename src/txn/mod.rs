@@ -345,11 +345,21 @@ impl TxnCoordinator {
         if matches!(m.status, Status::PrepareCommit | Status::PrepareAbort) {
             return code::CONCURRENT_TRANSACTIONS;
         }
-        if m.status != Status::Ongoing {
-            m.status = Status::Ongoing;
-            m.start_ms = now_ms();
+        if m.status == Status::Ongoing {
+            return code::NONE;
         }
-        code::NONE
+        // The transaction starts here: recorded, so that a restart before
+        // its TxnOffsetCommit still finds it open (and times it out).
+        let now = now_ms();
+        m.status = Status::Ongoing;
+        m.start_ms = now;
+        m.last_update_ms = now;
+        let snapshot = m.clone();
+        drop(txns);
+        match self.persist(id, &snapshot) {
+            Ok(()) => code::NONE,
+            Err(e) => e.kafka_code(),
+        }
     }
 
     /// TxnOffsetCommit: offsets held until the transaction commits.

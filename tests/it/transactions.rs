@@ -485,3 +485,61 @@ fn offsets_waiting_in_a_transaction_are_unstable_to_require_stable_fetches() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_transaction_begun_by_add_offsets_survives_a_restart() {
+    use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    use crate::wire_support::call;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    let (mut s, pid, epoch) = wire_transaction(&b, "offsets-only", 1, "offsets-txn");
+    let group = || GroupId(StrBytes::from_static_str("offsets-group"));
+    let id = || TransactionalId(StrBytes::from_static_str("offsets-txn"));
+    let mut add = AddOffsetsToTxnRequest::default();
+    add.transactional_id = id();
+    add.producer_id = pid;
+    add.producer_epoch = epoch;
+    add.group_id = group();
+    let r: AddOffsetsToTxnResponse = call(&mut s, ApiKey::AddOffsetsToTxn, 3, &add);
+    assert_eq!(r.error_code, 0);
+    drop(s);
+    b.crash();
+
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    let mut s = std::net::TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut tp = TxnOffsetCommitRequestPartition::default();
+    tp.partition_index = 0;
+    tp.committed_offset = 7;
+    let mut tt = TxnOffsetCommitRequestTopic::default();
+    tt.name = TopicName(StrBytes::from_static_str("offsets-only"));
+    tt.partitions = vec![tp];
+    let mut tc = TxnOffsetCommitRequest::default();
+    tc.transactional_id = id();
+    tc.group_id = group();
+    tc.producer_id = pid;
+    tc.producer_epoch = epoch;
+    tc.generation_id = -1;
+    tc.topics = vec![tt];
+    let r: TxnOffsetCommitResponse = call(&mut s, ApiKey::TxnOffsetCommit, 3, &tc);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0, "the transaction AddOffsetsToTxn began was lost in the restart");
+    commit_transaction(&mut s, "offsets-txn", pid, epoch);
+    let t0 = Instant::now();
+    loop {
+        let mut t = offset_fetch_request::OffsetFetchRequestTopic::default();
+        t.name = TopicName(StrBytes::from_static_str("offsets-only"));
+        t.partition_indexes = vec![0];
+        let mut f = OffsetFetchRequest::default();
+        f.group_id = group();
+        f.topics = Some(vec![t]);
+        let r: OffsetFetchResponse = call(&mut s, ApiKey::OffsetFetch, 7, &f);
+        if r.topics[0].partitions[0].committed_offset == 7 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the transaction's offset was never committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
