@@ -415,29 +415,72 @@ fn a_transactional_batch_goes_only_to_partitions_of_its_open_transaction() {
     }
 }
 
-#[test]
-fn offsets_waiting_in_a_transaction_are_unstable_to_require_stable_fetches() {
+/// AddOffsetsToTxn (v3) of `group` to transactional id `id`'s transaction.
+fn add_offsets(s: &mut std::net::TcpStream, id: &'static str, producer_id: kafka_protocol::messages::ProducerId, epoch: i16, group: &'static str) -> i16 {
+    use kafka_protocol::messages::*;
+    let mut add = AddOffsetsToTxnRequest::default();
+    add.transactional_id = TransactionalId(kafka_protocol::protocol::StrBytes::from_static_str(id));
+    add.producer_id = producer_id;
+    add.producer_epoch = epoch;
+    add.group_id = GroupId(kafka_protocol::protocol::StrBytes::from_static_str(group));
+    let r: AddOffsetsToTxnResponse = crate::wire_support::call(s, ApiKey::AddOffsetsToTxn, 3, &add);
+    r.error_code
+}
+
+/// TxnOffsetCommit (v3, no generation) of `offset` for `topic` partition 0.
+fn txn_commit_offset(s: &mut std::net::TcpStream, id: &'static str, producer_id: kafka_protocol::messages::ProducerId, epoch: i16, group: &'static str, topic: &'static str, offset: i64) -> i16 {
     use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::StrBytes;
+    let mut tp = TxnOffsetCommitRequestPartition::default();
+    tp.partition_index = 0;
+    tp.committed_offset = offset;
+    let mut tt = TxnOffsetCommitRequestTopic::default();
+    tt.name = TopicName(StrBytes::from_static_str(topic));
+    tt.partitions = vec![tp];
+    let mut tc = TxnOffsetCommitRequest::default();
+    tc.transactional_id = TransactionalId(StrBytes::from_static_str(id));
+    tc.group_id = GroupId(StrBytes::from_static_str(group));
+    tc.producer_id = producer_id;
+    tc.producer_epoch = epoch;
+    tc.generation_id = -1;
+    tc.topics = vec![tt];
+    let r: TxnOffsetCommitResponse = crate::wire_support::call(s, ApiKey::TxnOffsetCommit, 3, &tc);
+    r.topics[0].partitions[0].error_code
+}
 
-    use crate::wire_support::call;
+/// OffsetFetch (v7) of `topic` partition 0 for `group`: (error, offset).
+fn fetch_offset(s: &mut std::net::TcpStream, group: &'static str, topic: &'static str, require_stable: bool) -> (i16, i64) {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let mut t = offset_fetch_request::OffsetFetchRequestTopic::default();
+    t.name = TopicName(StrBytes::from_static_str(topic));
+    t.partition_indexes = vec![0];
+    let mut f = OffsetFetchRequest::default();
+    f.group_id = GroupId(StrBytes::from_static_str(group));
+    f.topics = Some(vec![t]);
+    f.require_stable = require_stable;
+    let r: OffsetFetchResponse = crate::wire_support::call(s, ApiKey::OffsetFetch, 7, &f);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.committed_offset)
+}
+
+/// Waits (up to 10 s) until `group`'s committed offset of `topic` partition 0 is `want`.
+fn wait_for_offset(s: &mut std::net::TcpStream, group: &'static str, topic: &'static str, want: i64) {
+    let t0 = Instant::now();
+    while fetch_offset(s, group, topic, true) != (0, want) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the committed transaction's offset never became stable: {:?}", fetch_offset(s, group, topic, true));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn offsets_waiting_in_a_transaction_are_unstable_to_require_stable_fetches() {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
     let b = TestBroker::start();
     let (mut s, pid, epoch) = wire_transaction(&b, "stable", 1, "stable-txn");
-    let group = || GroupId(StrBytes::from_static_str("stable-group"));
-    let id = || TransactionalId(StrBytes::from_static_str("stable-txn"));
-    let fetch = |s: &mut std::net::TcpStream, require_stable: bool| -> (i16, i64) {
-        let mut t = offset_fetch_request::OffsetFetchRequestTopic::default();
-        t.name = TopicName(StrBytes::from_static_str("stable"));
-        t.partition_indexes = vec![0];
-        let mut f = OffsetFetchRequest::default();
-        f.group_id = group();
-        f.topics = Some(vec![t]);
-        f.require_stable = require_stable;
-        let r: OffsetFetchResponse = call(s, ApiKey::OffsetFetch, 7, &f);
-        let p = &r.topics[0].partitions[0];
-        (p.error_code, p.committed_offset)
-    };
     // A plain commit first: offset 1.
     let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
     p.partition_index = 0;
@@ -446,100 +489,34 @@ fn offsets_waiting_in_a_transaction_are_unstable_to_require_stable_fetches() {
     t.name = TopicName(StrBytes::from_static_str("stable"));
     t.partitions = vec![p];
     let mut c = OffsetCommitRequest::default();
-    c.group_id = group();
+    c.group_id = GroupId(StrBytes::from_static_str("stable-group"));
     c.generation_id_or_member_epoch = -1;
     c.topics = vec![t];
-    let r: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &c);
+    let r: OffsetCommitResponse = crate::wire_support::call(&mut s, ApiKey::OffsetCommit, 8, &c);
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
 
     // Offset 5 waits in a transaction.
-    let mut add = AddOffsetsToTxnRequest::default();
-    add.transactional_id = id();
-    add.producer_id = pid;
-    add.producer_epoch = epoch;
-    add.group_id = group();
-    let r: AddOffsetsToTxnResponse = call(&mut s, ApiKey::AddOffsetsToTxn, 3, &add);
-    assert_eq!(r.error_code, 0);
-    let mut tp = TxnOffsetCommitRequestPartition::default();
-    tp.partition_index = 0;
-    tp.committed_offset = 5;
-    let mut tt = TxnOffsetCommitRequestTopic::default();
-    tt.name = TopicName(StrBytes::from_static_str("stable"));
-    tt.partitions = vec![tp];
-    let mut tc = TxnOffsetCommitRequest::default();
-    tc.transactional_id = id();
-    tc.group_id = group();
-    tc.producer_id = pid;
-    tc.producer_epoch = epoch;
-    tc.generation_id = -1;
-    tc.topics = vec![tt];
-    let r: TxnOffsetCommitResponse = call(&mut s, ApiKey::TxnOffsetCommit, 3, &tc);
-    assert_eq!(r.topics[0].partitions[0].error_code, 0);
-
-    assert_eq!(fetch(&mut s, true), (88, -1), "UNSTABLE_OFFSET_COMMIT while the transaction is open");
-    assert_eq!(fetch(&mut s, false), (0, 1), "without require_stable, the offset committed before");
+    assert_eq!(add_offsets(&mut s, "stable-txn", pid, epoch, "stable-group"), 0);
+    assert_eq!(txn_commit_offset(&mut s, "stable-txn", pid, epoch, "stable-group", "stable", 5), 0);
+    assert_eq!(fetch_offset(&mut s, "stable-group", "stable", true), (88, -1), "UNSTABLE_OFFSET_COMMIT while the transaction is open");
+    assert_eq!(fetch_offset(&mut s, "stable-group", "stable", false), (0, 1), "without require_stable, the offset committed before");
     commit_transaction(&mut s, "stable-txn", pid, epoch);
-    let t0 = Instant::now();
-    while fetch(&mut s, true) != (0, 5) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "the committed transaction's offset never became stable: {:?}", fetch(&mut s, true));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_offset(&mut s, "stable-group", "stable", 5);
 }
 
 #[test]
 fn a_transaction_begun_by_add_offsets_survives_a_restart() {
-    use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
-    use kafka_protocol::messages::*;
-    use kafka_protocol::protocol::StrBytes;
-
-    use crate::wire_support::call;
     let tmp = tempfile::tempdir().unwrap();
     let b = TestBroker::start_in(tmp.path(), |_| {});
     let (mut s, pid, epoch) = wire_transaction(&b, "offsets-only", 1, "offsets-txn");
-    let group = || GroupId(StrBytes::from_static_str("offsets-group"));
-    let id = || TransactionalId(StrBytes::from_static_str("offsets-txn"));
-    let mut add = AddOffsetsToTxnRequest::default();
-    add.transactional_id = id();
-    add.producer_id = pid;
-    add.producer_epoch = epoch;
-    add.group_id = group();
-    let r: AddOffsetsToTxnResponse = call(&mut s, ApiKey::AddOffsetsToTxn, 3, &add);
-    assert_eq!(r.error_code, 0);
+    assert_eq!(add_offsets(&mut s, "offsets-txn", pid, epoch, "offsets-group"), 0);
     drop(s);
     b.crash();
 
     let b = TestBroker::start_in(tmp.path(), |_| {});
     let mut s = std::net::TcpStream::connect(b.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut tp = TxnOffsetCommitRequestPartition::default();
-    tp.partition_index = 0;
-    tp.committed_offset = 7;
-    let mut tt = TxnOffsetCommitRequestTopic::default();
-    tt.name = TopicName(StrBytes::from_static_str("offsets-only"));
-    tt.partitions = vec![tp];
-    let mut tc = TxnOffsetCommitRequest::default();
-    tc.transactional_id = id();
-    tc.group_id = group();
-    tc.producer_id = pid;
-    tc.producer_epoch = epoch;
-    tc.generation_id = -1;
-    tc.topics = vec![tt];
-    let r: TxnOffsetCommitResponse = call(&mut s, ApiKey::TxnOffsetCommit, 3, &tc);
-    assert_eq!(r.topics[0].partitions[0].error_code, 0, "the transaction AddOffsetsToTxn began was lost in the restart");
+    assert_eq!(txn_commit_offset(&mut s, "offsets-txn", pid, epoch, "offsets-group", "offsets-only", 7), 0, "the transaction AddOffsetsToTxn began was lost in the restart");
     commit_transaction(&mut s, "offsets-txn", pid, epoch);
-    let t0 = Instant::now();
-    loop {
-        let mut t = offset_fetch_request::OffsetFetchRequestTopic::default();
-        t.name = TopicName(StrBytes::from_static_str("offsets-only"));
-        t.partition_indexes = vec![0];
-        let mut f = OffsetFetchRequest::default();
-        f.group_id = group();
-        f.topics = Some(vec![t]);
-        let r: OffsetFetchResponse = call(&mut s, ApiKey::OffsetFetch, 7, &f);
-        if r.topics[0].partitions[0].committed_offset == 7 {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "the transaction's offset was never committed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_offset(&mut s, "offsets-group", "offsets-only", 7);
 }
