@@ -104,17 +104,23 @@ pub fn txn_offset_commit(broker: &Broker, ctx: &Context, req: TxnOffsetCommitReq
     let now = crate::log::now_ms();
     // WRITE on the transactional id and READ on the group deny everything;
     // READ on a topic only that topic's offsets.
+    // Then the group's membership (v3+ name the member; older versions
+    // and producers that give only the group id always pass).
     let denied_all = if !may_write(broker, ctx, req.transactional_id.as_str()) {
         Some(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     } else if !broker.authorize(ctx, Operation::Read, ResourceType::Group, req.group_id.as_str()) {
         Some(code::GROUP_AUTHORIZATION_FAILED)
     } else {
-        None
+        match broker.groups.txn_commit_allowed(req.group_id.as_str(), req.generation_id, req.member_id.as_str(), req.group_instance_id.as_ref().map(|i| i.as_str())) {
+            code::NONE => None,
+            refused => Some(refused),
+        }
     };
     let readable: Vec<bool> = req.topics.iter().map(|t| broker.authorize(ctx, Operation::Read, ResourceType::Topic, t.name.as_str())).collect();
+    let known = |t: &str, p: i32| broker.partition(t, p).is_some() && !Broker::is_internal(t);
     let mut offsets = Vec::new();
     for (t, _) in req.topics.iter().zip(&readable).filter(|(_, ok)| denied_all.is_none() && **ok) {
-        for p in &t.partitions {
+        for p in t.partitions.iter().filter(|p| known(t.name.as_str(), p.partition_index)) {
             offsets.push((t.name.as_str().to_string(), p.partition_index, Committed { offset: p.committed_offset, leader_epoch: p.committed_leader_epoch, metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(), timestamp: now }));
         }
     }
@@ -130,7 +136,13 @@ pub fn txn_offset_commit(broker: &Broker, ctx: &Context, req: TxnOffsetCommitReq
         for p in &t.partitions {
             let mut pr = TxnOffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
-            pr.error_code = if readable || denied_all.is_some() { committed } else { code::TOPIC_AUTHORIZATION_FAILED };
+            pr.error_code = if !readable && denied_all.is_none() {
+                code::TOPIC_AUTHORIZATION_FAILED
+            } else if denied_all.is_none() && !known(t.name.as_str(), p.partition_index) {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                committed
+            };
             tr.partitions.push(pr);
         }
         r.topics.push(tr);

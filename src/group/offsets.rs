@@ -63,6 +63,50 @@ impl Coordinator {
         }
     }
 
+    /// Who may add a group's offsets to a transaction (TxnOffsetCommit),
+    /// by Kafka's looser rule than OffsetCommit's: a producer that names no
+    /// member (member id "", generation -1: `sendOffsetsToTransaction` with
+    /// a group id alone) always may; one that names a member (KIP-447) must
+    /// name a member of the group, of its current generation (epoch for
+    /// KIP-848 groups), not fenced by a static instance id. A group that
+    /// does not exist yet counts as a new one (no members, generation 0).
+    pub fn txn_commit_allowed(&self, group_id: &str, generation: i32, member_id: &str, instance_id: Option<&str>) -> i16 {
+        if group_id.is_empty() {
+            return code::INVALID_GROUP_ID;
+        }
+        let groups = self.groups.lock();
+        let Some(g) = groups.get(group_id) else {
+            return if !member_id.is_empty() {
+                code::UNKNOWN_MEMBER_ID
+            } else if generation >= 0 && generation != 0 {
+                code::ILLEGAL_GENERATION
+            } else {
+                code::NONE
+            };
+        };
+        if let Some(instance) = instance_id {
+            if g.instances.get(instance).is_some_and(|id| id != member_id) {
+                return code::FENCED_INSTANCE_ID;
+            }
+        }
+        let current = match g.consumer.as_ref().filter(|c| !c.members.is_empty()) {
+            Some(cg) => match cg.members.get(member_id) {
+                None if !member_id.is_empty() => return code::UNKNOWN_MEMBER_ID,
+                m => m.map_or(g.generation, |m| m.epoch),
+            },
+            None => {
+                if !member_id.is_empty() && !g.members.contains_key(member_id) {
+                    return code::UNKNOWN_MEMBER_ID;
+                }
+                g.generation
+            }
+        };
+        if generation >= 0 && generation != current {
+            return code::ILLEGAL_GENERATION;
+        }
+        code::NONE
+    }
+
     /// Commits offsets. `known` tells whether a topic partition exists.
     /// Returns one error code per part, in order.
     pub async fn commit(&self, group_id: &str, generation: i32, member_id: &str, instance_id: Option<&str>, parts: Vec<CommitPart>, known: impl Fn(&str, i32) -> bool) -> Vec<i16> {

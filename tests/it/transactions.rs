@@ -429,6 +429,12 @@ fn add_offsets(s: &mut std::net::TcpStream, id: &'static str, producer_id: kafka
 
 /// TxnOffsetCommit (v3, no generation) of `offset` for `topic` partition 0.
 fn txn_commit_offset(s: &mut std::net::TcpStream, id: &'static str, producer_id: kafka_protocol::messages::ProducerId, epoch: i16, group: &'static str, topic: &'static str, offset: i64) -> i16 {
+    txn_commit_as(s, id, producer_id, epoch, group, topic, offset, -1, "")
+}
+
+/// TxnOffsetCommit (v3) naming a generation and member (KIP-447).
+#[allow(clippy::too_many_arguments)]
+fn txn_commit_as(s: &mut std::net::TcpStream, id: &'static str, producer_id: kafka_protocol::messages::ProducerId, epoch: i16, group: &'static str, topic: &'static str, offset: i64, generation: i32, member: &str) -> i16 {
     use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::StrBytes;
@@ -443,7 +449,8 @@ fn txn_commit_offset(s: &mut std::net::TcpStream, id: &'static str, producer_id:
     tc.group_id = GroupId(StrBytes::from_static_str(group));
     tc.producer_id = producer_id;
     tc.producer_epoch = epoch;
-    tc.generation_id = -1;
+    tc.generation_id = generation;
+    tc.member_id = StrBytes::from_string(member.to_string());
     tc.topics = vec![tt];
     let r: TxnOffsetCommitResponse = crate::wire_support::call(s, ApiKey::TxnOffsetCommit, 3, &tc);
     r.topics[0].partitions[0].error_code
@@ -519,4 +526,45 @@ fn a_transaction_begun_by_add_offsets_survives_a_restart() {
     assert_eq!(txn_commit_offset(&mut s, "offsets-txn", pid, epoch, "offsets-group", "offsets-only", 7), 0, "the transaction AddOffsetsToTxn began was lost in the restart");
     commit_transaction(&mut s, "offsets-txn", pid, epoch);
     wait_for_offset(&mut s, "offsets-group", "offsets-only", 7);
+}
+
+#[test]
+fn txn_offset_commits_check_the_member_generation_and_topic() {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_in(tmp.path(), |c| c.groups.initial_rebalance_delay_ms = 0);
+    b.keep_dir(tmp);
+    let (mut s, pid, epoch) = wire_transaction(&b, "checked", 1, "checked-txn");
+    // A group with one member, generation 1.
+    let join = |s: &mut std::net::TcpStream, member: &str| -> JoinGroupResponse {
+        let mut p = join_group_request::JoinGroupRequestProtocol::default();
+        p.name = StrBytes::from_static_str("range");
+        p.metadata = bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        let mut j = JoinGroupRequest::default();
+        j.group_id = GroupId(StrBytes::from_static_str("checked-group"));
+        j.session_timeout_ms = 10_000;
+        j.rebalance_timeout_ms = 10_000;
+        j.member_id = StrBytes::from_string(member.to_string());
+        j.protocol_type = StrBytes::from_static_str("consumer");
+        j.protocols = vec![p];
+        crate::wire_support::call(s, ApiKey::JoinGroup, 9, &j)
+    };
+    let first = join(&mut s, "");
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    let member = first.member_id.to_string();
+    let joined = join(&mut s, &member);
+    assert_eq!(joined.error_code, 0);
+    let generation = joined.generation_id;
+
+    assert_eq!(add_offsets(&mut s, "checked-txn", pid, epoch, "checked-group"), 0);
+    let commit = |s: &mut std::net::TcpStream, topic: &'static str, generation: i32, member: &str| txn_commit_as(s, "checked-txn", pid, epoch, "checked-group", topic, 3, generation, member);
+    assert_eq!(commit(&mut s, "checked", generation, "someone-else"), 25, "UNKNOWN_MEMBER_ID");
+    assert_eq!(commit(&mut s, "checked", generation + 1, &member), 22, "ILLEGAL_GENERATION (a zombie of another generation)");
+    assert_eq!(commit(&mut s, "no-such-topic", generation, &member), 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    assert_eq!(commit(&mut s, "checked", generation, &member), 0, "the member of the current generation");
+    assert_eq!(commit(&mut s, "checked", -1, ""), 0, "a producer naming only the group");
+    commit_transaction(&mut s, "checked-txn", pid, epoch);
+    wait_for_offset(&mut s, "checked-group", "checked", 3);
 }
