@@ -320,17 +320,7 @@ fn committed_offsets_and_metadata_survive_a_broker_restart() {
 
 
 fn join_request(member: &str) -> JoinGroupRequest {
-    let mut p = join_group_request::JoinGroupRequestProtocol::default();
-    p.name = StrBytes::from_static_str("range");
-    p.metadata = bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 4, b'e', b'd', b'g', b'e', 0xff, 0xff, 0xff, 0xff]);
-    let mut j = JoinGroupRequest::default();
-    j.group_id = GroupId(StrBytes::from_static_str("edges"));
-    j.session_timeout_ms = 10_000;
-    j.rebalance_timeout_ms = 10_000;
-    j.member_id = StrBytes::from_string(member.to_string());
-    j.protocol_type = StrBytes::from_static_str("consumer");
-    j.protocols = vec![p];
-    j
+    crate::wire_support::join_request("edges", member)
 }
 
 fn commit_request(generation: i32, member: &str) -> OffsetCommitRequest {

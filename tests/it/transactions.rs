@@ -531,26 +531,13 @@ fn a_transaction_begun_by_add_offsets_survives_a_restart() {
 #[test]
 fn txn_offset_commits_check_the_member_generation_and_topic() {
     use kafka_protocol::messages::*;
-    use kafka_protocol::protocol::StrBytes;
 
     let tmp = tempfile::tempdir().unwrap();
     let mut b = TestBroker::start_in(tmp.path(), |c| c.groups.initial_rebalance_delay_ms = 0);
     b.keep_dir(tmp);
     let (mut s, pid, epoch) = wire_transaction(&b, "checked", 1, "checked-txn");
     // A group with one member, generation 1.
-    let join = |s: &mut std::net::TcpStream, member: &str| -> JoinGroupResponse {
-        let mut p = join_group_request::JoinGroupRequestProtocol::default();
-        p.name = StrBytes::from_static_str("range");
-        p.metadata = bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
-        let mut j = JoinGroupRequest::default();
-        j.group_id = GroupId(StrBytes::from_static_str("checked-group"));
-        j.session_timeout_ms = 10_000;
-        j.rebalance_timeout_ms = 10_000;
-        j.member_id = StrBytes::from_string(member.to_string());
-        j.protocol_type = StrBytes::from_static_str("consumer");
-        j.protocols = vec![p];
-        crate::wire_support::call(s, ApiKey::JoinGroup, 9, &j)
-    };
+    let join = |s: &mut std::net::TcpStream, member: &str| -> JoinGroupResponse { crate::wire_support::call(s, ApiKey::JoinGroup, 9, &crate::wire_support::join_request("checked-group", member)) };
     let first = join(&mut s, "");
     assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
     let member = first.member_id.to_string();

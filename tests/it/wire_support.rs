@@ -67,3 +67,20 @@ pub fn closed(s: &mut TcpStream) -> bool {
         Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
     }
 }
+
+/// A JoinGroup request of a "consumer" member (`member` "" for a first
+/// join) offering the range assignor, subscribed to topic "edge".
+pub fn join_request(group: &'static str, member: &str) -> kafka_protocol::messages::JoinGroupRequest {
+    use kafka_protocol::messages::{join_group_request::JoinGroupRequestProtocol, GroupId, JoinGroupRequest};
+    let mut p = JoinGroupRequestProtocol::default();
+    p.name = StrBytes::from_static_str("range");
+    p.metadata = Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 4, b'e', b'd', b'g', b'e', 0xff, 0xff, 0xff, 0xff]);
+    let mut j = JoinGroupRequest::default();
+    j.group_id = GroupId(StrBytes::from_static_str(group));
+    j.session_timeout_ms = 10_000;
+    j.rebalance_timeout_ms = 10_000;
+    j.member_id = StrBytes::from_string(member.to_string());
+    j.protocol_type = StrBytes::from_static_str("consumer");
+    j.protocols = vec![p];
+    j
+}
