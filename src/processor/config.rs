@@ -266,29 +266,6 @@ fn path(field: &str) -> Vec<String> {
     field.split('.').map(str::to_string).collect()
 }
 
-/// Where a field name appears in a processor's table: `field`,
-/// `table.field` or `aggregates.NAME.field`.
-fn locate(table: &toml::Value, field: &str) -> Option<String> {
-    let t = table.as_table()?;
-    if field.is_empty() {
-        return None;
-    }
-    if t.contains_key(field) {
-        return Some(field.to_string());
-    }
-    for (name, sub) in t {
-        let Some(sub) = sub.as_table() else { continue };
-        if sub.contains_key(field) {
-            return Some(format!("{name}.{field}"));
-        }
-        for (inner, v) in sub {
-            if v.as_table().is_some_and(|x| x.contains_key(field)) {
-                return Some(format!("{name}.{inner}.{field}"));
-            }
-        }
-    }
-    None
-}
 
 /// Parses and validates one `[processors.NAME]` table.
 pub fn parse(name: &str, table: &toml::Value) -> Result<ProcessorSpec, SpecError> {
@@ -296,11 +273,20 @@ pub fn parse(name: &str, table: &toml::Value) -> Result<ProcessorSpec, SpecError
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
         return Err(err("", "a processor name uses only ASCII letters, digits, '.', '_' and '-'".into()));
     }
-    let raw: Raw = table.clone().try_into().map_err(|e: toml::de::Error| {
-        let msg = e.message().to_string();
-        // serde names the field (in backticks) but not the table it is in.
-        let field = msg.split('`').nth(1).unwrap_or("");
-        err(&locate(table, field).unwrap_or_default(), msg)
+    let raw: Raw = serde_path_to_error::deserialize(table.clone()).map_err(|e: serde_path_to_error::Error<toml::de::Error>| {
+        let msg = e.inner().message().to_string();
+        // The path is of the value that failed (window.size), or of the
+        // table a field is missing from or unknown in: then the field (in
+        // backticks in serde's message) completes the key.
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let field = ["missing field `", "unknown field `"].iter().find_map(|p| msg.strip_prefix(p)).and_then(|rest| rest.split('`').next());
+        let key = match field {
+            Some(f) if path.is_empty() => f.to_string(),
+            Some(f) if !path.ends_with(&format!(".{f}")) && path != f => format!("{path}.{f}"),
+            _ => path,
+        };
+        err(&key, msg)
     })?;
     let dur = |key: &str, v: &Option<String>, default: Option<&str>| -> Result<i64, SpecError> {
         match v.as_deref().or(default) {
@@ -601,13 +587,22 @@ mod tests {
             ("topic = \"clicks-per-user\"", "topic = \"clicks\"", "output.topic"),
             ("grace = \"30s\"", "", "window.grace"),
             ("q = 0.95", "q = 1.5", "aggregates.p95.q"),
+            // A key that exists in another table is named in its own.
+            ("size = \"5m\"", "size = \"5m\"\ntopic = \"x\"", "window.topic"),
+            ("size = \"5m\"", "size = \"5m\"\nfield = \"ts\"", "window.field"),
+            // A value of the wrong type, and a missing one.
+            ("size = \"5m\"", "size = 5", "window.size"),
+            ("revenue = { fn = \"sum\", field = \"amount\" }", "revenue = { fn = \"sum\", field = 3 }", "aggregates.revenue.field"),
+            ("topic = \"clicks-per-user\"", "", "output.topic"),
+            ("topics = [\"clicks\"]", "topics = \"clicks\"", "source.topics"),
+            ("guarantee = \"at_least_once\"", "guarantee = \"at_least_once\"\nthreds = 2", "threds"),
         ];
         for (from, to, key) in cases {
             assert!(GOOD.contains(from), "{from}");
             let text = GOOD.replacen(from, to, 1);
             let e = parse("clicks", &table(&text)).unwrap_err();
             assert_eq!(e.processor, "clicks");
-            assert!(e.to_string().contains(key), "{key}: {e}");
+            assert_eq!(e.key, *key, "{e}");
         }
         assert_eq!(parse_duration("250ms"), Ok(250));
         assert_eq!(parse_duration("1d"), Ok(86_400_000));
