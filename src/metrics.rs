@@ -252,7 +252,11 @@ impl Collector for State {
         family(&mut enc, "processor_records_in", "Source records a processor has read", true, each(&|s| counter(&s.records_in)))?;
         family(&mut enc, "processor_records_out", "Output records a processor has written", true, each(&|s| counter(&s.records_out)))?;
         family(&mut enc, "processor_records_late", "Records that arrived after their windows closed", true, each(&|s| counter(&s.late)))?;
-        family(&mut enc, "processor_records_bad", "Records without a usable key, time or field", true, each(&|s| counter(&s.bad)))?;
+        let by_kind = procs
+            .iter()
+            .flat_map(|(spec, s)| crate::processor::extract::Bad::KINDS.iter().zip(&s.bad_by_kind).map(|(kind, n)| (vec![("processor", spec.name.clone()), ("reason", kind.to_string())], n.load(Ordering::Relaxed) as f64)))
+            .collect();
+        family(&mut enc, "processor_records_bad", "Records without a usable key, time or field, by reason", true, by_kind)?;
         family(&mut enc, "processor_records_dead_lettered", "Records written to the dead-letter topic", true, each(&|s| counter(&s.dead_lettered)))?;
         family(&mut enc, "processor_restarts", "Times a processor failed and restarted from its checkpoint", true, each(&|s| counter(&s.restarts)))?;
         family(&mut enc, "processor_checkpoints", "Checkpoints written", true, each(&|s| counter(&s.checkpoints)))?;

@@ -19,6 +19,21 @@ pub enum Bad {
 }
 
 impl Bad {
+    /// The kinds of bad record, as metric labels: `kind()` indexes it.
+    pub const KINDS: [&'static str; 5] = ["unparseable", "missing_key", "missing_time", "bad_time", "bad_field"];
+
+    /// This record's kind, an index into `KINDS` (the field a `bad_field`
+    /// names is left out: labels stay few).
+    pub fn kind(&self) -> usize {
+        match self {
+            Bad::Unparseable => 0,
+            Bad::MissingKey => 1,
+            Bad::MissingTime => 2,
+            Bad::BadTime => 3,
+            Bad::BadField(_) => 4,
+        }
+    }
+
     pub fn reason(&self) -> String {
         match self {
             Bad::Unparseable => "unparseable".into(),

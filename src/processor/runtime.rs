@@ -45,6 +45,8 @@ pub struct Stats {
     pub records_out: AtomicU64,
     pub late: AtomicU64,
     pub bad: AtomicU64,
+    /// `bad` by kind (`extract::Bad::KINDS`).
+    pub bad_by_kind: [AtomicU64; 5],
     pub dead_lettered: AtomicU64,
     pub checkpoints: AtomicU64,
     pub restarts: AtomicU64,
@@ -595,6 +597,7 @@ impl Task {
         match p.result {
             Err(bad) => {
                 self.stats.bad.fetch_add(1, Ordering::Relaxed);
+                self.stats.bad_by_kind[bad.kind()].fetch_add(1, Ordering::Relaxed);
                 if self.spec.on_missing == BadAction::DeadLetter {
                     dead.push(dl(&self.sources[i], bad.reason(), None, self.watermark));
                 }

@@ -34,7 +34,7 @@ pub(crate) fn get_json(addr: SocketAddr, path: &str) -> Value {
 
 /// A sample's value from the Prometheus text: `name{labels} value`, the
 /// labels given matching exactly (in any order).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let want: BTreeMap<&str, &str> = labels.iter().copied().collect();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ')?;
