@@ -246,6 +246,9 @@ impl Log {
         // active segment and needs preallocated indexes.
         let count = kept.len();
         let mut segments = BTreeMap::new();
+        // Where the previous kept segment ends: a recovery of the last one
+        // expects its batches from there (§10 step 3.4).
+        let mut prev_end = 0u64;
         for (j, o) in kept.into_iter().enumerate() {
             let base = o.seg.base_offset;
             let seg = if j + 1 < count {
@@ -257,11 +260,20 @@ impl Log {
                 drop(o.seg);
                 match Segment::open_trusted(dir, base, Some(config.segment_index_bytes), config.index_interval_bytes)? {
                     Some(s) => s,
-                    None => Segment::recover(dir, base, config.segment_index_bytes, config.index_interval_bytes, 0)?.0,
+                    None => {
+                        dirty = true;
+                        let (s, report) = Segment::recover(dir, base, config.segment_index_bytes, config.index_interval_bytes, prev_end)?;
+                        if report.truncated_bytes > 0 {
+                            tracing::warn!(segment = %segment::log_path(dir, base).display(), valid_bytes = report.valid_bytes, truncated_bytes = report.truncated_bytes, reason = report.reason.as_deref().unwrap_or(""), "truncated a torn or corrupt segment tail");
+                        }
+                        s.sync_data()?;
+                        s
+                    }
                 }
             } else {
                 o.seg
             };
+            prev_end = seg.next_offset();
             segments.insert(base, Arc::new(seg));
         }
         // An empty log gets one segment at the log start offset.
