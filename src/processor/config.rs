@@ -253,7 +253,9 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("{text:?} has no unit (ms, s, m, h or d)")),
+        u if u.starts_with('.') => return Err(format!("{text:?} is not a whole number: write a smaller unit (\"1500ms\", not \"1.5s\")")),
+        "" => return Err(format!("{text:?} has no unit (ms, s, m, h or d)")),
+        u => return Err(format!("{text:?} has an unknown unit {u:?} (ms, s, m, h or d)")),
     };
     n.checked_mul(scale).filter(|&ms| ms <= MAX_DURATION_MS).ok_or_else(|| format!("{text:?} is too long (at most about 100 years)"))
 }
@@ -607,5 +609,8 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(250));
         assert_eq!(parse_duration("1d"), Ok(86_400_000));
         assert!(parse_duration("5").is_err() && parse_duration("m").is_err() && parse_duration("-1s").is_err());
+        assert!(parse_duration("1.5s").unwrap_err().contains("whole number"), "{:?}", parse_duration("1.5s"));
+        assert!(parse_duration("5 minutes").unwrap_err().contains("unknown unit \"minutes\""), "{:?}", parse_duration("5 minutes"));
+        assert!(parse_duration("5").unwrap_err().contains("no unit"));
     }
 }
