@@ -169,10 +169,13 @@ fn read_all(broker: &Broker, req: &FetchRequest, version: i16, denied: &[bool]) 
                             remaining = remaining.saturating_sub(records.len());
                             pd.error_code = code::NONE;
                             if read_committed && version >= 4 && !records.is_empty() {
+                                // The aborted transactions of what is sent, as
+                                // Kafka lists them (not all up to the LSO).
                                 let from = u64::try_from(fp.fetch_offset).unwrap_or(0);
+                                let to = records.next_offset().map_or(upper, |n| n.min(upper));
                                 pd.aborted_transactions = Some(
                                     p.log
-                                        .aborted_transactions(from, upper)
+                                        .aborted_transactions(from, to)
                                         .into_iter()
                                         .map(|a| {
                                             let mut t = kafka_protocol::messages::fetch_response::AbortedTransaction::default();

@@ -30,6 +30,8 @@ pub struct FileRecords {
     pub tail: Bytes,
     /// Records in the batches (their headers' counts).
     pub records: u64,
+    /// The offset after the last batch.
+    pub next_offset: u64,
 }
 
 impl std::fmt::Debug for FileRecords {
@@ -117,6 +119,14 @@ impl Records {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The offset after the last whole batch, if any.
+    pub fn next_offset(&self) -> Option<u64> {
+        match self {
+            Records::Bytes(b) => super::batch::whole_batches(b).last().map(|(h, _)| h.next_offset().max(0) as u64),
+            Records::File(f) => Some(f.next_offset),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -126,7 +136,7 @@ mod tests {
     #[test]
     fn stand_ins_are_recognised_and_nothing_else_is() {
         let file = Arc::new(tempfile_in_target());
-        let r = FileRecords { file, pos: 0, file_len: 4000, tail: Bytes::from(vec![1u8; 1000]), records: 3 };
+        let r = FileRecords { file, pos: 0, file_len: 4000, tail: Bytes::from(vec![1u8; 1000]), records: 3, next_offset: 3 };
         let s = r.stand_in().expect("a stand-in");
         assert_eq!(s.len(), 5000);
         assert!(is_stand_in(&s));

@@ -977,7 +977,7 @@ impl Segment {
         if want > file_records::MAX_LEN as u64 || memory_from.min(pos + want) - pos < file_records::MIN_FILE_LEN as u64 || !file_records::available() {
             return read();
         }
-        let (mut end, mut records, mut expected_min) = (0u64, 0u64, first.base_offset);
+        let (mut end, mut records, mut expected_min, mut next_offset) = (0u64, 0u64, first.base_offset, 0u64);
         // Headers below the tail come from a window of the file read a
         // few KiB at a time (small batches: one pread for dozens of them),
         // the others through `header_at`.
@@ -998,6 +998,7 @@ impl Segment {
             };
             let Some(len) = self.next_batch(pos, end, &h, want, upper_bound, &mut expected_min)? else { break };
             records += h.records_count.max(0) as u64;
+            next_offset = h.next_offset().max(0) as u64;
             end += len;
         }
         if end == 0 {
@@ -1010,7 +1011,7 @@ impl Segment {
             return read();
         }
         let tail = if pos + end > file_end { self.read_bytes(file_end, (pos + end - file_end) as usize)?.0 } else { Bytes::new() };
-        Ok(Records::File(FileRecords { file: Arc::clone(&self.file), pos, file_len: (file_end - pos) as usize, tail, records }))
+        Ok(Records::File(FileRecords { file: Arc::clone(&self.file), pos, file_len: (file_end - pos) as usize, tail, records, next_offset }))
     }
 
     /// Where a scan for the first record with timestamp ≥ `ts` starts.

@@ -57,7 +57,9 @@ impl TxnState {
 
     /// Aborted transactions overlapping offsets [from, to).
     pub fn aborted_between(&self, from: u64, to: u64) -> Vec<AbortedTxn> {
-        self.aborted.iter().filter(|a| a.last_offset >= from && a.first_offset < to).copied().collect()
+        // In marker order, so by last offset: those ending before `from` are skipped by a search.
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..].iter().filter(|a| a.first_offset < to).copied().collect()
     }
 
     /// Forgets aborted transactions wholly below the log start offset.

@@ -637,7 +637,7 @@ mod tests {
         std::fs::write(dir.join("seg"), &content).unwrap();
         let file = std::sync::Arc::new(std::fs::File::open(dir.join("seg")).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
-        let region = |pos: u64, len: usize, tail: &'static [u8]| FileRecords { file: std::sync::Arc::clone(&file), pos, file_len: len, tail: Bytes::from_static(tail), records: 1 };
+        let region = |pos: u64, len: usize, tail: &'static [u8]| FileRecords { file: std::sync::Arc::clone(&file), pos, file_len: len, tail: Bytes::from_static(tail), records: 1, next_offset: 1 };
         let big = Bytes::from(vec![7u8; 9000]);
         // (a file region, or bytes)
         let sets: Vec<(Option<FileRecords>, Option<Bytes>)> = vec![

@@ -537,3 +537,38 @@ fn only_the_brokers_own_topics_are_internal() {
     assert!(internal("__consumer_offsets"));
     assert!(internal("__transaction_state"));
 }
+
+#[test]
+fn read_committed_fetches_list_the_aborted_transactions_of_what_they_return() {
+    let b = TestBroker::start();
+    let mut s = connect(&b);
+    let id = metadata_topic_id(&mut s, "aborts");
+    let p = b.broker.partition("aborts", 0).unwrap();
+    // Five aborted transactions, one after the other, of two batches each
+    // (stamped now: a marker's time far past the first batch's would roll
+    // the segment, by segment.ms, and reads stop at a segment's end).
+    let now = eddy::log::now_ms();
+    for pid in 1..=5i64 {
+        for seq in [0, 2] {
+            p.log.append(&eddy::log::records::with_producer(&crate::log_support::simple_batch(2, 500, now), pid, 0, seq, true)).unwrap();
+        }
+        p.log.append_marker(pid, 0, false, 0).unwrap();
+    }
+    assert_eq!(p.log.last_stable_offset(), p.log.log_end_offset());
+    let aborted = |s: &mut TcpStream, offset: i64, partition_max_bytes: i32| -> Vec<(i64, i64)> {
+        let mut req = fetch_request(id, offset, 0);
+        req.isolation_level = 1;
+        req.topics[0].partitions[0].partition_max_bytes = partition_max_bytes;
+        let r: kafka_protocol::messages::FetchResponse = call(s, ApiKey::Fetch, 13, &req);
+        let pd = &r.responses[0].partitions[0];
+        assert_eq!(pd.error_code, 0);
+        assert!(!pd.records.as_ref().unwrap().is_empty());
+        pd.aborted_transactions.as_ref().unwrap().iter().map(|a| (a.producer_id.0, a.first_offset)).collect()
+    };
+    // One batch returned (the first is sent whatever the limit): only its transaction.
+    assert_eq!(aborted(&mut s, 0, 1), vec![(1, 0)]);
+    // From the third transaction on, everything: the last three.
+    assert_eq!(aborted(&mut s, 10, 1 << 20), vec![(3, 10), (4, 15), (5, 20)]);
+    // Everything from the start: all five.
+    assert_eq!(aborted(&mut s, 0, 1 << 20).len(), 5);
+}
