@@ -339,14 +339,24 @@ fn commit_request(generation: i32, member: &str) -> OffsetCommitRequest {
     r
 }
 
-#[test]
-fn member_id_required_generations_and_commit_errors() {
+/// A broker whose groups rebalance at once (then `tweak`), with topic
+/// "edge-topic", and a connection to it.
+fn edge_broker(tweak: impl FnOnce(&mut eddy::group::GroupConfig)) -> (TestBroker, TcpStream) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut b = TestBroker::start_in(tmp.path(), |c| c.groups.initial_rebalance_delay_ms = 0);
+    let mut b = TestBroker::start_in(tmp.path(), |c| {
+        c.groups.initial_rebalance_delay_ms = 0;
+        tweak(&mut c.groups);
+    });
     b.keep_dir(tmp);
     create_topic(&b, "edge-topic", 1);
-    let mut s = TcpStream::connect(b.addr).unwrap();
+    let s = TcpStream::connect(b.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    (b, s)
+}
+
+#[test]
+fn member_id_required_generations_and_commit_errors() {
+    let (b, mut s) = edge_broker(|_| {});
     // KIP-394: the first join gets an id and MEMBER_ID_REQUIRED.
     let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(""));
     assert_eq!(r.error_code, 79);
@@ -568,15 +578,7 @@ fn offset_fetch_v8(s: &mut TcpStream, groups: &[&'static str]) -> OffsetFetchRes
 
 #[test]
 fn offset_delete_fencing_multi_group_fetch_and_offset_retention() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = TestBroker::start_in(tmp.path(), |c| {
-        c.groups.initial_rebalance_delay_ms = 0;
-        c.groups.offsets_retention_ms = 1500;
-    });
-    b.keep_dir(tmp);
-    create_topic(&b, "edge-topic", 1);
-    let mut s = TcpStream::connect(b.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (_broker, mut s) = edge_broker(|g| g.offsets_retention_ms = 1500);
 
     // Standalone commits (generation -1, no member) to two groups, then one
     // multi-group OffsetFetch (v8).
@@ -632,12 +634,7 @@ fn offset_delete_fencing_multi_group_fetch_and_offset_retention() {
 
 #[test]
 fn a_member_may_commit_while_the_group_prepares_a_rebalance() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = TestBroker::start_in(tmp.path(), |c| c.groups.initial_rebalance_delay_ms = 0);
-    b.keep_dir(tmp);
-    create_topic(&b, "edge-topic", 1);
-    let mut s = TcpStream::connect(b.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (b, mut s) = edge_broker(|_| {});
     let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(""));
     let member = r.member_id.to_string();
     let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(&member));
@@ -690,15 +687,7 @@ fn listed_groups(s: &mut TcpStream) -> Vec<String> {
 
 #[test]
 fn empty_groups_without_offsets_are_dropped_and_groups_with_offsets_stay() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = TestBroker::start_in(tmp.path(), |c| {
-        c.groups.initial_rebalance_delay_ms = 0;
-        c.groups.empty_group_ms = 300;
-    });
-    b.keep_dir(tmp);
-    create_topic(&b, "edge-topic", 1);
-    let mut s = TcpStream::connect(b.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (_broker, mut s) = edge_broker(|g| g.empty_group_ms = 300);
     // A join that stops at MEMBER_ID_REQUIRED leaves an empty group behind.
     let r: JoinGroupResponse = call(&mut s, ApiKey::JoinGroup, 9, &join_request(""));
     assert_eq!(r.error_code, 79);
