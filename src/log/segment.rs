@@ -1038,27 +1038,23 @@ impl Segment {
     }
 
     /// Writes out the staged bytes and cuts the file to the segment's size
-    /// (dropping the last block's zero padding). Returns whether it cut.
-    fn write_out_exact(&self) -> io::Result<bool> {
+    /// (dropping the last block's zero padding).
+    fn write_out_exact(&self) -> io::Result<()> {
         self.write_out()?;
         let size = self.size();
-        let cut = self.file.metadata()?.len() != size;
-        if cut {
+        if self.file.metadata()?.len() != size {
             self.file.set_len(size)?;
         }
-        Ok(cut)
+        Ok(())
     }
 
     /// Seals the segment: writes out its bytes (the file cut to its exact
     /// size), records its final time index entry, writes the indexes to
     /// disk and trims them to their used length.
     pub fn seal(&self) -> io::Result<()> {
-        // The cut is made durable here: the log's next fsyncs are of later
-        // segments, and a sealed segment below the recovery point must end
-        // at its last batch to be trusted at the next open (§10).
-        if self.write_out_exact()? {
-            self.file.sync_all()?;
-        }
+        // Not fsynced here (a roll holds the appender): the log's next
+        // sync_to starts from this segment, its cut included (§8).
+        self.write_out_exact()?;
         // No more write-outs: the block for the last partial one goes.
         *self.write_lock.lock() = None;
         {
@@ -1086,7 +1082,7 @@ impl Segment {
     /// Prepares the still-active segment for a clean stop: the final time
     /// index entry and both indexes written to disk (left preallocated).
     pub fn close_active(&self) -> io::Result<()> {
-        self.write_out_exact()?; // fsynced below
+        self.write_out_exact()?;
         let t = *self.tail.lock();
         let mut idx = self.indexes.write();
         let end_rel = (t.next_offset - self.base_offset).min(u32::MAX as u64) as u32;

@@ -383,3 +383,25 @@ fn a_delete_cut_short_leaves_no_gap_that_costs_live_segments() {
     let r = log.read(bases[4], 1 << 20, u64::MAX).unwrap();
     assert!(!r.records.is_empty());
 }
+
+#[test]
+fn a_sync_after_a_roll_syncs_the_sealed_segment_once_more() {
+    let dir = scratch_dir();
+    let log = Log::open(dir.path(), small(), false).unwrap();
+    let first = log.append(&simple_batch(4, 600, 1)).unwrap();
+    log.sync_to(first.last_offset + 1).unwrap();
+    let before = log.fsync_count();
+    // Appends until the segment rolls at the flushed offset: the sealed
+    // segment's cut (its padding dropped) is synced with the new one.
+    while log.segment_bases().len() < 2 {
+        log.append(&simple_batch(4, 600, 1)).unwrap();
+    }
+    assert_eq!(log.segment_bases()[1], first.last_offset + 1, "rolled at the flushed offset");
+    let end = log.log_end_offset();
+    log.sync_to(end).unwrap();
+    assert_eq!(log.fsync_count() - before, 2, "the sealed segment and the new one");
+    log.sync_to(end).unwrap();
+    let again = log.append(&simple_batch(1, 10, 1)).unwrap();
+    log.sync_to(again.last_offset + 1).unwrap();
+    assert_eq!(log.fsync_count() - before, 3, "later syncs start at the active segment");
+}

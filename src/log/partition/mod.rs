@@ -659,7 +659,12 @@ impl Log {
         let leo = self.log_end_offset();
         let segs: Vec<Arc<Segment>> = {
             let map = self.segments.read();
-            let from = map.range(..=s.flushed_offset).next_back().map_or(0, |(&b, _)| b);
+            // From the segment holding the last flushed offset, the one
+            // below `flushed_offset`: when a roll made that the old
+            // segment's end, the old segment is synced once more, so that
+            // its cut (the padding dropped at seal) is on disk before the
+            // recovery point passes it.
+            let from = map.range(..s.flushed_offset).next_back().map_or(0, |(&b, _)| b);
             map.range(from..).map(|(_, s)| Arc::clone(s)).collect()
         };
         for seg in &segs {
