@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Broker, Partition};
+use crate::log::batch::BatchHeader;
 use crate::protocol::code;
 use crate::security::acl::{Operation, ResourceType};
 use crate::security::Context;
@@ -84,16 +85,10 @@ pub fn append(broker: &Broker, ctx: &Context, req: ProduceRequest, version: i16)
                 (Some(p), Some(set)) => match if version < 3 { crate::log::message_set::to_batch(&set) } else { Ok(set) } {
                     Err(e) => fail(&mut pr, e.kafka_code(), format!("the message set does not convert to a record batch: {e}")),
                     Ok(records) if !single_batch(&records) => fail(&mut pr, code::INVALID_RECORD, "a produce request must carry exactly one record batch per partition".into()),
-                    Ok(records) if version >= 3 && refused_for_version(&records, version).is_some() => {
-                        let (code, message) = refused_for_version(&records, version).expect("just checked");
-                        fail(&mut pr, code, message)
-                    }
-                    Ok(records) if unverified_transaction(broker, txn_id, &records, topic_name, pd.index).is_some() => {
-                        let (code, message) = unverified_transaction(broker, txn_id, &records, topic_name, pd.index).expect("just checked");
-                        fail(&mut pr, code, message)
-                    }
                     Ok(records) => {
-                        if acks == -1 && needs_replicas {
+                        if let Some((code, message)) = refused(broker, txn_id, &records, version, topic_name, pd.index) {
+                            fail(&mut pr, code, message);
+                        } else if acks == -1 && needs_replicas {
                             fail(&mut pr, code::NOT_ENOUGH_REPLICAS, "min.insync.replicas is above 1 and Eddy has one replica".into());
                         } else {
                             match p.log.append_staged(&records) {
@@ -186,33 +181,29 @@ fn single_batch(records: &bytes::Bytes) -> bool {
     len < 0 || 12 + len as usize >= records.len()
 }
 
-/// What Kafka refuses in a v3+ request before looking at the batch any
-/// further: a batch that is not v2 (magic 0 or 1: INVALID_RECORD), and
-/// zstd before v7, which is how a client says it can read zstd
-/// (UNSUPPORTED_COMPRESSION_TYPE). Sets too short to tell are left to
-/// batch validation.
-fn refused_for_version(records: &bytes::Bytes, version: i16) -> Option<(i16, String)> {
-    match records.get(16) {
-        Some(&magic) if magic != 2 => Some((code::INVALID_RECORD, format!("Produce requests with version {version} are only allowed to contain record batches with magic version 2, not {magic}"))),
-        Some(_) if version < 7 && records.get(22).is_some_and(|a| a & 0x07 == 4) => {
-            Some((code::UNSUPPORTED_COMPRESSION_TYPE, format!("Produce requests with version {version} are not allowed to use ZStandard compression (it needs version 7 or later)")))
-        }
-        _ => None,
+/// Why this partition's batch is refused before the log looks at it, if
+/// it is (sets too short or too damaged to tell are left to the log's
+/// batch validation):
+/// - as Kafka's ProduceRequest.validateRecords does in v3+: a batch that
+///   is not v2 (magic 0 or 1: INVALID_RECORD), and zstd before v7, which is
+///   how a client says it can read zstd (UNSUPPORTED_COMPRESSION_TYPE);
+/// - a transactional batch (not a marker) without the request's
+///   transactional id (Kafka: TRANSACTIONAL_ID_AUTHORIZATION_FAILED), or
+///   for a partition its producer's open transaction does not hold
+///   (`TxnCoordinator::verify_partition`).
+fn refused(broker: &Broker, transactional_id: Option<&str>, records: &bytes::Bytes, version: i16, topic: &str, partition: i32) -> Option<(i16, String)> {
+    let magic = *records.get(16)?;
+    if version >= 3 && magic != 2 {
+        return Some((code::INVALID_RECORD, format!("Produce requests with version {version} are only allowed to contain record batches with magic version 2, not {magic}")));
     }
-}
-
-/// Why a transactional batch may not go to this partition, if it may not:
-/// the request names no transactional id (Kafka refuses it as
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED), or the coordinator's open
-/// transaction for that id does not hold the partition (see
-/// `TxnCoordinator::verify_partition`).
-fn unverified_transaction(broker: &Broker, transactional_id: Option<&str>, records: &bytes::Bytes, topic: &str, partition: i32) -> Option<(i16, String)> {
-    // Attributes: transactional (bit 4) and not a control batch (bit 5).
-    if records.len() < 61 || records[16] != 2 || records[22] & 0x30 != 0x10 {
+    let h = BatchHeader::parse(records).filter(|_| magic == 2)?;
+    if version < 7 && h.compression() == 4 {
+        return Some((code::UNSUPPORTED_COMPRESSION_TYPE, format!("Produce requests with version {version} are not allowed to use ZStandard compression (it needs version 7 or later)")));
+    }
+    if !h.is_transactional() || h.is_control() {
         return None;
     }
-    let producer_id = i64::from_be_bytes(records[43..51].try_into().expect("8 bytes"));
-    let epoch = i16::from_be_bytes([records[51], records[52]]);
+    let (producer_id, epoch) = (h.producer_id, h.producer_epoch);
     let Some(id) = transactional_id else {
         return Some((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "a transactional batch needs the request's transactional id".into()));
     };

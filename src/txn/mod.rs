@@ -314,10 +314,10 @@ impl TxnCoordinator {
     /// not in the open transaction INVALID_TXN_STATE.
     pub fn verify_partition(&self, id: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> Result<(), i16> {
         let txns = self.txns.lock();
-        let Some(m) = txns.get(id).filter(|m| m.producer_id == producer_id) else { return Err(code::INVALID_PRODUCER_ID_MAPPING) };
-        if m.epoch != epoch {
-            return Err(code::INVALID_PRODUCER_EPOCH);
-        }
+        let m = txns.get(id);
+        // A produce's fenced epoch is INVALID_PRODUCER_EPOCH, as the log's own check says it.
+        Self::check(m, producer_id, epoch).map_err(|e| if e == code::PRODUCER_FENCED { code::INVALID_PRODUCER_EPOCH } else { e })?;
+        let m = m.expect("checked");
         if m.status != Status::Ongoing || !m.partitions.iter().any(|(t, p)| t == topic && *p == partition) {
             return Err(code::INVALID_TXN_STATE);
         }
@@ -329,9 +329,9 @@ impl TxnCoordinator {
     /// transaction): what OffsetFetch with `require_stable` answers with
     /// UNSTABLE_OFFSET_COMMIT (KIP-447).
     pub fn pending_offsets_of(&self, group: &str) -> BTreeSet<(String, i32)> {
+        // Ending or fencing a transaction clears its pending offsets.
         let txns = self.txns.lock();
-        let open = txns.values().filter(|m| matches!(m.status, Status::Ongoing | Status::PrepareCommit | Status::PrepareAbort));
-        open.flat_map(|m| m.pending_offsets.iter()).filter(|(g, ..)| g == group).map(|(_, t, p, _)| (t.clone(), *p)).collect()
+        txns.values().flat_map(|m| m.pending_offsets.iter()).filter(|(g, ..)| g == group).map(|(_, t, p, _)| (t.clone(), *p)).collect()
     }
 
     /// AddOffsetsToTxn: the transaction will carry a group's offsets.

@@ -401,14 +401,19 @@ fn a_transactional_batch_goes_only_to_partitions_of_its_open_transaction() {
     assert_eq!(r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0);
 
     assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch, 0)), 0);
+    assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch, 0)), 0, "a retry of the same batch while the transaction is open (a duplicate)");
     assert_eq!(produce(&mut s, Some(id()), 1, batch(epoch, 0)), 48, "partition 1 is not in the transaction");
+    // Idempotent batches outside transactions are not checked.
+    let idempotent = eddy::log::records::with_producer(&simple_batch(2, 10, 1), pid + 1000, 0, 0, false);
+    assert_eq!(produce(&mut s, None, 1, idempotent), 0, "an idempotent, non-transactional batch");
     assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch - 1, 0)), 47, "INVALID_PRODUCER_EPOCH for another epoch");
     commit_transaction(&mut s, "verified-txn", producer_id, epoch);
     assert_eq!(produce(&mut s, Some(id()), 0, batch(epoch, 2)), 48, "the transaction ended");
 
-    // Nothing is left open: read_committed readers see both partitions to their ends.
+    // Nothing is left open: read_committed readers see both partitions to
+    // their ends (the committed batch's two records, and the idempotent two).
     let committed = read_all(&b, "verified", 2, "read_committed");
-    assert_eq!(committed.values().map(Vec::len).sum::<usize>(), 2, "{committed:?}");
+    assert_eq!(committed.values().map(Vec::len).sum::<usize>(), 4, "{committed:?}");
     for p in 0..2 {
         let log = &b.broker.partition("verified", p).unwrap().log;
         assert_eq!(log.last_stable_offset(), log.log_end_offset(), "partition {p} has an open transaction");
