@@ -213,8 +213,19 @@ impl Coordinator {
                     g.protocol_type = Some(v.protocol_type).filter(|p| !p.is_empty());
                     g.empty_since_ms = v.state_timestamp;
                 }
+                // A group's tombstone ends its membership record; its
+                // offsets end by their own tombstones (written before it
+                // when a group is deleted or its offsets expire), so offsets
+                // a commit wrote around the time the group was dropped as
+                // empty stay.
                 store::Entry::Group { group, value: None } => {
-                    groups.remove(&group);
+                    if groups.get(&group).is_some_and(|g| g.offsets.is_empty()) {
+                        groups.remove(&group);
+                    } else if let Some(g) = groups.get_mut(&group) {
+                        let (offsets, since) = (std::mem::take(&mut g.offsets), g.empty_since_ms);
+                        *g = Group::new(&group);
+                        (g.offsets, g.empty_since_ms) = (offsets, since);
+                    }
                 }
             }
         }
@@ -239,10 +250,11 @@ impl Coordinator {
                 tracing::info!(group = %g.id, offsets = g.offsets.len(), "offsets expired (offsets.retention.minutes)");
                 g.offsets.clear();
                 dead.push(g.id.clone());
-            } else if g.state == State::Empty && !g.has_members() && g.offsets.is_empty() && now_ms - g.empty_since_ms > self.cfg.empty_group_ms {
-                // Joined and left without committing (or never got past
-                // MEMBER_ID_REQUIRED): kept for ever, such groups would
-                // grow without bound, one per group id ever tried.
+            } else if g.state == State::Empty && !g.has_members() && g.pending.is_empty() && g.offsets.is_empty() && now_ms - g.empty_since_ms > self.cfg.empty_group_ms {
+                // Joined and left without committing (or gave up after
+                // MEMBER_ID_REQUIRED: its pending entry expires with the
+                // session timeout): kept for ever, such groups would grow
+                // without bound, one per group id ever tried.
                 tracing::debug!(group = %g.id, "empty group without offsets dropped");
                 dead.push(g.id.clone());
             }
@@ -372,3 +384,30 @@ impl Coordinator {
 
 /// How often the coordinator's ticker runs.
 pub const TICK: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_tombstone_after_a_commit_keeps_the_offsets_on_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path(), crate::log::LogConfig::default(), false).unwrap());
+        let c = Committed { offset: 42, leader_epoch: -1, metadata: String::new(), timestamp: 1 };
+        // A commit that landed just before the tick's tombstone of the
+        // group it dropped as empty; and a group deleted properly, its
+        // offsets' tombstones first.
+        let records = vec![
+            (store::offset_key("raced", "t", 0), Some(store::offset_value(&c))),
+            (store::group_key("raced"), None),
+            (store::offset_key("gone", "t", 0), Some(store::offset_value(&c))),
+            (store::offset_key("gone", "t", 0), None),
+            (store::group_key("gone"), None),
+        ];
+        store::write(&log, &records).unwrap();
+        let coordinator = Coordinator::open(GroupConfig::default(), Arc::clone(&log)).unwrap();
+        assert_eq!(coordinator.committed("raced").iter().map(|(t, p, c)| (t.as_str(), *p, c.offset)).collect::<Vec<_>>(), vec![("t", 0, 42)]);
+        assert!(coordinator.describe("gone").is_none() || coordinator.committed("gone").is_empty());
+        assert!(!coordinator.list().iter().any(|(id, ..)| id == "gone"), "a deleted group came back");
+    }
+}

@@ -78,7 +78,7 @@ impl Coordinator {
         let Some(g) = groups.get(group_id) else {
             return if !member_id.is_empty() {
                 code::UNKNOWN_MEMBER_ID
-            } else if generation >= 0 && generation != 0 {
+            } else if generation > 0 {
                 code::ILLEGAL_GENERATION
             } else {
                 code::NONE
