@@ -254,7 +254,7 @@ impl Collector for State {
         family(&mut enc, "processor_records_late", "Records that arrived after their windows closed", true, each(&|s| counter(&s.late)))?;
         let by_kind = procs
             .iter()
-            .flat_map(|(spec, s)| crate::processor::extract::Bad::KINDS.iter().zip(&s.bad_by_kind).map(|(kind, n)| (vec![("processor", spec.name.clone()), ("reason", kind.to_string())], n.load(Ordering::Relaxed) as f64)))
+            .flat_map(|(spec, s)| crate::processor::extract::Bad::KINDS.iter().zip(&s.bad).map(|(kind, n)| (vec![("processor", spec.name.clone()), ("reason", kind.to_string())], n.load(Ordering::Relaxed) as f64)))
             .collect();
         family(&mut enc, "processor_records_bad", "Records without a usable key, time or field, by reason", true, by_kind)?;
         family(&mut enc, "processor_records_dead_lettered", "Records written to the dead-letter topic", true, each(&|s| counter(&s.dead_lettered)))?;

@@ -297,7 +297,8 @@ pub fn offset_fetch(broker: &Broker, ctx: &Context, req: OffsetFetchRequest, ver
                         let mut tr = OffsetFetchResponseTopics::default();
                         tr.topic_id = broker.topic(&topic).map(|t| t.id).unwrap_or_default();
                         tr.name = TopicName(s(&topic));
-                        tr.partitions = parts.iter().map(|(p, c)| if unstable.contains(&(topic.clone(), *p)) { offset_partition!(OffsetFetchResponsePartitions, *p, &None, code::UNSTABLE_OFFSET_COMMIT) } else { offset_partition!(OffsetFetchResponsePartitions, *p, c, error) }).collect();
+                        let waiting = |p: i32| unstable.iter().any(|(t, q)| *t == topic && *q == p);
+                        tr.partitions = parts.iter().map(|(p, c)| if waiting(*p) { offset_partition!(OffsetFetchResponsePartitions, *p, &None, code::UNSTABLE_OFFSET_COMMIT) } else { offset_partition!(OffsetFetchResponsePartitions, *p, c, error) }).collect();
                         gr.topics.push(tr);
                     }
                 }
@@ -319,7 +320,8 @@ pub fn offset_fetch(broker: &Broker, ctx: &Context, req: OffsetFetchRequest, ver
     for ((topic, parts), error) in topics {
         let mut tr = OffsetFetchResponseTopic::default();
         tr.name = TopicName(s(&topic));
-        tr.partitions = parts.iter().map(|(p, c)| if unstable.contains(&(topic.clone(), *p)) { offset_partition!(OffsetFetchResponsePartition, *p, &None, code::UNSTABLE_OFFSET_COMMIT) } else { offset_partition!(OffsetFetchResponsePartition, *p, c, error) }).collect();
+        let waiting = |p: i32| unstable.iter().any(|(t, q)| *t == topic && *q == p);
+        tr.partitions = parts.iter().map(|(p, c)| if waiting(*p) { offset_partition!(OffsetFetchResponsePartition, *p, &None, code::UNSTABLE_OFFSET_COMMIT) } else { offset_partition!(OffsetFetchResponsePartition, *p, c, error) }).collect();
         r.topics.push(tr);
     }
     r

@@ -178,7 +178,7 @@ pub fn processor(broker: &Broker, name: &str) -> Option<Value> {
         "records_in": s.records_in.load(Ordering::Relaxed),
         "records_out": s.records_out.load(Ordering::Relaxed),
         "late": s.late.load(Ordering::Relaxed),
-        "bad": s.bad.load(Ordering::Relaxed),
+        "bad": s.bad_total(),
         "dead_lettered": s.dead_lettered.load(Ordering::Relaxed),
         "lag": s.lag.load(Ordering::Relaxed),
         "checkpoints": s.checkpoints.load(Ordering::Relaxed),

@@ -38,15 +38,21 @@ const IDLE_SLEEP: Duration = Duration::from_millis(10);
 /// Pause before restarting a failed processor.
 const RETRY_SLEEP: Duration = Duration::from_secs(1);
 
+impl Stats {
+    /// Bad records of every kind.
+    pub fn bad_total(&self) -> u64 {
+        self.bad.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+}
+
 /// Counters of one processor, readable while it runs.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub records_in: AtomicU64,
     pub records_out: AtomicU64,
     pub late: AtomicU64,
-    pub bad: AtomicU64,
-    /// `bad` by kind (`extract::Bad::KINDS`).
-    pub bad_by_kind: [AtomicU64; 5],
+    /// Bad records by kind (`extract::Bad::KINDS`).
+    pub bad: [AtomicU64; super::extract::Bad::KINDS.len()],
     pub dead_lettered: AtomicU64,
     pub checkpoints: AtomicU64,
     pub restarts: AtomicU64,
@@ -235,6 +241,14 @@ fn fingerprint(spec: &ProcessorSpec) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{s:?}").as_bytes()))
 }
 
+/// The fingerprint checkpoints were written with before it left out more
+/// than the thread count: a checkpoint that matches it is this
+/// configuration's too (its next checkpoint carries `fingerprint`).
+fn old_fingerprint(spec: &ProcessorSpec) -> String {
+    let s = ProcessorSpec { threads: 0, ..spec.clone() };
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{s:?}").as_bytes()))
+}
+
 pub fn checkpoint_path(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join("processors").join(format!("{name}.checkpoint"))
 }
@@ -298,7 +312,7 @@ impl Task {
         let mut abort_all = false;
         let (loaded, generation) = checkpoint::load(&path);
         let restored = match loaded {
-            Loaded::Usable(c) if c.fingerprint == fp => {
+            Loaded::Usable(c) if c.fingerprint == fp || c.fingerprint == old_fingerprint(spec) => {
                 previous_txn = c.txn.clone();
                 Some(c)
             }
@@ -596,8 +610,7 @@ impl Task {
         };
         match p.result {
             Err(bad) => {
-                self.stats.bad.fetch_add(1, Ordering::Relaxed);
-                self.stats.bad_by_kind[bad.kind()].fetch_add(1, Ordering::Relaxed);
+                self.stats.bad[bad.kind()].fetch_add(1, Ordering::Relaxed);
                 if self.spec.on_missing == BadAction::DeadLetter {
                     dead.push(dl(&self.sources[i], bad.reason(), None, self.watermark));
                 }

@@ -159,7 +159,7 @@ fn a_tumbling_processor_materializes_final_windows_and_dead_letters_bad_and_late
 
     let (_, stats) = b.broker.processor_stats().into_iter().next().unwrap();
     assert_eq!(stats.late.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(stats.bad.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(stats.bad_total(), 2);
     let text = crate::http::http(b.http_addr, "GET", "/metrics").1;
     for (reason, n) in [("missing_key", 1.0), ("unparseable", 1.0), ("bad_time", 0.0)] {
         assert_eq!(crate::http::sample(&text, "eddy_processor_records_bad_total", &[("processor", "clicks"), ("reason", reason)]), Some(n), "{reason}");
