@@ -409,3 +409,30 @@ fn a_processor_survives_its_source_topic_being_deleted_and_recreated() {
     let got = consume_until(&b, "clicks-per-second", |g| windows(g).contains_key(&("bob".to_string(), 10_000)));
     assert_eq!(windows(&got)[&("bob".to_string(), 10_000)], (1, 7));
 }
+
+#[test]
+fn a_processor_starting_at_latest_skips_what_its_sources_held_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    create(&b, "clicks", 1);
+    produce(&b, "clicks", &[(None, click("ann", 1_000, 5)), (None, click("ann", 1_500, 5))]);
+    b.stop();
+    let latest = CLICKS.replace(r#"topics = ["clicks"]"#, "topics = [\"clicks\"]\n    start = \"latest\"");
+    assert_ne!(latest, CLICKS);
+    let mut b = TestBroker::start_in(tmp.path(), |c| processor(c, "clicks", &latest));
+    b.keep_dir(tmp);
+    // Produced once the processor has placed itself at the end (it has
+    // read nothing yet, and reads what comes after).
+    let t0 = Instant::now();
+    while b.broker.processor_stats().into_iter().next().is_none_or(|(_, s)| s.last_checkpoint_ms.load(std::sync::atomic::Ordering::Relaxed) == 0) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the processor never checkpointed its start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    produce(&b, "clicks", &[(None, click("ann", 2_000, 7)), (None, click("cid", 5_000, 1))]);
+    let got = consume_until(&b, "clicks-per-second", |g| !g.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let got = consume_until(&b, "clicks-per-second", |g| g.len() >= got.len());
+    assert_eq!(windows(&got), [(("ann".to_string(), 2000), (1, 7))].into(), "only records produced after the start");
+    let (_, stats) = b.broker.processor_stats().into_iter().next().unwrap();
+    assert_eq!(stats.records_in.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
