@@ -243,7 +243,7 @@ impl Coordinator {
         for g in groups.values_mut() {
             classic::expire(self, g, now);
             consumer::expire(self, g, now);
-            if g.state == State::Empty && !g.has_members() && !g.offsets.is_empty() && now_ms - g.empty_since_ms > self.cfg.offsets_retention_ms {
+            if g.state == State::Empty && !g.has_members() && g.pending.is_empty() && !g.offsets.is_empty() && now_ms - g.empty_since_ms > self.cfg.offsets_retention_ms {
                 for (topic, partition) in g.offsets.keys() {
                     expired_offsets.push((store::offset_key(&g.id, topic, *partition), None));
                 }
