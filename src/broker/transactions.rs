@@ -17,6 +17,12 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     crate::security::off_runtime(f)
 }
 
+/// Whether a transaction may hold `topic`/`partition`: it exists and is
+/// not one of the broker's own topics.
+fn user_partition(broker: &Broker, topic: &str, partition: i32) -> bool {
+    broker.partition(topic, partition).is_some() && !Broker::is_internal(topic)
+}
+
 /// WRITE on the transactional id.
 fn may_write(broker: &Broker, ctx: &Context, id: &str) -> bool {
     broker.authorize(ctx, Operation::Write, ResourceType::TransactionalId, id)
@@ -24,7 +30,7 @@ fn may_write(broker: &Broker, ctx: &Context, id: &str) -> bool {
 
 fn topic_results(broker: &Broker, ctx: &Context, id: &str, producer_id: i64, epoch: i16, topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic]) -> Vec<AddPartitionsToTxnTopicResult> {
     let wanted: Vec<(String, i32)> = topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.name.as_str().to_string(), *p))).collect();
-    let known = |t: &str, p: i32| broker.partition(t, p).is_some() && !Broker::is_internal(t);
+    let known = |t: &str, p: i32| user_partition(broker, t, p);
     let writable: Vec<bool> = topics.iter().map(|t| broker.authorize(ctx, Operation::Write, ResourceType::Topic, t.name.as_str())).collect();
     let codes: Vec<i16> = if !may_write(broker, ctx, id) {
         vec![code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED; wanted.len()]
@@ -117,7 +123,7 @@ pub fn txn_offset_commit(broker: &Broker, ctx: &Context, req: TxnOffsetCommitReq
         }
     };
     let readable: Vec<bool> = req.topics.iter().map(|t| broker.authorize(ctx, Operation::Read, ResourceType::Topic, t.name.as_str())).collect();
-    let known = |t: &str, p: i32| broker.partition(t, p).is_some() && !Broker::is_internal(t);
+    let known = |t: &str, p: i32| user_partition(broker, t, p);
     let mut offsets = Vec::new();
     for (t, _) in req.topics.iter().zip(&readable).filter(|(_, ok)| denied_all.is_none() && **ok) {
         for p in t.partitions.iter().filter(|p| known(t.name.as_str(), p.partition_index)) {

@@ -237,15 +237,18 @@ struct Task {
 /// written), and where a processor without state starts reading. A change
 /// to any other setting starts the processor over from its sources.
 fn fingerprint(spec: &ProcessorSpec) -> String {
-    let s = ProcessorSpec { threads: 0, commit_interval_ms: 0, flush_interval_ms: 0, start: Start::Earliest, ..spec.clone() };
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{s:?}").as_bytes()))
+    hash_spec(&ProcessorSpec { threads: 0, commit_interval_ms: 0, flush_interval_ms: 0, start: Start::Earliest, ..spec.clone() })
 }
 
 /// The fingerprint checkpoints were written with before it left out more
 /// than the thread count: a checkpoint that matches it is this
 /// configuration's too (its next checkpoint carries `fingerprint`).
 fn old_fingerprint(spec: &ProcessorSpec) -> String {
-    let s = ProcessorSpec { threads: 0, ..spec.clone() };
+    hash_spec(&ProcessorSpec { threads: 0, ..spec.clone() })
+}
+
+/// xxh3-64 of the parsed configuration's debug form, in hex.
+fn hash_spec(s: &ProcessorSpec) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{s:?}").as_bytes()))
 }
 
